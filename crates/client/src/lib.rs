@@ -1,0 +1,403 @@
+//! # datalayer-client: talk to a DataLayer node
+//!
+//! A thin, typed layer over the `datalayer.v1` gRPC services that users can embed.
+//! Every failed call returns a [`ClientError`] whose `kind` comes from the server's
+//! machine-readable `ErrorDetail`, so callers branch on kinds, not on text.
+//!
+//! Writes are never retried by this library: a write whose answer was lost may or may
+//! not have been applied, and only the caller knows whether doing it twice is safe.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), datalayer_client::ClientError> {
+//! let mut c = datalayer_client::Client::connect("127.0.0.1:7700").await?;
+//! c.create_table("users", Default::default()).await?;
+//! c.put("users", b"alice", b"hello").await?;
+//! assert_eq!(c.get("users", b"alice").await?.map(|v| v.value), Some(b"hello".to_vec()));
+//! # Ok(()) }
+//! ```
+
+use datalayer_api::v1 as pb;
+use pb::admin_client::AdminClient;
+use pb::kv_client::KvClient;
+use prost::Message;
+use tonic::transport::{Channel, Endpoint};
+
+pub use pb::ErrorKind;
+
+/// Largest message the client sends or accepts, in bytes (the server's own limit is
+/// reported by [`Client::node_status`]).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// A failed call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ClientError {
+    /// The class of the failure; `Unavailable` also for transport failures.
+    pub kind: ErrorKind,
+    /// Whether the same call may succeed if sent again.
+    pub retryable: bool,
+    /// What the server (or the transport) said.
+    pub message: String,
+    /// The request field at fault, for invalid arguments.
+    pub field: String,
+    /// The gRPC code.
+    pub code: tonic::Code,
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        match pb::ErrorDetail::decode(status.details()) {
+            Ok(d) if d.kind != 0 => ClientError {
+                kind: d.kind(),
+                retryable: d.retryable,
+                message: d.message,
+                field: d.field,
+                code: status.code(),
+            },
+            _ => ClientError {
+                kind: match status.code() {
+                    tonic::Code::Unavailable => ErrorKind::Unavailable,
+                    tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {
+                        ErrorKind::InvalidArgument
+                    }
+                    _ => ErrorKind::Internal,
+                },
+                retryable: status.code() == tonic::Code::Unavailable,
+                message: format!("{}: {}", status.code(), status.message()),
+                field: String::new(),
+                code: status.code(),
+            },
+        }
+    }
+}
+
+impl From<tonic::transport::Error> for ClientError {
+    fn from(e: tonic::transport::Error) -> Self {
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message = format!("{message}: {s}");
+            source = s.source();
+        }
+        ClientError {
+            kind: ErrorKind::Unavailable,
+            retryable: true,
+            message,
+            field: String::new(),
+            code: tonic::Code::Unavailable,
+        }
+    }
+}
+
+/// Result of a client call.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Options of a new table; `Default` gives a strong table with server defaults.
+#[derive(Debug, Clone, Default)]
+pub struct TableOptions {
+    /// The policy; unspecified is strong.
+    pub policy: pb::Policy,
+    /// Replicas per tablet; 0 for the default.
+    pub replication_factor: u32,
+    /// How long old versions stay readable, in seconds; 0 for the default.
+    pub version_retention_secs: u64,
+    /// Succeed without change when the table exists.
+    pub if_not_exists: bool,
+}
+
+/// A value and the version (timestamp) that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    /// The bytes.
+    pub value: Vec<u8>,
+    /// The write's timestamp.
+    pub version: u64,
+}
+
+/// A connection to one node.
+#[derive(Debug, Clone)]
+pub struct Client {
+    kv: KvClient<Channel>,
+    admin: AdminClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `addr` (`host:port`, or a full `http://` URI).
+    pub async fn connect(addr: &str) -> Result<Client> {
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError {
+            kind: ErrorKind::InvalidArgument,
+            retryable: false,
+            message: format!("bad address {addr:?}: {e}"),
+            field: "addr".into(),
+            code: tonic::Code::InvalidArgument,
+        })?;
+        let channel = endpoint
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        Ok(Client {
+            kv: KvClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            admin: AdminClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        })
+    }
+
+    /// The raw KV stub, for requests this type has no helper for.
+    pub fn kv(&mut self) -> &mut KvClient<Channel> {
+        &mut self.kv
+    }
+
+    /// The raw Admin stub.
+    pub fn admin(&mut self) -> &mut AdminClient<Channel> {
+        &mut self.admin
+    }
+
+    /// Creates a table; returns it and whether it was created.
+    pub async fn create_table(
+        &mut self,
+        name: &str,
+        opts: TableOptions,
+    ) -> Result<(pb::TableInfo, bool)> {
+        let r = self
+            .admin
+            .create_table(pb::CreateTableRequest {
+                name: name.into(),
+                policy: opts.policy as i32,
+                replication_factor: opts.replication_factor,
+                version_retention_secs: opts.version_retention_secs,
+                if_not_exists: opts.if_not_exists,
+            })
+            .await?
+            .into_inner();
+        Ok((r.table.unwrap_or_default(), r.created))
+    }
+
+    /// Drops a table; false when it did not exist and `if_exists`.
+    pub async fn drop_table(&mut self, name: &str, if_exists: bool) -> Result<bool> {
+        let r = self
+            .admin
+            .drop_table(pb::DropTableRequest {
+                name: name.into(),
+                if_exists,
+            })
+            .await?;
+        Ok(r.into_inner().dropped)
+    }
+
+    /// Every table.
+    pub async fn list_tables(&mut self) -> Result<Vec<pb::TableInfo>> {
+        Ok(self
+            .admin
+            .list_tables(pb::ListTablesRequest {})
+            .await?
+            .into_inner()
+            .tables)
+    }
+
+    /// One table with its tablets.
+    pub async fn describe_table(&mut self, name: &str) -> Result<pb::TableInfo> {
+        let r = self
+            .admin
+            .describe_table(pb::DescribeTableRequest { name: name.into() })
+            .await?;
+        Ok(r.into_inner().table.unwrap_or_default())
+    }
+
+    /// The node's status and limits.
+    pub async fn node_status(&mut self) -> Result<pb::NodeStatusResponse> {
+        Ok(self
+            .admin
+            .node_status(pb::NodeStatusRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Collects a table's garbage now; returns versions removed.
+    pub async fn collect_garbage(&mut self, table: &str) -> Result<pb::CollectGarbageResponse> {
+        let r = self
+            .admin
+            .collect_garbage(pb::CollectGarbageRequest {
+                table: table.into(),
+            })
+            .await?;
+        Ok(r.into_inner())
+    }
+
+    /// Writes one value; returns its version.
+    pub async fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<u64> {
+        self.write(table, vec![put(key, value)])
+            .await
+            .map(|r| r.version)
+    }
+
+    /// Deletes one key; returns the tombstone's version.
+    pub async fn delete(&mut self, table: &str, key: &[u8]) -> Result<u64> {
+        self.write(table, vec![delete(key)])
+            .await
+            .map(|r| r.version)
+    }
+
+    /// Applies a batch atomically (its keys must fall in one tablet).
+    pub async fn write(
+        &mut self,
+        table: &str,
+        mutations: Vec<pb::Mutation>,
+    ) -> Result<pb::WriteResponse> {
+        let r = self
+            .kv
+            .write(pb::WriteRequest {
+                table: table.into(),
+                mutations,
+            })
+            .await?;
+        Ok(r.into_inner())
+    }
+
+    /// The latest value of a key.
+    pub async fn get(&mut self, table: &str, key: &[u8]) -> Result<Option<Value>> {
+        self.get_at(table, key, 0).await
+    }
+
+    /// The value of a key as of `at_timestamp` (0 = latest).
+    pub async fn get_at(
+        &mut self,
+        table: &str,
+        key: &[u8],
+        at_timestamp: u64,
+    ) -> Result<Option<Value>> {
+        let r = self
+            .kv
+            .get(pb::GetRequest {
+                table: table.into(),
+                key: key.to_vec(),
+                at_timestamp,
+            })
+            .await?
+            .into_inner();
+        Ok(r.found.then_some(Value {
+            value: r.value,
+            version: r.version,
+        }))
+    }
+
+    /// One page of a scan, as the server returns it.
+    pub async fn scan_page(&mut self, req: pb::ScanRequest) -> Result<pb::ScanResponse> {
+        Ok(self.kv.scan(req).await?.into_inner())
+    }
+
+    /// Every row of `[start, end)` (empty end = end of table), at most `limit`
+    /// (0 = all), following pages on one snapshot.
+    pub async fn scan(
+        &mut self,
+        table: &str,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<pb::KeyValue>> {
+        let mut req = pb::ScanRequest {
+            table: table.into(),
+            start: start.to_vec(),
+            end: end.to_vec(),
+            limit: 0,
+            reverse,
+            at_timestamp: 0,
+        };
+        let mut rows = Vec::new();
+        loop {
+            if limit > 0 {
+                req.limit = (limit - rows.len()).min(1000) as u32;
+            }
+            let page = self.scan_page(req.clone()).await?;
+            rows.extend(page.rows);
+            if !page.more || (limit > 0 && rows.len() >= limit) {
+                return Ok(rows);
+            }
+            req.at_timestamp = page.read_timestamp;
+            if reverse {
+                req.end = page.resume_key;
+            } else {
+                req.start = page.resume_key;
+            }
+        }
+    }
+
+    /// Compare-and-set; `expected_version = None` means "must be absent", `new = None`
+    /// deletes.
+    pub async fn compare_and_set(
+        &mut self,
+        table: &str,
+        key: &[u8],
+        expected_version: Option<u64>,
+        new: Option<&[u8]>,
+    ) -> Result<pb::CompareAndSetResponse> {
+        let expected = match expected_version {
+            Some(v) => pb::compare_and_set_request::Expected::ExpectedVersion(v),
+            None => pb::compare_and_set_request::Expected::ExpectAbsent(true),
+        };
+        let r = self
+            .kv
+            .compare_and_set(pb::CompareAndSetRequest {
+                table: table.into(),
+                key: key.to_vec(),
+                expected: Some(expected),
+                new_value: new.unwrap_or_default().to_vec(),
+                delete: new.is_none(),
+            })
+            .await?;
+        Ok(r.into_inner())
+    }
+
+    /// Adds `delta` to the integer at `key`; returns the new value.
+    pub async fn increment(&mut self, table: &str, key: &[u8], delta: i64) -> Result<i64> {
+        let r = self
+            .kv
+            .increment(pb::IncrementRequest {
+                table: table.into(),
+                key: key.to_vec(),
+                delta,
+            })
+            .await?;
+        Ok(r.into_inner().value)
+    }
+
+    /// Deletes every key of `[start, end)`; returns how many.
+    pub async fn delete_range(&mut self, table: &str, start: &[u8], end: &[u8]) -> Result<u64> {
+        let r = self
+            .kv
+            .delete_range(pb::DeleteRangeRequest {
+                table: table.into(),
+                start: start.to_vec(),
+                end: end.to_vec(),
+            })
+            .await?;
+        Ok(r.into_inner().deleted)
+    }
+}
+
+/// A put mutation.
+pub fn put(key: &[u8], value: &[u8]) -> pb::Mutation {
+    pb::Mutation {
+        op: pb::MutationOp::Put as i32,
+        key: key.to_vec(),
+        value: value.to_vec(),
+    }
+}
+
+/// A delete mutation.
+pub fn delete(key: &[u8]) -> pb::Mutation {
+    pb::Mutation {
+        op: pb::MutationOp::Delete as i32,
+        key: key.to_vec(),
+        value: Vec::new(),
+    }
+}

@@ -1,0 +1,136 @@
+//! Errors of the cluster crate. Each knows its kind and whether a retry can succeed;
+//! the node maps them to gRPC statuses in one place.
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or breaks a limit; nothing was changed.
+    #[error("invalid argument {field}: {message}")]
+    InvalidArgument {
+        /// The request field at fault.
+        field: String,
+        /// Why.
+        message: String,
+    },
+    /// No table of that name.
+    #[error("table {name:?} not found")]
+    TableNotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// A table of that name exists.
+    #[error("table {name:?} already exists")]
+    TableExists {
+        /// The name.
+        name: String,
+    },
+    /// The feature or policy is not built yet.
+    #[error("not supported yet: {what}")]
+    NotSupported {
+        /// What was asked for.
+        what: String,
+    },
+    /// A read below the table's garbage-collection horizon.
+    #[error(
+        "timestamp {requested} is below the garbage-collection horizon {horizon} of table {table:?}"
+    )]
+    TimestampCollected {
+        /// The table.
+        table: String,
+        /// The timestamp asked for.
+        requested: u64,
+        /// Versions at or below this may be gone.
+        horizon: u64,
+    },
+    /// A batch spans tablets; nothing was changed.
+    #[error(
+        "batch spans tablets {first} and {second} of table {table:?}; a batch must stay in one tablet"
+    )]
+    CrossTablet {
+        /// The table.
+        table: String,
+        /// One tablet.
+        first: datalayer_store::TabletId,
+        /// Another.
+        second: datalayer_store::TabletId,
+    },
+    /// Increment on a non-integer value, or overflow.
+    #[error("value of the key is not a 64-bit decimal integer, or the increment overflows")]
+    NotAnInteger,
+    /// The node is stopping or overloaded.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] datalayer_store::Error),
+    /// A bug or an unexpected state.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// The class of an error, as clients see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Malformed request or limit.
+    InvalidArgument,
+    /// Unknown table.
+    NotFound,
+    /// Duplicate table.
+    AlreadyExists,
+    /// Try again later.
+    Unavailable,
+    /// Not built yet.
+    NotSupported,
+    /// Read below the GC horizon.
+    TimestampCollected,
+    /// Batch spans tablets.
+    CrossTablet,
+    /// Increment on a non-integer.
+    NotAnInteger,
+    /// Bytes on disk do not decode.
+    Corruption,
+    /// Anything else.
+    Internal,
+}
+
+impl Error {
+    /// An invalid argument error.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The class of the error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            Error::TableNotFound { .. } => ErrorKind::NotFound,
+            Error::TableExists { .. } => ErrorKind::AlreadyExists,
+            Error::NotSupported { .. } => ErrorKind::NotSupported,
+            Error::TimestampCollected { .. } => ErrorKind::TimestampCollected,
+            Error::CrossTablet { .. } => ErrorKind::CrossTablet,
+            Error::NotAnInteger => ErrorKind::NotAnInteger,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Store(datalayer_store::Error::Corruption { .. }) => ErrorKind::Corruption,
+            Error::Store(_) | Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Whether sending the same request again may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Unavailable)
+    }
+
+    /// The request field at fault, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::InvalidArgument { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// Result of the cluster crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

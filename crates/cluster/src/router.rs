@@ -1,0 +1,205 @@
+//! The range router: what every request passes through on its way to a policy.
+//!
+//! It resolves a table name to its descriptor, a key to the tablet whose range holds
+//! it, and hands the request to the table's policy. Table creation and drop are
+//! orchestrated here too: the catalog records the change, the policy starts or stops
+//! serving the tablets.
+
+use crate::catalog::{Catalog, Policy, TableDesc, TableSpec, TabletDesc};
+use crate::error::{Error, Result};
+use crate::strong::{Expected, Outcome, ScanPage, StrongPolicy, WriteOp};
+use datalayer_store::{KeyRange, Mutation, Timestamp, Versioned};
+use std::sync::Arc;
+
+/// Routes requests of one node.
+pub struct Router {
+    catalog: Arc<dyn Catalog>,
+    strong: Arc<StrongPolicy>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").finish_non_exhaustive()
+    }
+}
+
+/// The one tablet holding every key of `keys`, or a cross-tablet error.
+pub fn single_tablet<'t, 'k>(
+    table: &'t TableDesc,
+    mut keys: impl Iterator<Item = &'k [u8]>,
+) -> Result<&'t TabletDesc> {
+    let first = keys
+        .next()
+        .ok_or_else(|| Error::invalid("keys", "at least one key is required"))?;
+    let tablet = table.tablet_for(first);
+    for key in keys {
+        let other = table.tablet_for(key);
+        if other.id != tablet.id {
+            return Err(Error::CrossTablet {
+                table: table.name.clone(),
+                first: tablet.id,
+                second: other.id,
+            });
+        }
+    }
+    Ok(tablet)
+}
+
+/// The one tablet overlapping `range`, or a cross-tablet error.
+pub fn range_tablet<'a>(table: &'a TableDesc, range: &KeyRange) -> Result<&'a TabletDesc> {
+    let first = table.tablet_for(&range.start);
+    let spills = match (&first.end, &range.end) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(tablet_end), Some(range_end)) => range_end > tablet_end,
+    };
+    if spills {
+        let second = table.tablet_for(first.end.as_deref().unwrap_or_default());
+        return Err(Error::CrossTablet {
+            table: table.name.clone(),
+            first: first.id,
+            second: second.id,
+        });
+    }
+    Ok(first)
+}
+
+impl Router {
+    /// A router over `catalog` whose strong tablets `strong` serves.
+    pub fn new(catalog: Arc<dyn Catalog>, strong: Arc<StrongPolicy>) -> Router {
+        Router { catalog, strong }
+    }
+
+    /// Purges the data of tables dropped before a crash, and starts serving every
+    /// tablet of every table. Call once before serving requests.
+    pub async fn start(&self) -> Result<()> {
+        for dropped in self.catalog.dropped()? {
+            self.purge(&dropped).await?;
+        }
+        for table in self.catalog.tables() {
+            for tablet in &table.tablets {
+                self.strong.open_tablet(tablet).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, table: &TableDesc) -> Result<()> {
+        let tablets = table.tablets.iter().map(|t| t.id).collect();
+        self.strong.drop_table(table.id, tablets).await?;
+        self.catalog.forget_dropped(table.id).await
+    }
+
+    /// Creates a table and starts serving its tablets.
+    pub async fn create_table(
+        &self,
+        spec: TableSpec,
+        if_not_exists: bool,
+    ) -> Result<(Arc<TableDesc>, bool)> {
+        let (table, created) = self.catalog.create_table(spec, if_not_exists).await?;
+        for tablet in &table.tablets {
+            self.strong.open_tablet(tablet).await?;
+        }
+        Ok((table, created))
+    }
+
+    /// Drops a table and deletes its data. False when it did not exist and `if_exists`.
+    pub async fn drop_table(&self, name: &str, if_exists: bool) -> Result<bool> {
+        let table = match self.catalog.drop_table(name).await {
+            Ok(t) => t,
+            Err(Error::TableNotFound { .. }) if if_exists => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        self.purge(&table).await?;
+        Ok(true)
+    }
+
+    /// Every table.
+    pub fn tables(&self) -> Vec<Arc<TableDesc>> {
+        self.catalog.tables()
+    }
+
+    /// The table of that name.
+    pub fn table(&self, name: &str) -> Result<Arc<TableDesc>> {
+        let table = self.catalog.table(name)?;
+        if table.policy != Policy::Strong {
+            return Err(Error::NotSupported {
+                what: format!("KV requests on {:?} tables", table.policy),
+            });
+        }
+        Ok(table)
+    }
+
+    /// The strong policy of this node.
+    pub fn strong(&self) -> &StrongPolicy {
+        &self.strong
+    }
+
+    /// Values of `keys` as of `at` (`None` = latest).
+    pub async fn get(
+        &self,
+        table: &str,
+        keys: Vec<Vec<u8>>,
+        at: Option<Timestamp>,
+    ) -> Result<(Vec<Option<Versioned>>, Timestamp)> {
+        let table = self.table(table)?;
+        self.strong.get(&table, keys, at).await
+    }
+
+    /// One page of a scan.
+    pub async fn scan(
+        &self,
+        table: &str,
+        range: KeyRange,
+        limit: usize,
+        reverse: bool,
+        at: Option<Timestamp>,
+    ) -> Result<ScanPage> {
+        let table = self.table(table)?;
+        self.strong.scan(&table, range, limit, reverse, at).await
+    }
+
+    /// Puts and deletes, atomically; every key must fall in one tablet.
+    pub async fn write(&self, table: &str, mutations: Vec<Mutation>) -> Result<Outcome> {
+        let table = self.table(table)?;
+        let tablet = single_tablet(&table, mutations.iter().map(Mutation::key))?;
+        self.strong.write(tablet, WriteOp::Batch(mutations)).await
+    }
+
+    /// Deletes every live key of `range`, atomically; the range must lie in one tablet.
+    pub async fn delete_range(&self, table: &str, range: KeyRange) -> Result<Outcome> {
+        let table = self.table(table)?;
+        let tablet = range_tablet(&table, &range)?;
+        self.strong.write(tablet, WriteOp::DeleteRange(range)).await
+    }
+
+    /// Writes `new` (or deletes, for `None`) if the key is as `expected`.
+    pub async fn compare_and_set(
+        &self,
+        table: &str,
+        key: Vec<u8>,
+        expected: Expected,
+        new: Option<Vec<u8>>,
+    ) -> Result<Outcome> {
+        let table = self.table(table)?;
+        let tablet = table.tablet_for(&key);
+        self.strong
+            .write(tablet, WriteOp::CompareAndSet { key, expected, new })
+            .await
+    }
+
+    /// Adds `delta` to the integer at `key`.
+    pub async fn increment(&self, table: &str, key: Vec<u8>, delta: i64) -> Result<Outcome> {
+        let table = self.table(table)?;
+        let tablet = table.tablet_for(&key);
+        self.strong
+            .write(tablet, WriteOp::Increment { key, delta })
+            .await
+    }
+
+    /// Collects the garbage of one table now.
+    pub async fn collect_garbage(&self, table: &str) -> Result<(u64, Timestamp)> {
+        let table = self.table(table)?;
+        self.strong.collect_garbage(&table).await
+    }
+}

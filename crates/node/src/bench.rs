@@ -1,0 +1,500 @@
+//! `datalayer bench`: throughput and latency of a running node, side by side in one run
+//! with its peers — raw RocksDB in-process, `redis-server` (driven by
+//! `redis-benchmark`) and `etcd` — at the same concurrency and value size.
+//! `scripts/bench.sh` starts the peers and calls this; BENCHMARKS.md has the figures.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use datalayer_api::v1 as pb;
+use datalayer_client::{Client, TableOptions};
+use hdrhistogram::Histogram;
+use rand::Rng;
+use serde_json::json;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod etcd {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("etcdserverpb");
+}
+
+/// Options of `datalayer bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Concurrent clients (each with its own connection).
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Seconds per workload.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Rows per batch in the batched-put workload.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Rows per scan in the scan workload.
+    #[arg(long, default_value_t = 100)]
+    scan_rows: u32,
+    /// Also run synced puts on a raw RocksDB in this directory (same disk as the node).
+    #[arg(long)]
+    rocksdb_dir: Option<PathBuf>,
+    /// Also run `redis-benchmark` against redis-server at this host:port.
+    #[arg(long)]
+    redis: Option<String>,
+    /// Also drive etcd at this host:port.
+    #[arg(long)]
+    etcd: Option<String>,
+}
+
+/// One measured workload.
+#[derive(Debug, Clone)]
+struct Measure {
+    system: &'static str,
+    workload: &'static str,
+    ops_per_sec: f64,
+    rows_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+type OpFuture = Pin<Box<dyn Future<Output = anyhow::Result<u64>> + Send>>;
+type OpFn<C> = Arc<dyn Fn(C, usize, u64) -> OpFuture + Send + Sync>;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Runs `op` from every connection until `dur` passes. `op` returns rows handled.
+async fn drive<C: Clone + Send + 'static>(
+    system: &'static str,
+    workload: &'static str,
+    conns: &[C],
+    dur: Duration,
+    op: OpFn<C>,
+) -> anyhow::Result<Measure> {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, conn) in conns.iter().enumerate() {
+        let (conn, op) = (conn.clone(), op.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = histogram();
+            let (mut ops, mut rows) = (0u64, 0u64);
+            while start.elapsed() < dur {
+                let t = Instant::now();
+                rows += op(conn.clone(), i, ops).await?;
+                hist.saturating_record(t.elapsed().as_micros() as u64);
+                ops += 1;
+            }
+            anyhow::Ok((hist, ops, rows))
+        }));
+    }
+    let mut hist = histogram();
+    let (mut ops, mut rows) = (0u64, 0u64);
+    for t in tasks {
+        let (h, o, r) = t.await??;
+        hist.add(h).expect("same histogram bounds");
+        ops += o;
+        rows += r;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(Measure {
+        system,
+        workload,
+        ops_per_sec: ops as f64 / secs,
+        rows_per_sec: rows as f64 / secs,
+        p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+    })
+}
+
+fn key(client: usize, i: u64) -> Vec<u8> {
+    format!("b{client:03}{i:010}").into_bytes()
+}
+
+/// Runs the benchmark and prints the report.
+pub async fn run(addr: &str, args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
+    if args.clients == 0 || args.seconds == 0 || args.batch == 0 {
+        bail!("--clients, --seconds and --batch must be at least 1");
+    }
+    let dur = Duration::from_secs(args.seconds);
+    let value = Arc::new(vec![b'x'; args.value_size]);
+    let mut results = Vec::new();
+
+    let mut admin = Client::connect(addr)
+        .await
+        .with_context(|| format!("cannot reach a node at {addr}"))?;
+    admin.drop_table("bench", true).await?;
+    admin.create_table("bench", TableOptions::default()).await?;
+    let mut conns = Vec::new();
+    for _ in 0..args.clients {
+        conns.push(Client::connect(addr).await?);
+    }
+    eprintln!("datalayer: durable puts");
+    let v = value.clone();
+    let m = drive(
+        "datalayer",
+        "put",
+        &conns,
+        dur,
+        Arc::new(move |mut c: Client, client, i| {
+            let v = v.clone();
+            Box::pin(async move {
+                c.put("bench", &key(client, i), &v).await?;
+                Ok(1)
+            })
+        }),
+    )
+    .await?;
+    // Every client wrote keys 0..n; later reads pick among the smallest count.
+    let loaded = ((m.ops_per_sec * dur.as_secs_f64()) as u64 / args.clients as u64).max(1);
+    results.push(m);
+
+    eprintln!("datalayer: batched puts");
+    let (v, batch) = (value.clone(), args.batch as u64);
+    results.push(
+        drive(
+            "datalayer",
+            "batch",
+            &conns,
+            dur,
+            Arc::new(move |mut c: Client, client, i| {
+                let v = v.clone();
+                Box::pin(async move {
+                    let muts = (0..batch)
+                        .map(|j| datalayer_client::put(&key(client + 500, i * batch + j), &v))
+                        .collect();
+                    c.write("bench", muts).await?;
+                    Ok(batch)
+                })
+            }),
+        )
+        .await?,
+    );
+
+    eprintln!("datalayer: point gets");
+    let clients = args.clients;
+    results.push(
+        drive(
+            "datalayer",
+            "get",
+            &conns,
+            dur,
+            Arc::new(move |mut c: Client, _, _| {
+                let (client, i) = {
+                    let mut r = rand::rng();
+                    (r.random_range(0..clients), r.random_range(0..loaded))
+                };
+                Box::pin(async move {
+                    let found = c.get("bench", &key(client, i)).await?;
+                    anyhow::ensure!(found.is_some(), "bench key missing");
+                    Ok(1)
+                })
+            }),
+        )
+        .await?,
+    );
+
+    eprintln!("datalayer: {}-row scans", args.scan_rows);
+    let rows = args.scan_rows;
+    results.push(
+        drive(
+            "datalayer",
+            "scan",
+            &conns,
+            dur,
+            Arc::new(move |mut c: Client, _, _| {
+                let start = key(rand::rng().random_range(0..clients), 0);
+                Box::pin(async move {
+                    let page = c
+                        .scan_page(pb::ScanRequest {
+                            table: "bench".into(),
+                            start,
+                            limit: rows,
+                            ..Default::default()
+                        })
+                        .await?;
+                    Ok(page.rows.len() as u64)
+                })
+            }),
+        )
+        .await?,
+    );
+    admin.drop_table("bench", true).await?;
+
+    if let Some(dir) = &args.rocksdb_dir {
+        eprintln!("raw rocksdb: synced puts");
+        results.push(raw_rocksdb(dir, args.clients, &value, dur)?);
+    }
+    if let Some(redis) = &args.redis {
+        eprintln!("redis-server: redis-benchmark");
+        results.extend(redis_benchmark(redis, args.clients, args.value_size, dur).await?);
+    }
+    if let Some(etcd) = &args.etcd {
+        eprintln!("etcd: puts and serializable gets");
+        results.extend(etcd_bench(etcd, args.clients, &value, dur).await?);
+    }
+    report(&results, &args, json_out);
+    Ok(())
+}
+
+fn raw_rocksdb(
+    dir: &std::path::Path,
+    clients: usize,
+    value: &[u8],
+    dur: Duration,
+) -> anyhow::Result<Measure> {
+    let path = dir.join("raw-rocksdb-bench");
+    let _ = std::fs::remove_dir_all(&path);
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(true);
+    opts.set_enable_pipelined_write(true);
+    let db = Arc::new(rocksdb::DB::open(&opts, &path)?);
+    let start = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|client| {
+            let (db, value) = (db.clone(), value.to_vec());
+            std::thread::spawn(move || {
+                let mut w = rocksdb::WriteOptions::default();
+                w.set_sync(true);
+                let mut hist = histogram();
+                let mut ops = 0u64;
+                while start.elapsed() < dur {
+                    let t = Instant::now();
+                    db.put_opt(key(client, ops), &value, &w)?;
+                    hist.saturating_record(t.elapsed().as_micros() as u64);
+                    ops += 1;
+                }
+                anyhow::Ok((hist, ops))
+            })
+        })
+        .collect();
+    let mut hist = histogram();
+    let mut ops = 0;
+    for t in threads {
+        let (h, o) = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
+        hist.add(h).expect("same bounds");
+        ops += o;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    drop(db);
+    let _ = std::fs::remove_dir_all(&path);
+    Ok(Measure {
+        system: "rocksdb (in-process)",
+        workload: "put",
+        ops_per_sec: ops as f64 / secs,
+        rows_per_sec: ops as f64 / secs,
+        p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+    })
+}
+
+async fn redis_benchmark(
+    addr: &str,
+    clients: usize,
+    value_size: usize,
+    dur: Duration,
+) -> anyhow::Result<Vec<Measure>> {
+    let (host, port) = addr.rsplit_once(':').context("--redis wants host:port")?;
+    let mut out = Vec::new();
+    // Request counts sized so each test runs for roughly the same time as ours.
+    for (test, workload, per_sec) in [("set", "put", 40_000u64), ("get", "get", 150_000)] {
+        let n = (per_sec * dur.as_secs()).to_string();
+        let o = tokio::process::Command::new("redis-benchmark")
+            .args([
+                "-h",
+                host,
+                "-p",
+                port,
+                "-c",
+                &clients.to_string(),
+                "-d",
+                &value_size.to_string(),
+            ])
+            .args(["-t", test, "-n", &n, "-r", "1000000", "--csv"])
+            .output()
+            .await
+            .context("run redis-benchmark (apt-get install redis-tools)")?;
+        if !o.status.success() {
+            bail!(
+                "redis-benchmark failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let text = String::from_utf8_lossy(&o.stdout);
+        let line = text
+            .lines()
+            .find(|l| {
+                l.to_ascii_uppercase()
+                    .starts_with(&format!("\"{}\"", test.to_ascii_uppercase()))
+            })
+            .with_context(|| format!("no {test} line in redis-benchmark output: {text}"))?;
+        let cols: Vec<f64> = line
+            .split(',')
+            .skip(1)
+            .map(|c| c.trim_matches('"').parse().unwrap_or(0.0))
+            .collect();
+        // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+        if cols.len() < 6 {
+            bail!("unexpected redis-benchmark csv: {line}");
+        }
+        out.push(Measure {
+            system: "redis-server (appendfsync always)",
+            workload,
+            ops_per_sec: cols[0],
+            rows_per_sec: cols[0],
+            p50_ms: cols[3],
+            p99_ms: cols[5],
+        });
+    }
+    Ok(out)
+}
+
+async fn etcd_bench(
+    addr: &str,
+    clients: usize,
+    value: &Arc<Vec<u8>>,
+    dur: Duration,
+) -> anyhow::Result<Vec<Measure>> {
+    use etcd::kv_client::KvClient;
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach etcd at {addr}"))?;
+        conns.push(KvClient::new(ch));
+    }
+    let v = value.clone();
+    let put = drive(
+        "etcd",
+        "put",
+        &conns,
+        dur,
+        Arc::new(
+            move |mut c: KvClient<tonic::transport::Channel>, client, i| {
+                let v = v.clone();
+                Box::pin(async move {
+                    c.put(etcd::PutRequest {
+                        key: key(client, i),
+                        value: v.to_vec(),
+                    })
+                    .await?;
+                    Ok(1)
+                })
+            },
+        ),
+    )
+    .await?;
+    let loaded = ((put.ops_per_sec * dur.as_secs_f64()) as u64 / clients as u64).max(1);
+    let get = drive(
+        "etcd",
+        "get",
+        &conns,
+        dur,
+        Arc::new(move |mut c: KvClient<tonic::transport::Channel>, _, _| {
+            let (client, i) = {
+                let mut r = rand::rng();
+                (r.random_range(0..clients), r.random_range(0..loaded))
+            };
+            Box::pin(async move {
+                let r = c
+                    .range(etcd::RangeRequest {
+                        key: key(client, i),
+                        serializable: true,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                anyhow::ensure!(!r.kvs.is_empty(), "etcd bench key missing");
+                Ok(1)
+            })
+        }),
+    )
+    .await?;
+    Ok(vec![put, get])
+}
+
+fn find<'a>(results: &'a [Measure], system: &str, workload: &str) -> Option<&'a Measure> {
+    results
+        .iter()
+        .find(|m| m.system.starts_with(system) && m.workload == workload)
+}
+
+fn report(results: &[Measure], args: &BenchArgs, json_out: bool) {
+    let ratio = |a: (&str, &str), b: (&str, &str)| -> Option<f64> {
+        Some(find(results, a.0, a.1)?.ops_per_sec / find(results, b.0, b.1)?.ops_per_sec)
+    };
+    let ratios = [
+        (
+            "durable puts vs redis-server SET (fsync always)",
+            ratio(("datalayer", "put"), ("redis", "put")),
+            1.0,
+        ),
+        (
+            "durable puts vs etcd put",
+            ratio(("datalayer", "put"), ("etcd", "put")),
+            3.0,
+        ),
+        (
+            "durable puts vs raw RocksDB synced puts",
+            ratio(("datalayer", "put"), ("rocksdb", "put")),
+            0.8,
+        ),
+        (
+            "point gets vs etcd serializable get",
+            ratio(("datalayer", "get"), ("etcd", "get")),
+            2.0,
+        ),
+        (
+            "point gets vs redis-server GET",
+            ratio(("datalayer", "get"), ("redis", "get")),
+            0.5,
+        ),
+    ];
+    if json_out {
+        let rows: Vec<_> = results
+            .iter()
+            .map(|m| {
+                json!({"system": m.system, "workload": m.workload, "ops_per_sec": m.ops_per_sec,
+                       "rows_per_sec": m.rows_per_sec, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms})
+            })
+            .collect();
+        let ratios: Vec<_> = ratios
+            .iter()
+            .filter_map(|(n, r, t)| r.map(|r| json!({"comparison": n, "ratio": r, "target": t})))
+            .collect();
+        println!(
+            "{}",
+            json!({"clients": args.clients, "value_size": args.value_size, "results": rows, "ratios": ratios})
+        );
+        return;
+    }
+    println!(
+        "\n{} clients, {}-byte values, {} s per workload\n",
+        args.clients, args.value_size, args.seconds
+    );
+    println!("| system | workload | ops/s | rows/s | p50 ms | p99 ms |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for m in results {
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            m.system, m.workload, m.ops_per_sec, m.rows_per_sec, m.p50_ms, m.p99_ms
+        );
+    }
+    println!("\n| comparison | ratio | target | met |");
+    println!("|---|---:|---:|---|");
+    for (name, r, target) in ratios {
+        if let Some(r) = r {
+            println!(
+                "| {name} | {r:.2}x | {target:.1}x | {} |",
+                if r >= target { "yes" } else { "no" }
+            );
+        }
+    }
+}

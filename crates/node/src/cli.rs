@@ -1,0 +1,555 @@
+//! The command line: `start` runs a node, the rest talk to one.
+
+use crate::config::Config;
+use clap::{Args, Parser, Subcommand};
+use datalayer_api::v1 as pb;
+use datalayer_client::{Client, ClientError, TableOptions};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// DataLayer: a multi-model distributed database.
+#[derive(Debug, Parser)]
+#[command(name = "datalayer", version, about)]
+struct Cli {
+    /// Address of the node to talk to (client commands).
+    #[arg(
+        long,
+        global = true,
+        env = "DATALAYER_ADDR",
+        default_value = "127.0.0.1:7700"
+    )]
+    addr: String,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node. With no flags: a single node on loopback, data in ./datalayer-data.
+    Start(StartArgs),
+    /// Create, list, describe and drop tables.
+    #[command(subcommand)]
+    Table(TableCmd),
+    /// Write a value.
+    Put {
+        table: String,
+        key: String,
+        value: String,
+    },
+    /// Read a value (exit 1 when the key is absent).
+    Get {
+        table: String,
+        key: String,
+        /// Read as of this timestamp (a version number) instead of the latest.
+        #[arg(long)]
+        at: Option<u64>,
+    },
+    /// Delete a key.
+    Del { table: String, key: String },
+    /// List rows in key order.
+    Scan {
+        table: String,
+        /// First key (inclusive).
+        #[arg(long, default_value = "")]
+        start: String,
+        /// End key (exclusive).
+        #[arg(long, default_value = "")]
+        end: String,
+        /// At most this many rows (0 = all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        /// Highest key first.
+        #[arg(long)]
+        reverse: bool,
+    },
+    /// Delete every key in [start, end).
+    DeleteRange {
+        table: String,
+        #[arg(long, default_value = "")]
+        start: String,
+        #[arg(long, default_value = "")]
+        end: String,
+    },
+    /// Write a value only if the key's version is as expected.
+    Cas {
+        table: String,
+        key: String,
+        value: String,
+        /// The version the key must have now.
+        #[arg(
+            long,
+            conflicts_with = "expect_absent",
+            required_unless_present = "expect_absent"
+        )]
+        expect_version: Option<u64>,
+        /// The key must have no value now.
+        #[arg(long)]
+        expect_absent: bool,
+    },
+    /// Add to the decimal integer at a key (absent counts as 0).
+    Incr {
+        table: String,
+        key: String,
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        delta: i64,
+    },
+    /// The node's status and limits.
+    Status,
+    /// Remove a table's versions older than its retention now.
+    Gc { table: String },
+    /// Measure throughput against a running node and peers (see BENCHMARKS.md).
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct StartArgs {
+    /// A TOML config file (see datalayer.example.toml); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address (port 0 picks a free port).
+    #[arg(long)]
+    grpc_addr: Option<std::net::SocketAddr>,
+    /// HTTP listen address for /metrics and /health.
+    #[arg(long)]
+    http_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TableCmd {
+    /// Create a table (policy strong).
+    Create {
+        name: String,
+        /// How long old versions stay readable, in seconds (default one day).
+        #[arg(long, default_value_t = 0)]
+        retention_secs: u64,
+        /// Replicas per tablet (default 3, capped by the number of nodes).
+        #[arg(long, default_value_t = 0)]
+        replication_factor: u32,
+        /// strong (crdt, timeseries and search come later).
+        #[arg(long, default_value = "strong")]
+        policy: String,
+        /// Succeed when the table exists already.
+        #[arg(long)]
+        if_not_exists: bool,
+    },
+    /// List tables.
+    List,
+    /// Show a table and its tablets.
+    Describe { name: String },
+    /// Drop a table and all its data.
+    Drop {
+        name: String,
+        /// Succeed when the table does not exist.
+        #[arg(long)]
+        if_exists: bool,
+    },
+}
+
+/// How a client command ended, when it did not fail.
+enum Done {
+    Ok,
+    NotFound,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(2),
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let json = cli.json;
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Start(args) => start(args).await.map(|()| Done::Ok),
+            Command::Bench(args) => crate::bench::run(&cli.addr, args, json)
+                .await
+                .map(|()| Done::Ok),
+            command => client_command(&cli.addr, json, command).await,
+        }
+    });
+    match result {
+        Ok(Done::Ok) => ExitCode::SUCCESS,
+        Ok(Done::NotFound) => ExitCode::from(1),
+        Err(e) => {
+            if json {
+                let detail = e.downcast_ref::<ClientError>().map(|c| {
+                    json!({"kind": c.kind.as_str_name(), "retryable": c.retryable, "field": c.field})
+                });
+                println!("{}", json!({"error": format!("{e:#}"), "detail": detail}));
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn start(args: StartArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(a) = args.grpc_addr {
+        config.grpc_addr = a;
+    }
+    if let Some(a) = args.http_addr {
+        config.http_addr = a;
+    }
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received; stopping");
+        on_signal.cancel();
+    });
+    let data_dir = config.data_dir.clone();
+    crate::server::run(config, shutdown, |grpc, http| {
+        println!(
+            "datalayer node ready: grpc={grpc} http={http} data={}",
+            data_dir.display()
+        );
+        println!("try: datalayer --addr {grpc} table create demo && datalayer --addr {grpc} put demo hello world");
+    })
+    .await
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn policy_name(p: i32) -> &'static str {
+    match pb::Policy::try_from(p) {
+        Ok(pb::Policy::Strong) => "strong",
+        Ok(pb::Policy::Crdt) => "crdt",
+        Ok(pb::Policy::Timeseries) => "timeseries",
+        Ok(pb::Policy::Search) => "search",
+        _ => "unknown",
+    }
+}
+
+fn table_json(t: &pb::TableInfo) -> serde_json::Value {
+    json!({
+        "name": t.name,
+        "id": t.id,
+        "policy": policy_name(t.policy),
+        "replication_factor": t.replication_factor,
+        "version_retention_secs": t.version_retention_secs,
+        "tablets": t.tablets.iter().map(|tb| json!({
+            "id": tb.id,
+            "start": text(&tb.start),
+            "end": text(&tb.end),
+            "generation": tb.generation,
+            "replicas": tb.replicas,
+            "master": tb.master,
+            "master_epoch": tb.master_epoch,
+            "log_end": tb.log_end,
+            "high_watermark": tb.high_watermark,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_table(t: &pb::TableInfo) {
+    println!(
+        "{}  id={} policy={} replication_factor={} retention={}s tablets={}",
+        t.name,
+        t.id,
+        policy_name(t.policy),
+        t.replication_factor,
+        t.version_retention_secs,
+        t.tablets.len()
+    );
+}
+
+async fn client_command(addr: &str, json_out: bool, command: Command) -> anyhow::Result<Done> {
+    let mut c = Client::connect(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach a node at {addr}: {e}"))?;
+    let print = |v: serde_json::Value| println!("{v}");
+    match command {
+        Command::Start(_) | Command::Bench(_) => unreachable!("handled before connecting"),
+        Command::Table(TableCmd::Create {
+            name,
+            retention_secs,
+            replication_factor,
+            policy,
+            if_not_exists,
+        }) => {
+            let policy = match policy.as_str() {
+                "strong" => pb::Policy::Strong,
+                "crdt" => pb::Policy::Crdt,
+                "timeseries" => pb::Policy::Timeseries,
+                "search" => pb::Policy::Search,
+                other => anyhow::bail!(
+                    "unknown policy {other:?}: use strong, crdt, timeseries or search"
+                ),
+            };
+            let opts = TableOptions {
+                policy,
+                replication_factor,
+                version_retention_secs: retention_secs,
+                if_not_exists,
+            };
+            let (t, created) = c.create_table(&name, opts).await?;
+            if json_out {
+                print(json!({"created": created, "table": table_json(&t)}));
+            } else if created {
+                println!("created table {}", t.name);
+            } else {
+                println!("table {} exists already", t.name);
+            }
+        }
+        Command::Table(TableCmd::List) => {
+            let tables = c.list_tables().await?;
+            if json_out {
+                print(json!({"tables": tables.iter().map(table_json).collect::<Vec<_>>()}));
+            } else {
+                tables.iter().for_each(print_table);
+            }
+        }
+        Command::Table(TableCmd::Describe { name }) => {
+            let t = c.describe_table(&name).await?;
+            if json_out {
+                print(table_json(&t));
+            } else {
+                print_table(&t);
+                for tb in &t.tablets {
+                    println!(
+                        "  tablet {} [{:?}, {:?}) generation={} master={} epoch={} replicas={:?} log_end={} hw={}",
+                        tb.id,
+                        text(&tb.start),
+                        text(&tb.end),
+                        tb.generation,
+                        tb.master,
+                        tb.master_epoch,
+                        tb.replicas,
+                        tb.log_end,
+                        tb.high_watermark
+                    );
+                }
+            }
+        }
+        Command::Table(TableCmd::Drop { name, if_exists }) => {
+            let dropped = c.drop_table(&name, if_exists).await?;
+            if json_out {
+                print(json!({"dropped": dropped}));
+            } else if dropped {
+                println!("dropped table {name}");
+            } else {
+                println!("table {name} did not exist");
+            }
+        }
+        Command::Put { table, key, value } => {
+            let version = c.put(&table, key.as_bytes(), value.as_bytes()).await?;
+            if json_out {
+                print(json!({"version": version}));
+            } else {
+                println!("OK version={version}");
+            }
+        }
+        Command::Get { table, key, at } => {
+            let v = c.get_at(&table, key.as_bytes(), at.unwrap_or(0)).await?;
+            match v {
+                Some(v) if json_out => {
+                    print(json!({"found": true, "value": text(&v.value), "version": v.version}))
+                }
+                Some(v) => println!("{}", text(&v.value)),
+                None => {
+                    if json_out {
+                        print(json!({"found": false}));
+                    } else {
+                        eprintln!("key {key:?} not found in table {table}");
+                    }
+                    return Ok(Done::NotFound);
+                }
+            }
+        }
+        Command::Del { table, key } => {
+            let version = c.delete(&table, key.as_bytes()).await?;
+            if json_out {
+                print(json!({"version": version}));
+            } else {
+                println!("OK version={version}");
+            }
+        }
+        Command::Scan {
+            table,
+            start,
+            end,
+            limit,
+            reverse,
+        } => {
+            let rows = c
+                .scan(&table, start.as_bytes(), end.as_bytes(), limit, reverse)
+                .await?;
+            if json_out {
+                print(json!({"rows": rows.iter().map(|r| json!({
+                    "key": text(&r.key), "value": text(&r.value), "version": r.version,
+                })).collect::<Vec<_>>()}));
+            } else {
+                for r in rows {
+                    println!("{}\t{}", text(&r.key), text(&r.value));
+                }
+            }
+        }
+        Command::DeleteRange { table, start, end } => {
+            let n = c
+                .delete_range(&table, start.as_bytes(), end.as_bytes())
+                .await?;
+            if json_out {
+                print(json!({"deleted": n}));
+            } else {
+                println!("deleted {n} keys");
+            }
+        }
+        Command::Cas {
+            table,
+            key,
+            value,
+            expect_version,
+            expect_absent: _,
+        } => {
+            let r = c
+                .compare_and_set(
+                    &table,
+                    key.as_bytes(),
+                    expect_version,
+                    Some(value.as_bytes()),
+                )
+                .await?;
+            if json_out {
+                print(json!({
+                    "succeeded": r.succeeded, "new_version": r.new_version,
+                    "current_found": r.current_found, "current_value": text(&r.current_value),
+                    "current_version": r.current_version,
+                }));
+            } else if r.succeeded {
+                println!("OK version={}", r.new_version);
+            } else if r.current_found {
+                println!(
+                    "FAILED current version={} value={}",
+                    r.current_version,
+                    text(&r.current_value)
+                );
+            } else {
+                println!("FAILED key is absent");
+            }
+            if !r.succeeded {
+                anyhow::bail!("compare-and-set condition failed");
+            }
+        }
+        Command::Incr { table, key, delta } => {
+            let v = c.increment(&table, key.as_bytes(), delta).await?;
+            if json_out {
+                print(json!({"value": v}));
+            } else {
+                println!("{v}");
+            }
+        }
+        Command::Status => {
+            let s = c.node_status().await?;
+            let limits = s.limits.unwrap_or_default();
+            if json_out {
+                print(json!({
+                    "node_id": s.node_id, "version": s.version, "grpc_addr": s.grpc_addr,
+                    "http_addr": s.http_addr, "data_dir": s.data_dir, "uptime_secs": s.uptime_secs,
+                    "tables": s.tables, "tablets": s.tablets, "group_commits": s.group_commits,
+                    "records_appended": s.records_appended, "clock": s.clock,
+                    "limits": {
+                        "max_key_bytes": limits.max_key_bytes, "max_value_bytes": limits.max_value_bytes,
+                        "max_batch_mutations": limits.max_batch_mutations, "max_batch_bytes": limits.max_batch_bytes,
+                        "max_message_bytes": limits.max_message_bytes, "max_scan_limit": limits.max_scan_limit,
+                        "max_table_name_chars": limits.max_table_name_chars,
+                    },
+                }));
+            } else {
+                println!(
+                    "node {} (datalayer {}) up {}s",
+                    s.node_id, s.version, s.uptime_secs
+                );
+                println!(
+                    "  grpc {}  http {}  data {}",
+                    s.grpc_addr, s.http_addr, s.data_dir
+                );
+                println!("  {} tables, {} tablets", s.tables, s.tablets);
+                println!(
+                    "  {} group commits carrying {} records",
+                    s.group_commits, s.records_appended
+                );
+                println!(
+                    "  limits: key {} B, value {} B, batch {} mutations / {} B, message {} B, scan page {} rows",
+                    limits.max_key_bytes,
+                    limits.max_value_bytes,
+                    limits.max_batch_mutations,
+                    limits.max_batch_bytes,
+                    limits.max_message_bytes,
+                    limits.max_scan_limit
+                );
+            }
+        }
+        Command::Gc { table } => {
+            let r = c.collect_garbage(&table).await?;
+            if json_out {
+                print(json!({"versions_removed": r.versions_removed, "horizon": r.horizon}));
+            } else {
+                println!(
+                    "removed {} old versions (horizon {})",
+                    r.versions_removed, r.horizon
+                );
+            }
+        }
+    }
+    Ok(Done::Ok)
+}

@@ -1,0 +1,96 @@
+//! The node's configuration: one file (TOML), overridden by flags. Each crate owns its
+//! section; see `datalayer.example.toml` at the repository root.
+
+use crate::limits::Limits;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything a node is started with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the node keeps its data. Default `./datalayer-data`.
+    pub data_dir: PathBuf,
+    /// gRPC listen address. Default `127.0.0.1:7700`.
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address (`/metrics`, `/health`). Default `127.0.0.1:7701`.
+    pub http_addr: SocketAddr,
+    /// Seconds between background garbage collections of old versions. Default 60.
+    pub gc_interval_secs: u64,
+    /// Request limits.
+    pub limits: Limits,
+    /// The RocksDB instance.
+    pub store: datalayer_store::rocks::Config,
+    /// The strong policy.
+    pub strong: datalayer_cluster::strong::Config,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("datalayer-data"),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 7701)),
+            gc_interval_secs: 60,
+            limits: Limits::default(),
+            store: Default::default(),
+            strong: Default::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; fields it leaves out keep their defaults.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        Config::from_toml(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Checks every section.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.gc_interval_secs == 0 {
+            anyhow::bail!("gc_interval_secs must be at least 1");
+        }
+        self.limits.validate()?;
+        self.store.validate()?;
+        self.strong.validate()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let text = include_str!("../../../datalayer.example.toml");
+        let config = Config::from_toml(text).expect("example parses");
+        config.validate().expect("example validates");
+        assert_eq!(
+            config,
+            Config::default(),
+            "the example documents the defaults"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(Config::from_toml("grpc_adr = \"127.0.0.1:1\"").is_err());
+        assert!(Config::from_toml("[store]\nblock_cache = 1").is_err());
+    }
+
+    #[test]
+    fn bad_values_fail_validation() {
+        let mut c = Config::default();
+        c.limits.max_key_bytes = 0;
+        assert!(c.validate().is_err());
+    }
+}

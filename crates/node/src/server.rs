@@ -1,0 +1,182 @@
+//! Wiring of a node: store, catalog, policy, router, gRPC and HTTP servers, and the
+//! background garbage collector. [`run`] returns once the node has stopped cleanly.
+
+use crate::config::Config;
+use crate::http;
+use crate::metrics::Metrics;
+use crate::service::admin::{AdminService, NodeInfo};
+use crate::service::kv::KvService;
+use anyhow::Context;
+use datalayer_api::v1 as pb;
+use datalayer_cluster::{LocalCatalog, Router, StrongPolicy};
+use datalayer_store::{HybridClock, NodeId, RocksTabletEngine, TabletEngine};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+/// The single node's id (the cluster's metadata group assigns ids later).
+const LOCAL_NODE: NodeId = NodeId(1);
+/// Seconds a stopping node waits for open connections before cutting them.
+const SHUTDOWN_GRACE_SECS: u64 = 5;
+
+/// Starts a node and serves until `shutdown` is cancelled. `on_ready` gets the bound
+/// gRPC and HTTP addresses once both listen.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(std::net::SocketAddr, std::net::SocketAddr),
+) -> anyhow::Result<()> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let db_path = config.data_dir.join("db");
+    let engine: Arc<dyn TabletEngine> = Arc::new(
+        RocksTabletEngine::open(&db_path, &config.store)
+            .with_context(|| format!("cannot open the store at {}", db_path.display()))?,
+    );
+    let clock = Arc::new(HybridClock::new());
+    let catalog = Arc::new(LocalCatalog::open(engine.clone(), LOCAL_NODE)?);
+    let strong = Arc::new(StrongPolicy::start(
+        engine.clone(),
+        clock,
+        config.strong.clone(),
+    )?);
+    let router = Arc::new(Router::new(catalog, strong.clone()));
+    router.start().await?;
+
+    let grpc_listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for gRPC", config.grpc_addr))?;
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for HTTP", config.http_addr))?;
+    let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
+
+    let metrics = Arc::new(Metrics::new());
+    let max_message = config.limits.max_message_bytes;
+    let kv = KvService {
+        router: router.clone(),
+        limits: config.limits.clone(),
+        metrics: metrics.clone(),
+    };
+    let admin = AdminService {
+        router: router.clone(),
+        engine: engine.clone(),
+        limits: config.limits.clone(),
+        metrics: metrics.clone(),
+        info: NodeInfo {
+            node_id: LOCAL_NODE.0,
+            grpc_addr: grpc_addr.to_string(),
+            http_addr: http_addr.to_string(),
+            data_dir: config.data_dir.display().to_string(),
+            started: Instant::now(),
+        },
+    };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::kv_server::KvServer<KvService>>()
+        .await;
+    health
+        .set_serving::<pb::admin_server::AdminServer<AdminService>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            pb::kv_server::KvServer::new(kv)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+        )
+        .add_service(
+            pb::admin_server::AdminServer::new(admin)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+        )
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc_listener),
+            shutdown.clone().cancelled_owned(),
+        );
+    let mut grpc = tokio::spawn(grpc);
+    let mut http = tokio::spawn(http::serve(
+        http_listener,
+        metrics,
+        engine.clone(),
+        shutdown.clone(),
+    ));
+    let gc = tokio::spawn(collect_garbage_periodically(
+        router.clone(),
+        Duration::from_secs(config.gc_interval_secs),
+        shutdown.clone(),
+    ));
+
+    tracing::info!(%grpc_addr, %http_addr, data_dir = %config.data_dir.display(), "node ready");
+    on_ready(grpc_addr, http_addr);
+    // Serve until asked to stop, or until a server fails on its own.
+    let early = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        r = &mut grpc => Some(("gRPC", r.map(|r| r.map_err(anyhow::Error::from)))),
+        r = &mut http => Some(("HTTP", r.map(|r| r.map_err(anyhow::Error::from)))),
+    };
+    shutdown.cancel();
+    // In-flight requests finish; connections still open after the grace period
+    // (idle clients) are cut.
+    let grace = Duration::from_secs(SHUTDOWN_GRACE_SECS);
+    if early.is_none() {
+        if tokio::time::timeout(grace, &mut grpc).await.is_err() {
+            grpc.abort();
+        }
+        if tokio::time::timeout(grace, &mut http).await.is_err() {
+            http.abort();
+        }
+    }
+    let _ = gc.await;
+    strong.stop().await;
+    if let Some((what, result)) = early {
+        match result {
+            Ok(Ok(())) => anyhow::bail!("{what} server stopped unexpectedly"),
+            Ok(Err(e)) => return Err(e.context(format!("{what} server failed"))),
+            Err(e) => anyhow::bail!("{what} server task failed: {e}"),
+        }
+    }
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+async fn collect_garbage_periodically(
+    router: Arc<Router>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for table in router.tables() {
+            match router.collect_garbage(&table.name).await {
+                Ok((removed, _)) if removed > 0 => {
+                    tracing::debug!(table = %table.name, removed, "collected old versions");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(table = %table.name, error = %e, "garbage collection failed")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The `datalayer.v1.Admin` service.
+
+use super::timed;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::status::IntoStatus;
+use datalayer_api::v1 as pb;
+use datalayer_cluster::catalog::TableSpec;
+use datalayer_cluster::strong::StrongPolicy;
+use datalayer_cluster::{Error, Policy, Router, TableDesc};
+use datalayer_store::TabletEngine;
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::{Request, Response, Status};
+
+/// What the node says about itself in NodeStatus.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// This node.
+    pub node_id: u64,
+    /// gRPC address it listens on.
+    pub grpc_addr: String,
+    /// HTTP address it listens on.
+    pub http_addr: String,
+    /// Its data directory.
+    pub data_dir: String,
+    /// When it started.
+    pub started: Instant,
+}
+
+/// Serves admin requests of one node.
+#[derive(Clone)]
+pub struct AdminService {
+    pub(crate) router: Arc<Router>,
+    pub(crate) engine: Arc<dyn TabletEngine>,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) info: NodeInfo,
+}
+
+impl std::fmt::Debug for AdminService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminService")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+fn policy_to_proto(p: Policy) -> pb::Policy {
+    match p {
+        Policy::Strong => pb::Policy::Strong,
+        Policy::Crdt => pb::Policy::Crdt,
+        Policy::Timeseries => pb::Policy::Timeseries,
+        Policy::Search => pb::Policy::Search,
+    }
+}
+
+/// The proto form of a table, with the master's view of each tablet's progress.
+pub fn table_info(t: &TableDesc, strong: &StrongPolicy) -> pb::TableInfo {
+    pb::TableInfo {
+        name: t.name.clone(),
+        id: t.id.0,
+        policy: policy_to_proto(t.policy) as i32,
+        replication_factor: t.replication_factor,
+        version_retention_secs: t.version_retention_secs,
+        tablets: t
+            .tablets
+            .iter()
+            .map(|tablet| {
+                let progress = strong.progress(tablet.id).unwrap_or_default();
+                pb::TabletInfo {
+                    id: tablet.id.0,
+                    start: tablet.start.clone(),
+                    end: tablet.end.clone().unwrap_or_default(),
+                    generation: tablet.generation,
+                    replicas: tablet.replicas.iter().map(|n| n.0).collect(),
+                    master: tablet.master.0,
+                    master_epoch: tablet.master_epoch.0,
+                    log_end: progress.log_end.0,
+                    high_watermark: progress.high_watermark.0,
+                }
+            })
+            .collect(),
+    }
+}
+
+impl AdminService {
+    async fn create_table(
+        &self,
+        req: pb::CreateTableRequest,
+    ) -> Result<pb::CreateTableResponse, Error> {
+        let policy = match pb::Policy::try_from(req.policy) {
+            Ok(pb::Policy::Unspecified | pb::Policy::Strong) => Policy::Strong,
+            Ok(pb::Policy::Crdt) => Policy::Crdt,
+            Ok(pb::Policy::Timeseries) => Policy::Timeseries,
+            Ok(pb::Policy::Search) => Policy::Search,
+            Err(_) => {
+                return Err(Error::invalid(
+                    "policy",
+                    format!("unknown policy {}", req.policy),
+                ));
+            }
+        };
+        if req.replication_factor > 7 {
+            return Err(Error::invalid(
+                "replication_factor",
+                "at most 7 replicas per tablet",
+            ));
+        }
+        let spec = TableSpec {
+            name: req.name,
+            policy,
+            replication_factor: req.replication_factor,
+            version_retention_secs: req.version_retention_secs,
+        };
+        let (table, created) = self.router.create_table(spec, req.if_not_exists).await?;
+        Ok(pb::CreateTableResponse {
+            table: Some(table_info(&table, self.router.strong())),
+            created,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn create_table(
+        &self,
+        request: Request<pb::CreateTableRequest>,
+    ) -> Result<Response<pb::CreateTableResponse>, Status> {
+        timed(&self.metrics, "CreateTable", async {
+            self.create_table(request.into_inner()).await.status()
+        })
+        .await
+    }
+
+    async fn drop_table(
+        &self,
+        request: Request<pb::DropTableRequest>,
+    ) -> Result<Response<pb::DropTableResponse>, Status> {
+        let req = request.into_inner();
+        timed(&self.metrics, "DropTable", async {
+            self.limits.table(&req.name).status()?;
+            let dropped = self
+                .router
+                .drop_table(&req.name, req.if_exists)
+                .await
+                .status()?;
+            Ok(pb::DropTableResponse { dropped })
+        })
+        .await
+    }
+
+    async fn list_tables(
+        &self,
+        _request: Request<pb::ListTablesRequest>,
+    ) -> Result<Response<pb::ListTablesResponse>, Status> {
+        timed(&self.metrics, "ListTables", async {
+            let strong = self.router.strong();
+            Ok(pb::ListTablesResponse {
+                tables: self
+                    .router
+                    .tables()
+                    .iter()
+                    .map(|t| table_info(t, strong))
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn describe_table(
+        &self,
+        request: Request<pb::DescribeTableRequest>,
+    ) -> Result<Response<pb::DescribeTableResponse>, Status> {
+        let req = request.into_inner();
+        timed(&self.metrics, "DescribeTable", async {
+            self.limits.table(&req.name).status()?;
+            let table = self.router.table(&req.name).status()?;
+            Ok(pb::DescribeTableResponse {
+                table: Some(table_info(&table, self.router.strong())),
+            })
+        })
+        .await
+    }
+
+    async fn node_status(
+        &self,
+        _request: Request<pb::NodeStatusRequest>,
+    ) -> Result<Response<pb::NodeStatusResponse>, Status> {
+        timed(&self.metrics, "NodeStatus", async {
+            let tables = self.router.tables();
+            let stats = self.engine.stats();
+            Ok(pb::NodeStatusResponse {
+                node_id: self.info.node_id,
+                version: env!("CARGO_PKG_VERSION").into(),
+                grpc_addr: self.info.grpc_addr.clone(),
+                http_addr: self.info.http_addr.clone(),
+                data_dir: self.info.data_dir.clone(),
+                uptime_secs: self.info.started.elapsed().as_secs(),
+                tables: tables.len() as u32,
+                tablets: tables.iter().map(|t| t.tablets.len() as u32).sum(),
+                group_commits: stats.group_commits,
+                records_appended: stats.records_appended,
+                limits: Some(self.limits.to_proto()),
+                clock: self.router.strong().now().0,
+            })
+        })
+        .await
+    }
+
+    async fn collect_garbage(
+        &self,
+        request: Request<pb::CollectGarbageRequest>,
+    ) -> Result<Response<pb::CollectGarbageResponse>, Status> {
+        let req = request.into_inner();
+        timed(&self.metrics, "CollectGarbage", async {
+            self.limits.table(&req.table).status()?;
+            let (removed, horizon) = self.router.collect_garbage(&req.table).await.status()?;
+            Ok(pb::CollectGarbageResponse {
+                versions_removed: removed,
+                horizon: horizon.0,
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,296 @@
+//! The `datalayer.v1.Kv` service.
+
+use super::timed;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::status::IntoStatus;
+use datalayer_api::v1 as pb;
+use datalayer_cluster::strong::resume_key;
+use datalayer_cluster::{Error, Expected, OpResult, Outcome, Router};
+use datalayer_store::{KeyRange, Mutation, Timestamp};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Serves KV requests of one node.
+#[derive(Debug, Clone)]
+pub struct KvService {
+    pub(crate) router: Arc<Router>,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+fn at(ts: u64) -> Option<Timestamp> {
+    (ts != 0).then_some(Timestamp(ts))
+}
+
+fn range(start: Vec<u8>, end: Vec<u8>) -> KeyRange {
+    KeyRange {
+        start,
+        end: (!end.is_empty()).then_some(end),
+    }
+}
+
+fn position(o: &Outcome) -> Option<pb::WritePosition> {
+    o.position.map(|p| pb::WritePosition {
+        tablet_id: p.tablet.0,
+        epoch: p.epoch.0,
+        seq: p.seq.0,
+    })
+}
+
+impl KvService {
+    async fn write(&self, req: pb::WriteRequest) -> Result<pb::WriteResponse, Error> {
+        self.limits.write(&req)?;
+        let mutations = req
+            .mutations
+            .into_iter()
+            .map(|m| match pb::MutationOp::try_from(m.op) {
+                Ok(pb::MutationOp::Delete) => Mutation::Delete { key: m.key },
+                _ => Mutation::Put {
+                    key: m.key,
+                    value: m.value,
+                },
+            })
+            .collect();
+        let outcome = self.router.write(&req.table, mutations).await?;
+        Ok(pb::WriteResponse {
+            version: outcome.ts.0,
+            position: position(&outcome),
+        })
+    }
+
+    async fn scan(&self, req: pb::ScanRequest) -> Result<pb::ScanResponse, Error> {
+        let limit = self.limits.scan(&req)?;
+        let mut page = self
+            .router
+            .scan(
+                &req.table,
+                range(req.start, req.end),
+                limit,
+                req.reverse,
+                at(req.at_timestamp),
+            )
+            .await?;
+        // Keep the page well under the message limit, however large the values.
+        let budget = self.limits.scan_page_bytes();
+        let mut bytes = 0;
+        if let Some(cut) = page.rows.iter().position(|(k, v)| {
+            bytes += k.len() + v.value.len();
+            bytes > budget
+        }) {
+            let cut = cut.max(1);
+            if cut < page.rows.len() {
+                page.rows.truncate(cut);
+                page.more = true;
+                page.resume_key = resume_key(&page.rows[cut - 1].0, req.reverse);
+            }
+        }
+        Ok(pb::ScanResponse {
+            rows: page
+                .rows
+                .into_iter()
+                .map(|(key, v)| pb::KeyValue {
+                    key,
+                    value: v.value,
+                    version: v.ts.0,
+                })
+                .collect(),
+            more: page.more,
+            resume_key: page.resume_key,
+            read_timestamp: page.read_ts.0,
+        })
+    }
+
+    async fn compare_and_set(
+        &self,
+        req: pb::CompareAndSetRequest,
+    ) -> Result<pb::CompareAndSetResponse, Error> {
+        self.limits.table(&req.table)?;
+        self.limits.key("key", &req.key)?;
+        self.limits.value("new_value", &req.new_value)?;
+        let expected = match req.expected {
+            Some(pb::compare_and_set_request::Expected::ExpectedVersion(v)) if v > 0 => {
+                Expected::Version(Timestamp(v))
+            }
+            Some(pb::compare_and_set_request::Expected::ExpectAbsent(true)) => Expected::Absent,
+            _ => {
+                return Err(Error::invalid(
+                    "expected",
+                    "give expected_version (> 0) or expect_absent = true",
+                ));
+            }
+        };
+        if req.delete && !req.new_value.is_empty() {
+            return Err(Error::invalid("new_value", "a delete carries no new value"));
+        }
+        let new = (!req.delete).then_some(req.new_value);
+        let outcome = self
+            .router
+            .compare_and_set(&req.table, req.key, expected, new)
+            .await?;
+        Ok(match outcome.result {
+            OpResult::Mismatch(current) => pb::CompareAndSetResponse {
+                succeeded: false,
+                new_version: 0,
+                current_found: current.is_some(),
+                current_version: current.as_ref().map_or(0, |c| c.ts.0),
+                current_value: current.map(|c| c.value).unwrap_or_default(),
+            },
+            _ => pb::CompareAndSetResponse {
+                succeeded: true,
+                new_version: outcome.ts.0,
+                ..Default::default()
+            },
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for KvService {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let req = request.into_inner();
+        timed(&self.metrics, "Get", async {
+            self.limits.table(&req.table).status()?;
+            self.limits.key("key", &req.key).status()?;
+            let (mut values, ts) = self
+                .router
+                .get(&req.table, vec![req.key], at(req.at_timestamp))
+                .await
+                .status()?;
+            Ok(match values.pop().flatten() {
+                Some(v) => pb::GetResponse {
+                    found: true,
+                    value: v.value,
+                    version: v.ts.0,
+                    read_timestamp: ts.0,
+                },
+                None => pb::GetResponse {
+                    read_timestamp: ts.0,
+                    ..Default::default()
+                },
+            })
+        })
+        .await
+    }
+
+    async fn batch_get(
+        &self,
+        request: Request<pb::BatchGetRequest>,
+    ) -> Result<Response<pb::BatchGetResponse>, Status> {
+        let req = request.into_inner();
+        timed(&self.metrics, "BatchGet", async {
+            self.limits.batch_get(&req).status()?;
+            let keys = req.keys.clone();
+            let (values, ts) = self
+                .router
+                .get(&req.table, req.keys, at(req.at_timestamp))
+                .await
+                .status()?;
+            let results = keys
+                .into_iter()
+                .zip(values)
+                .map(|(key, v)| match v {
+                    Some(v) => pb::BatchGetResult {
+                        key,
+                        found: true,
+                        value: v.value,
+                        version: v.ts.0,
+                    },
+                    None => pb::BatchGetResult {
+                        key,
+                        ..Default::default()
+                    },
+                })
+                .collect();
+            Ok(pb::BatchGetResponse {
+                results,
+                read_timestamp: ts.0,
+            })
+        })
+        .await
+    }
+
+    async fn write(
+        &self,
+        request: Request<pb::WriteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        timed(&self.metrics, "Write", async {
+            self.write(request.into_inner()).await.status()
+        })
+        .await
+    }
+
+    async fn scan(
+        &self,
+        request: Request<pb::ScanRequest>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
+        timed(&self.metrics, "Scan", async {
+            self.scan(request.into_inner()).await.status()
+        })
+        .await
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let req = request.into_inner();
+        timed(&self.metrics, "DeleteRange", async {
+            self.limits.table(&req.table).status()?;
+            self.limits.bound("start", &req.start).status()?;
+            self.limits.bound("end", &req.end).status()?;
+            let outcome = self
+                .router
+                .delete_range(&req.table, range(req.start, req.end))
+                .await
+                .status()?;
+            let deleted = match outcome.result {
+                OpResult::RangeDeleted(n) => n,
+                _ => 0,
+            };
+            Ok(pb::DeleteRangeResponse {
+                deleted,
+                version: outcome.ts.0,
+            })
+        })
+        .await
+    }
+
+    async fn compare_and_set(
+        &self,
+        request: Request<pb::CompareAndSetRequest>,
+    ) -> Result<Response<pb::CompareAndSetResponse>, Status> {
+        timed(&self.metrics, "CompareAndSet", async {
+            self.compare_and_set(request.into_inner()).await.status()
+        })
+        .await
+    }
+
+    async fn increment(
+        &self,
+        request: Request<pb::IncrementRequest>,
+    ) -> Result<Response<pb::IncrementResponse>, Status> {
+        let req = request.into_inner();
+        timed(&self.metrics, "Increment", async {
+            self.limits.table(&req.table).status()?;
+            self.limits.key("key", &req.key).status()?;
+            let outcome = self
+                .router
+                .increment(&req.table, req.key, req.delta)
+                .await
+                .status()?;
+            let value = match outcome.result {
+                OpResult::Counter(v) => v,
+                _ => return Err(Status::internal("increment returned no counter")),
+            };
+            Ok(pb::IncrementResponse {
+                value,
+                version: outcome.ts.0,
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,47 @@
+//! The one place where errors become gRPC statuses: a code plus an encoded
+//! `ErrorDetail` (kind, retryable, field) in the status details.
+
+use datalayer_api::v1 as pb;
+use datalayer_cluster::{Error, ErrorKind};
+use prost::Message;
+use tonic::{Code, Status};
+
+/// The status for an error.
+pub fn to_status(err: &Error) -> Status {
+    let (code, kind) = match err.kind() {
+        ErrorKind::InvalidArgument => (Code::InvalidArgument, pb::ErrorKind::InvalidArgument),
+        ErrorKind::NotFound => (Code::NotFound, pb::ErrorKind::NotFound),
+        ErrorKind::AlreadyExists => (Code::AlreadyExists, pb::ErrorKind::AlreadyExists),
+        ErrorKind::Unavailable => (Code::Unavailable, pb::ErrorKind::Unavailable),
+        ErrorKind::NotSupported => (Code::Unimplemented, pb::ErrorKind::NotSupported),
+        ErrorKind::TimestampCollected => {
+            (Code::FailedPrecondition, pb::ErrorKind::TimestampCollected)
+        }
+        ErrorKind::CrossTablet => (Code::InvalidArgument, pb::ErrorKind::CrossTablet),
+        ErrorKind::NotAnInteger => (Code::FailedPrecondition, pb::ErrorKind::NotAnInteger),
+        ErrorKind::Corruption => (Code::DataLoss, pb::ErrorKind::Corruption),
+        ErrorKind::Internal => (Code::Internal, pb::ErrorKind::Internal),
+    };
+    if matches!(err.kind(), ErrorKind::Internal | ErrorKind::Corruption) {
+        tracing::error!(error = %err, "request failed");
+    }
+    let detail = pb::ErrorDetail {
+        kind: kind as i32,
+        retryable: err.retryable(),
+        message: err.to_string(),
+        field: err.field().unwrap_or_default().to_string(),
+    };
+    Status::with_details(code, err.to_string(), detail.encode_to_vec().into())
+}
+
+/// Shorthand for handlers: map a cluster result to a tonic result.
+pub trait IntoStatus<T> {
+    /// Converts the error side.
+    fn status(self) -> Result<T, Status>;
+}
+
+impl<T> IntoStatus<T> for Result<T, Error> {
+    fn status(self) -> Result<T, Status> {
+        self.map_err(|e| to_status(&e))
+    }
+}

@@ -1,0 +1,117 @@
+//! The tablet-engine contract. Policies talk to storage only through [`TabletEngine`];
+//! `RocksTabletEngine` is the on-disk implementation and [`crate::conformance`] is the
+//! suite every implementation must pass.
+
+use crate::error::Result;
+use crate::hlc::Timestamp;
+use crate::ids::{Seq, TableId, TabletId};
+use crate::oplog::{OplogRecord, TabletState};
+
+/// Records appended to one tablet, with the state they leave it in.
+#[derive(Debug, Clone)]
+pub struct TabletAppend {
+    /// The table the tablet belongs to (the data keys carry it).
+    pub table: TableId,
+    /// The tablet whose oplog grows.
+    pub tablet: TabletId,
+    /// New records, in seq order, continuing the tablet's log.
+    pub records: Vec<OplogRecord>,
+    /// The tablet's state after the records.
+    pub state: TabletState,
+}
+
+/// A value as of some timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// When this version was written; compare-and-set compares it.
+    pub ts: Timestamp,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// A key range of one table, `[start, end)`; `end == None` is the end of the table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyRange {
+    /// Inclusive first user key.
+    pub start: Vec<u8>,
+    /// Exclusive end, or the end of the table.
+    pub end: Option<Vec<u8>>,
+}
+
+impl KeyRange {
+    /// Whether `key` lies in the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
+    }
+}
+
+/// A read of rows in a range.
+#[derive(Debug, Clone)]
+pub struct ScanRequest {
+    /// The table to read.
+    pub table: TableId,
+    /// Which keys.
+    pub range: KeyRange,
+    /// Read the newest version at or below this timestamp.
+    pub at: Timestamp,
+    /// At most this many rows.
+    pub limit: usize,
+    /// Highest key first.
+    pub reverse: bool,
+}
+
+/// The storage of one node: the shared instance that holds every tablet.
+///
+/// Contract:
+/// - [`append`](TabletEngine::append) is atomic over all its tablets and durable
+///   (synced to the log) when it returns: one call is one group commit.
+/// - Reads at `at` see exactly the versions with `ts <= at`; a tombstone hides older
+///   versions.
+/// - Nothing outside a tablet's range or table is touched by an operation on it.
+pub trait TabletEngine: Send + Sync + 'static {
+    /// Appends records to one or more tablets and applies their mutations, atomically
+    /// and durably.
+    fn append(&self, appends: &[TabletAppend]) -> Result<()>;
+
+    /// The newest live version of `key` at or below `at`.
+    fn get(&self, table: TableId, key: &[u8], at: Timestamp) -> Result<Option<Versioned>>;
+
+    /// Live rows of a range as of `req.at`, in key order (or reverse), at most `req.limit`.
+    fn scan(&self, req: &ScanRequest) -> Result<Vec<(Vec<u8>, Versioned)>>;
+
+    /// The persisted state of a tablet, if it has ever been written.
+    fn tablet_state(&self, tablet: TabletId) -> Result<Option<TabletState>>;
+
+    /// Oplog records of a tablet from seq `from` on, at most `limit`.
+    fn read_oplog(&self, tablet: TabletId, from: Seq, limit: usize) -> Result<Vec<OplogRecord>>;
+
+    /// Drops oplog records below `below` (they stay applied in the data).
+    fn trim_oplog(&self, tablet: TabletId, below: Seq) -> Result<()>;
+
+    /// Removes versions no read at or after `horizon` can see. Returns how many went.
+    fn collect_garbage(&self, table: TableId, horizon: Timestamp) -> Result<u64>;
+
+    /// Removes every version of a table and the oplogs and states of its tablets.
+    fn drop_table(&self, table: TableId, tablets: &[TabletId]) -> Result<()>;
+
+    /// Counters of the work done so far.
+    fn stats(&self) -> EngineStats;
+
+    /// Reads a metadata entry.
+    fn meta_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Writes and deletes metadata entries atomically and durably.
+    fn meta_write(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Result<()>;
+
+    /// Metadata entries whose key starts with `prefix`, in key order.
+    fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+}
+
+/// Counters of an engine since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Calls to [`TabletEngine::append`]: each is one synced write (group commit).
+    pub group_commits: u64,
+    /// Oplog records written by those calls.
+    pub records_appended: u64,
+}

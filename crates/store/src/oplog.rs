@@ -1,0 +1,87 @@
+//! Oplog records: the unit of replication and of durability of a tablet.
+//!
+//! Every state change of a tablet is one record at a position `(epoch, seq)`. The
+//! record, the versions it writes and the tablet's [`TabletState`] are written in one
+//! RocksDB `WriteBatch`, so after any crash they agree.
+
+use crate::hlc::Timestamp;
+use crate::ids::{Epoch, Seq};
+use serde::{Deserialize, Serialize};
+
+/// One mutation of one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mutation {
+    /// Write a new version holding `value`.
+    Put {
+        /// The user key.
+        key: Vec<u8>,
+        /// The new value.
+        value: Vec<u8>,
+    },
+    /// Write a tombstone version: reads at or after it see no value.
+    Delete {
+        /// The user key.
+        key: Vec<u8>,
+    },
+}
+
+impl Mutation {
+    /// The key the mutation writes.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Mutation::Put { key, .. } | Mutation::Delete { key } => key,
+        }
+    }
+}
+
+/// What a record does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordBody {
+    /// Marks the start of an epoch; a new master appends one before serving.
+    Noop,
+    /// Applies every mutation at the record's timestamp, atomically.
+    Write(Vec<Mutation>),
+}
+
+/// One record of a tablet's oplog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OplogRecord {
+    /// Master epoch that ordered the record.
+    pub epoch: Epoch,
+    /// Dense position within the tablet's oplog.
+    pub seq: Seq,
+    /// Timestamp of every version the record writes.
+    pub ts: Timestamp,
+    /// What the record does.
+    pub body: RecordBody,
+}
+
+/// The replica state of one tablet, written with every record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TabletState {
+    /// `(epoch, first seq of that epoch)`, oldest first.
+    pub epoch_history: Vec<(Epoch, Seq)>,
+    /// Seq of the last record in the oplog (0 when empty).
+    pub log_end: Seq,
+    /// Highest seq known durable on every member of the in-sync set.
+    pub high_watermark: Seq,
+    /// Timestamp of the last record; the clock restarts above it.
+    pub last_ts: Timestamp,
+}
+
+impl TabletState {
+    /// The epoch of the last record, if any.
+    pub fn last_epoch(&self) -> Option<Epoch> {
+        self.epoch_history.last().map(|(e, _)| *e)
+    }
+
+    /// Advances the state over `record`, which must be the next in the log.
+    pub fn advance(&mut self, record: &OplogRecord) {
+        debug_assert_eq!(record.seq, self.log_end.next(), "records are dense");
+        if self.last_epoch() != Some(record.epoch) {
+            self.epoch_history.push((record.epoch, record.seq));
+        }
+        self.log_end = record.seq;
+        self.last_ts = self.last_ts.max(record.ts);
+    }
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs exactly what CI runs: format check, clippy with -D warnings, then every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+# The end-to-end tests run the real binary from the same target directory. Every
+# cargo call here and in the other scripts selects the same packages and targets
+# (--workspace --all-targets): a different selection unifies features differently and
+# rebuilds RocksDB from scratch.
+cargo build --workspace --all-targets
+cargo test --workspace --no-fail-fast
