@@ -69,13 +69,14 @@ fn histogram() -> Histogram<u64> {
 }
 
 /// Runs `op` from every connection until `dur` passes. `op` returns rows handled.
+/// Also returns the fewest operations any one connection completed.
 async fn drive<C: Clone + Send + 'static>(
     system: &'static str,
     workload: &'static str,
     conns: &[C],
     dur: Duration,
     op: OpFn<C>,
-) -> anyhow::Result<Measure> {
+) -> anyhow::Result<(Measure, u64)> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (i, conn) in conns.iter().enumerate() {
@@ -93,22 +94,24 @@ async fn drive<C: Clone + Send + 'static>(
         }));
     }
     let mut hist = histogram();
-    let (mut ops, mut rows) = (0u64, 0u64);
+    let (mut ops, mut rows, mut fewest) = (0u64, 0u64, u64::MAX);
     for t in tasks {
         let (h, o, r) = t.await??;
         hist.add(h).expect("same histogram bounds");
         ops += o;
         rows += r;
+        fewest = fewest.min(o);
     }
     let secs = start.elapsed().as_secs_f64();
-    Ok(Measure {
+    let m = Measure {
         system,
         workload,
         ops_per_sec: ops as f64 / secs,
         rows_per_sec: rows as f64 / secs,
         p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
-    })
+    };
+    Ok((m, fewest))
 }
 
 fn key(client: usize, i: u64) -> Vec<u8> {
@@ -135,7 +138,7 @@ pub async fn run(addr: &str, args: BenchArgs, json_out: bool) -> anyhow::Result<
     }
     eprintln!("datalayer: durable puts");
     let v = value.clone();
-    let m = drive(
+    let (m, loaded) = drive(
         "datalayer",
         "put",
         &conns,
@@ -149,8 +152,8 @@ pub async fn run(addr: &str, args: BenchArgs, json_out: bool) -> anyhow::Result<
         }),
     )
     .await?;
-    // Every client wrote keys 0..n; later reads pick among the smallest count.
-    let loaded = ((m.ops_per_sec * dur.as_secs_f64()) as u64 / args.clients as u64).max(1);
+    // Every client wrote keys 0..n: reads pick below the fewest any client wrote.
+    let loaded = loaded.max(1);
     results.push(m);
 
     eprintln!("datalayer: batched puts");
@@ -172,7 +175,8 @@ pub async fn run(addr: &str, args: BenchArgs, json_out: bool) -> anyhow::Result<
                 })
             }),
         )
-        .await?,
+        .await?
+        .0,
     );
 
     eprintln!("datalayer: point gets");
@@ -195,7 +199,8 @@ pub async fn run(addr: &str, args: BenchArgs, json_out: bool) -> anyhow::Result<
                 })
             }),
         )
-        .await?,
+        .await?
+        .0,
     );
 
     eprintln!("datalayer: {}-row scans", args.scan_rows);
@@ -221,7 +226,8 @@ pub async fn run(addr: &str, args: BenchArgs, json_out: bool) -> anyhow::Result<
                 })
             }),
         )
-        .await?,
+        .await?
+        .0,
     );
     admin.drop_table("bench", true).await?;
 
@@ -371,7 +377,7 @@ async fn etcd_bench(
         conns.push(KvClient::new(ch));
     }
     let v = value.clone();
-    let put = drive(
+    let (put, loaded) = drive(
         "etcd",
         "put",
         &conns,
@@ -391,8 +397,8 @@ async fn etcd_bench(
         ),
     )
     .await?;
-    let loaded = ((put.ops_per_sec * dur.as_secs_f64()) as u64 / clients as u64).max(1);
-    let get = drive(
+    let loaded = loaded.max(1);
+    let (get, _) = drive(
         "etcd",
         "get",
         &conns,

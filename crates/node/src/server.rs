@@ -13,8 +13,8 @@ use datalayer_store::{HybridClock, NodeId, RocksTabletEngine, TabletEngine};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 /// The single node's id (the cluster's metadata group assigns ids later).
 const LOCAL_NODE: NodeId = NodeId(1);
@@ -106,7 +106,10 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc_listener),
+            // Set on each accepted socket: the builder's tcp_nodelay does not reach a
+            // listener we bound ourselves, and Nagle's algorithm with delayed ACKs adds
+            // 40 ms to every multi-segment message.
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             shutdown.clone().cancelled_owned(),
         );
     let mut grpc = tokio::spawn(grpc);
