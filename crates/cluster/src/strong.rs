@@ -299,6 +299,12 @@ impl StrongPolicy {
     ) -> Result<(Vec<Option<Versioned>>, Timestamp)> {
         let ts = self.read_ts(table, at).await?;
         let id = table.id;
+        if keys.len() == 1 {
+            // One point read is a memtable or block-cache lookup in the common case:
+            // cheaper inline than the two thread hops of a blocking task.
+            let value = self.engine.get(id, &keys[0], ts)?;
+            return Ok((vec![value], ts));
+        }
         let values = self
             .blocking(move |e| keys.iter().map(|k| e.get(id, k, ts)).collect())
             .await?;

@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// Concurrent clients (each with its own connection).
     #[arg(long, default_value_t = 16)]
     clients: usize,
+    /// TCP connections the DataLayer clients use (clients share them round-robin);
+    /// the default gives each client its own, as redis-benchmark does.
+    #[arg(long, default_value_t = usize::MAX)]
+    connections: usize,
     /// Bytes per value.
     #[arg(long, default_value_t = 100)]
     value_size: usize,
@@ -39,6 +43,10 @@ pub struct BenchArgs {
     /// Rows per scan in the scan workload.
     #[arg(long, default_value_t = 100)]
     scan_rows: u32,
+    /// Which DataLayer workloads to run after the durable puts (which load the keys
+    /// the others read): any of batch, get, scan.
+    #[arg(long, value_delimiter = ',', default_value = "batch,get,scan")]
+    workloads: Vec<String>,
     /// Also run synced puts on a raw RocksDB in this directory (same disk as the node).
     #[arg(long)]
     rocksdb_dir: Option<PathBuf>,
@@ -133,8 +141,14 @@ pub async fn run(addr: &str, args: BenchArgs, json_out: bool) -> anyhow::Result<
     admin.drop_table("bench", true).await?;
     admin.create_table("bench", TableOptions::default()).await?;
     let mut conns = Vec::new();
-    for _ in 0..args.clients {
-        conns.push(Client::connect(addr).await?);
+    for i in 0..args.clients {
+        if i < args.connections.max(1) {
+            conns.push(Client::connect(addr).await?);
+        } else {
+            // Clients beyond --connections share the existing HTTP/2 connections.
+            let shared = conns[i % args.connections.max(1)].clone();
+            conns.push(shared);
+        }
     }
     eprintln!("datalayer: durable puts");
     let v = value.clone();
@@ -156,79 +170,89 @@ pub async fn run(addr: &str, args: BenchArgs, json_out: bool) -> anyhow::Result<
     let loaded = loaded.max(1);
     results.push(m);
 
-    eprintln!("datalayer: batched puts");
+    for w in &args.workloads {
+        if !["batch", "get", "scan"].contains(&w.as_str()) {
+            bail!("unknown workload {w:?}: use batch, get or scan");
+        }
+    }
+    let wants = |w: &str| args.workloads.iter().any(|x| x == w);
     let (v, batch) = (value.clone(), args.batch as u64);
-    results.push(
-        drive(
-            "datalayer",
-            "batch",
-            &conns,
-            dur,
-            Arc::new(move |mut c: Client, client, i| {
-                let v = v.clone();
-                Box::pin(async move {
-                    let muts = (0..batch)
-                        .map(|j| datalayer_client::put(&key(client + 500, i * batch + j), &v))
-                        .collect();
-                    c.write("bench", muts).await?;
-                    Ok(batch)
-                })
-            }),
-        )
-        .await?
-        .0,
-    );
-
-    eprintln!("datalayer: point gets");
+    if wants("batch") {
+        eprintln!("datalayer: batched puts");
+        results.push(
+            drive(
+                "datalayer",
+                "batch",
+                &conns,
+                dur,
+                Arc::new(move |mut c: Client, client, i| {
+                    let v = v.clone();
+                    Box::pin(async move {
+                        let muts = (0..batch)
+                            .map(|j| datalayer_client::put(&key(client + 500, i * batch + j), &v))
+                            .collect();
+                        c.write("bench", muts).await?;
+                        Ok(batch)
+                    })
+                }),
+            )
+            .await?
+            .0,
+        );
+    }
     let clients = args.clients;
-    results.push(
-        drive(
-            "datalayer",
-            "get",
-            &conns,
-            dur,
-            Arc::new(move |mut c: Client, _, _| {
-                let (client, i) = {
-                    let mut r = rand::rng();
-                    (r.random_range(0..clients), r.random_range(0..loaded))
-                };
-                Box::pin(async move {
-                    let found = c.get("bench", &key(client, i)).await?;
-                    anyhow::ensure!(found.is_some(), "bench key missing");
-                    Ok(1)
-                })
-            }),
-        )
-        .await?
-        .0,
-    );
-
-    eprintln!("datalayer: {}-row scans", args.scan_rows);
+    if wants("get") {
+        eprintln!("datalayer: point gets");
+        results.push(
+            drive(
+                "datalayer",
+                "get",
+                &conns,
+                dur,
+                Arc::new(move |mut c: Client, _, _| {
+                    let (client, i) = {
+                        let mut r = rand::rng();
+                        (r.random_range(0..clients), r.random_range(0..loaded))
+                    };
+                    Box::pin(async move {
+                        let found = c.get("bench", &key(client, i)).await?;
+                        anyhow::ensure!(found.is_some(), "bench key missing");
+                        Ok(1)
+                    })
+                }),
+            )
+            .await?
+            .0,
+        );
+    }
     let rows = args.scan_rows;
-    results.push(
-        drive(
-            "datalayer",
-            "scan",
-            &conns,
-            dur,
-            Arc::new(move |mut c: Client, _, _| {
-                let start = key(rand::rng().random_range(0..clients), 0);
-                Box::pin(async move {
-                    let page = c
-                        .scan_page(pb::ScanRequest {
-                            table: "bench".into(),
-                            start,
-                            limit: rows,
-                            ..Default::default()
-                        })
-                        .await?;
-                    Ok(page.rows.len() as u64)
-                })
-            }),
-        )
-        .await?
-        .0,
-    );
+    if wants("scan") {
+        eprintln!("datalayer: {}-row scans", args.scan_rows);
+        results.push(
+            drive(
+                "datalayer",
+                "scan",
+                &conns,
+                dur,
+                Arc::new(move |mut c: Client, _, _| {
+                    let start = key(rand::rng().random_range(0..clients), 0);
+                    Box::pin(async move {
+                        let page = c
+                            .scan_page(pb::ScanRequest {
+                                table: "bench".into(),
+                                start,
+                                limit: rows,
+                                ..Default::default()
+                            })
+                            .await?;
+                        Ok(page.rows.len() as u64)
+                    })
+                }),
+            )
+            .await?
+            .0,
+        );
+    }
     admin.drop_table("bench", true).await?;
 
     if let Some(dir) = &args.rocksdb_dir {
@@ -482,8 +506,11 @@ fn report(results: &[Measure], args: &BenchArgs, json_out: bool) {
         return;
     }
     println!(
-        "\n{} clients, {}-byte values, {} s per workload\n",
-        args.clients, args.value_size, args.seconds
+        "\n{} clients on {} connections, {}-byte values, {} s per workload\n",
+        args.clients,
+        args.connections.min(args.clients),
+        args.value_size,
+        args.seconds
     );
     println!("| system | workload | ops/s | rows/s | p50 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|---:|");

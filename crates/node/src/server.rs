@@ -128,34 +128,45 @@ pub async fn run(
     tracing::info!(%grpc_addr, %http_addr, data_dir = %config.data_dir.display(), "node ready");
     on_ready(grpc_addr, http_addr);
     // Serve until asked to stop, or until a server fails on its own.
-    let early = tokio::select! {
+    let failed = tokio::select! {
+        // The servers also finish once the token fires: look at the token first.
+        biased;
         _ = shutdown.cancelled() => None,
-        r = &mut grpc => Some(("gRPC", r.map(|r| r.map_err(anyhow::Error::from)))),
-        r = &mut http => Some(("HTTP", r.map(|r| r.map_err(anyhow::Error::from)))),
+        r = &mut grpc => Some(server_failure("gRPC", r)),
+        r = &mut http => Some(server_failure("HTTP", r)),
     };
     shutdown.cancel();
     // In-flight requests finish; connections still open after the grace period
-    // (idle clients) are cut.
+    // (idle clients) are cut. A handle that already finished is not polled again.
     let grace = Duration::from_secs(SHUTDOWN_GRACE_SECS);
-    if early.is_none() {
-        if tokio::time::timeout(grace, &mut grpc).await.is_err() {
-            grpc.abort();
-        }
-        if tokio::time::timeout(grace, &mut http).await.is_err() {
-            http.abort();
-        }
-    }
+    finish_within(&mut grpc, grace).await;
+    finish_within(&mut http, grace).await;
     let _ = gc.await;
     strong.stop().await;
-    if let Some((what, result)) = early {
-        match result {
-            Ok(Ok(())) => anyhow::bail!("{what} server stopped unexpectedly"),
-            Ok(Err(e)) => return Err(e.context(format!("{what} server failed"))),
-            Err(e) => anyhow::bail!("{what} server task failed: {e}"),
-        }
+    if let Some(e) = failed {
+        return Err(e);
     }
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// Waits up to `grace` for a task that has not finished yet, then aborts it.
+async fn finish_within<T>(handle: &mut tokio::task::JoinHandle<T>, grace: Duration) {
+    if !handle.is_finished() && tokio::time::timeout(grace, &mut *handle).await.is_err() {
+        handle.abort();
+    }
+}
+
+/// Why a server task ended before the node was asked to stop.
+fn server_failure<E: Into<anyhow::Error>>(
+    what: &str,
+    result: Result<Result<(), E>, tokio::task::JoinError>,
+) -> anyhow::Error {
+    match result {
+        Ok(Ok(())) => anyhow::anyhow!("{what} server stopped unexpectedly"),
+        Ok(Err(e)) => e.into().context(format!("{what} server failed")),
+        Err(e) => anyhow::anyhow!("{what} server task failed: {e}"),
+    }
 }
 
 async fn collect_garbage_periodically(
