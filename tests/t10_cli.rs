@@ -1,7 +1,7 @@
 //! The CLI contract of the README: start, table commands, put/get/del/scan, --json,
 //! exit codes and messages on errors.
 
-use datalayer_tests::{TestNode, binary, json, stderr, stdout};
+use datalayer_tests::{StartedNode, TestNode, binary, json, stderr, stdout};
 use std::process::Command;
 
 #[test]
@@ -156,21 +156,10 @@ fn errors_exit_non_zero_with_a_clear_message() {
 #[test]
 fn start_with_no_flags_uses_a_local_data_directory_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(binary())
-        .arg("start")
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).expect("ready line");
-    assert!(
-        line.contains("grpc=127.0.0.1:7700") && line.contains("http=127.0.0.1:7701"),
-        "{line}"
-    );
-    assert!(line.contains("data=datalayer-data"), "{line}");
+    let node = StartedNode::spawn(&[], dir.path()).expect("node starts");
+    assert_eq!(node.field("grpc"), "127.0.0.1:7700", "{}", node.ready);
+    assert_eq!(node.field("http"), "127.0.0.1:7701", "{}", node.ready);
+    assert_eq!(node.field("data"), "datalayer-data", "{}", node.ready);
     let o = Command::new(binary())
         .args(["table", "create", "demo"])
         .output()
@@ -184,12 +173,7 @@ fn start_with_no_flags_uses_a_local_data_directory_and_stops_on_sigterm() {
         dir.path().join("datalayer-data/db/CURRENT").exists(),
         "RocksDB in ./datalayer-data"
     );
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(term.success());
-    let status = child.wait().expect("wait");
+    let status = node.terminate().expect("SIGTERM");
     assert!(status.success(), "clean exit on SIGTERM: {status}");
 }
 
@@ -202,23 +186,18 @@ fn config_file_is_read_and_flags_override_it() {
         "grpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\n[limits]\nmax_key_bytes = 8\n",
     )
     .expect("write config");
-    let mut child = Command::new(binary())
-        .args(["start", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("d"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).expect("ready line");
-    let grpc = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("grpc="))
-        .expect("grpc address")
-        .to_string();
+    let data = dir.path().join("d");
+    let node = StartedNode::spawn(
+        &[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+        ],
+        dir.path(),
+    )
+    .expect("node starts");
+    let grpc = node.field("grpc");
     let cli = |args: &[&str]| {
         Command::new(binary())
             .arg("--addr")
@@ -231,9 +210,11 @@ fn config_file_is_read_and_flags_override_it() {
     let o = cli(&["put", "t", "123456789", "v"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("the limit is 8"), "{}", stderr(&o));
-    assert!(dir.path().join("d/db/CURRENT").exists());
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(
+        data.join("db/CURRENT").exists(),
+        "--data-dir overrides the file"
+    );
+    drop(node);
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "grpc_adr = \"x\"\n").expect("write");

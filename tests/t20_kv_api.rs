@@ -466,7 +466,11 @@ async fn data_survives_a_clean_restart() {
     c.put("t", b"k", b"v").await.expect("put");
     assert_eq!(c.increment("t", b"n", 2).await.expect("incr"), 2);
     let status = node.stop().expect("stop");
-    assert!(status.success(), "SIGTERM stops the node cleanly: {status}\n{}", node.log_text());
+    assert!(
+        status.success(),
+        "SIGTERM stops the node cleanly: {status}\n{}",
+        node.log_text()
+    );
     node.restart().expect("restart");
     let mut c = node.client().await.expect("connect");
     assert_eq!(

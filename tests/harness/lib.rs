@@ -250,3 +250,61 @@ pub fn json(o: &Output) -> serde_json::Value {
         )
     })
 }
+
+/// A `datalayer start` process started with arguments of the test's choosing; killed
+/// when dropped.
+#[derive(Debug)]
+pub struct StartedNode {
+    child: Child,
+    /// The ready line the node printed.
+    pub ready: String,
+}
+
+impl StartedNode {
+    /// Runs `datalayer start ARGS` in `cwd` and waits for its ready line.
+    pub fn spawn(args: &[&std::ffi::OsStr], cwd: &Path) -> Result<StartedNode> {
+        let mut child = Command::new(binary())
+            .arg("start")
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut out = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let mut ready = String::new();
+        out.read_line(&mut ready)?;
+        let node = StartedNode { child, ready };
+        if !node.ready.contains("ready") {
+            bail!("node did not become ready: {:?}", node.ready);
+        }
+        Ok(node)
+    }
+
+    /// The value of `name=` in the ready line (`grpc`, `http`, `data`).
+    pub fn field(&self, name: &str) -> String {
+        self.ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for StartedNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
