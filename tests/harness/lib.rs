@@ -274,6 +274,8 @@ impl StartedNode {
         let mut out = BufReader::new(child.stdout.take().expect("stdout is piped"));
         let mut ready = String::new();
         out.read_line(&mut ready)?;
+        // Keep draining so the node never writes to a closed pipe.
+        std::thread::spawn(move || for _ in out.lines() {});
         let node = StartedNode { child, ready };
         if !node.ready.contains("ready") {
             bail!("node did not become ready: {:?}", node.ready);

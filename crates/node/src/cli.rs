@@ -236,11 +236,16 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     });
     let data_dir = config.data_dir.clone();
     crate::server::run(config, shutdown, |grpc, http| {
-        println!(
-            "datalayer node ready: grpc={grpc} http={http} data={}",
+        // Whoever started us may have closed our stdout; that must not stop the node.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "datalayer node ready: grpc={grpc} http={http} data={}\n\
+             try: datalayer --addr {grpc} table create demo && datalayer --addr {grpc} put demo hello world",
             data_dir.display()
         );
-        println!("try: datalayer --addr {grpc} table create demo && datalayer --addr {grpc} put demo hello world");
+        let _ = out.flush();
     })
     .await
 }

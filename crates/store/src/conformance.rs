@@ -421,4 +421,25 @@ fn drop_table_and_meta<E: TabletEngine>(engine: &E) {
         .expect("meta delete");
     let rows = engine.meta_scan(b"t/").expect("meta scan");
     assert_eq!(rows, vec![(b"t/2".to_vec(), b"y".to_vec())]);
+
+    let puts: Vec<(Vec<u8>, Vec<u8>)> = (1u8..=5).map(|i| (vec![b'r', i], vec![i])).collect();
+    engine.meta_write(&puts, &[]).expect("meta write");
+    let keys =
+        |rows: Vec<(Vec<u8>, Vec<u8>)>| rows.into_iter().map(|(k, _)| k[1]).collect::<Vec<u8>>();
+    let range = |s: u8, e: u8, limit, reverse| {
+        keys(
+            engine
+                .meta_range(&[b'r', s], &[b'r', e], limit, reverse)
+                .expect("meta range"),
+        )
+    };
+    assert_eq!(
+        range(2, 5, 10, false),
+        vec![2, 3, 4],
+        "start inclusive, end exclusive"
+    );
+    assert_eq!(range(2, 5, 10, true), vec![4, 3, 2]);
+    assert_eq!(range(1, 9, 2, false), vec![1, 2]);
+    assert_eq!(range(1, 9, 1, true), vec![5]);
+    assert!(range(4, 2, 10, false).is_empty());
 }

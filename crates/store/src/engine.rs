@@ -105,6 +105,16 @@ pub trait TabletEngine: Send + Sync + 'static {
 
     /// Metadata entries whose key starts with `prefix`, in key order.
     fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Metadata entries with keys in `[start, end)`, at most `limit`, in key order
+    /// (highest first when `reverse`).
+    fn meta_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 }
 
 /// Counters of an engine since it opened.
