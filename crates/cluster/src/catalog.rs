@@ -27,7 +27,7 @@ pub enum Policy {
 }
 
 /// What a caller asks for when creating a table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableSpec {
     /// The table's name; see [`validate_table_name`].
     pub name: String,

@@ -20,6 +20,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod meta;
 pub mod router;
 pub mod strong;
 

@@ -1,0 +1,25 @@
+//! # The metadata group
+//!
+//! One openraft group holds the cluster's metadata: tables and their tablets (and,
+//! with membership, nodes). Its log, vote and state machine live in the node's RocksDB
+//! ([`storage`]); the state machine's logic is a pure core ([`state`]).
+//!
+//! ```text
+//!   RaftCatalog::create_table ──► raft.client_write(MetaCommand) ──► log (synced) ──►
+//!   commit ──► StateMachine::apply ──► MetaState::apply ──► shared MetaState (reads)
+//! ```
+
+pub mod state;
+pub mod storage;
+
+pub use state::{MetaCommand, MetaError, MetaResponse, MetaState};
+
+// The macro names `Cursor` unqualified.
+use std::io::Cursor;
+
+openraft::declare_raft_types!(
+    /// Types of the metadata Raft group.
+    pub TypeConfig:
+        D = MetaCommand,
+        R = MetaResponse,
+);

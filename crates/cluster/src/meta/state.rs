@@ -1,0 +1,277 @@
+//! The metadata state machine's core: commands in, decisions out, no I/O.
+//!
+//! Every node applies the same committed commands in the same order, so `apply` must
+//! be deterministic: it reads nothing but the state and the command.
+
+use crate::catalog::{
+    DEFAULT_REPLICATION_FACTOR, DEFAULT_VERSION_RETENTION_SECS, Policy, TableDesc, TableSpec,
+    TabletDesc, validate_table_name,
+};
+use datalayer_store::{Epoch, NodeId, TableId, TabletId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A change to the cluster's metadata: one Raft log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// Create a table with one tablet mastered by `master`.
+    CreateTable {
+        /// What to create.
+        spec: TableSpec,
+        /// Succeed without change when it exists.
+        if_not_exists: bool,
+        /// The node that masters the new tablet.
+        master: NodeId,
+    },
+    /// Drop a live table; it moves to the dropped list until its data is purged.
+    DropTable {
+        /// The table's name.
+        name: String,
+    },
+    /// A dropped table's data is gone everywhere.
+    ForgetDropped {
+        /// The table.
+        table: TableId,
+    },
+}
+
+/// Why a command changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaError {
+    /// A live table has that name.
+    Exists(String),
+    /// No live table has that name.
+    NotFound(String),
+    /// The command is malformed.
+    Invalid {
+        /// The field at fault.
+        field: String,
+        /// Why.
+        message: String,
+    },
+    /// The policy is not built yet.
+    NotSupported(String),
+}
+
+/// The answer to a command, as applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaResponse {
+    /// The table after the command, and whether it was created.
+    Table {
+        /// The table.
+        table: TableDesc,
+        /// False when `if_not_exists` found it.
+        created: bool,
+    },
+    /// The command took effect and has nothing to return.
+    Done,
+    /// The command changed nothing.
+    Rejected(MetaError),
+}
+
+/// The cluster's metadata as of some applied log position.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MetaState {
+    /// Live tables by name.
+    pub tables: BTreeMap<String, TableDesc>,
+    /// Dropped tables whose data may still be on disk, by id.
+    pub dropped: BTreeMap<TableId, TableDesc>,
+    /// The next id handed out; table and tablet ids share it and are never reused.
+    pub next_id: u64,
+}
+
+impl MetaState {
+    fn take_id(&mut self) -> u64 {
+        self.next_id = self.next_id.max(1);
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Applies one committed command.
+    pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
+        match cmd {
+            MetaCommand::CreateTable {
+                spec,
+                if_not_exists,
+                master,
+            } => {
+                if let Err(e) = validate_table_name(&spec.name) {
+                    return MetaResponse::Rejected(MetaError::Invalid {
+                        field: "name".into(),
+                        message: e.to_string(),
+                    });
+                }
+                if spec.policy != Policy::Strong {
+                    return MetaResponse::Rejected(MetaError::NotSupported(format!(
+                        "policy {:?} (only strong tables exist so far)",
+                        spec.policy
+                    )));
+                }
+                if let Some(existing) = self.tables.get(&spec.name) {
+                    return if *if_not_exists {
+                        MetaResponse::Table {
+                            table: existing.clone(),
+                            created: false,
+                        }
+                    } else {
+                        MetaResponse::Rejected(MetaError::Exists(spec.name.clone()))
+                    };
+                }
+                let table = TableId(self.take_id());
+                let tablet = TabletId(self.take_id());
+                let desc = TableDesc {
+                    id: table,
+                    name: spec.name.clone(),
+                    policy: spec.policy,
+                    replication_factor: match spec.replication_factor {
+                        0 => DEFAULT_REPLICATION_FACTOR,
+                        n => n,
+                    },
+                    version_retention_secs: match spec.version_retention_secs {
+                        0 => DEFAULT_VERSION_RETENTION_SECS,
+                        n => n,
+                    },
+                    tablets: vec![TabletDesc {
+                        id: tablet,
+                        table,
+                        start: Vec::new(),
+                        end: None,
+                        generation: 1,
+                        replicas: vec![*master],
+                        in_sync: vec![*master],
+                        master: *master,
+                        master_epoch: Epoch(1),
+                    }],
+                };
+                self.tables.insert(spec.name.clone(), desc.clone());
+                MetaResponse::Table {
+                    table: desc,
+                    created: true,
+                }
+            }
+            MetaCommand::DropTable { name } => match self.tables.remove(name) {
+                Some(desc) => {
+                    self.dropped.insert(desc.id, desc.clone());
+                    MetaResponse::Table {
+                        table: desc,
+                        created: false,
+                    }
+                }
+                None => MetaResponse::Rejected(MetaError::NotFound(name.clone())),
+            },
+            MetaCommand::ForgetDropped { table } => {
+                self.dropped.remove(table);
+                MetaResponse::Done
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(name: &str, if_not_exists: bool) -> MetaCommand {
+        MetaCommand::CreateTable {
+            spec: TableSpec {
+                name: name.into(),
+                policy: Policy::Strong,
+                replication_factor: 0,
+                version_retention_secs: 0,
+            },
+            if_not_exists,
+            master: NodeId(7),
+        }
+    }
+
+    #[test]
+    fn create_drop_and_forget() {
+        let mut s = MetaState::default();
+        let MetaResponse::Table { table, created } = s.apply(&create("a", false)) else {
+            panic!("created");
+        };
+        assert!(created);
+        assert_eq!(table.tablets.len(), 1, "a table starts with one tablet");
+        assert_eq!(table.tablets[0].master, NodeId(7));
+        assert_eq!(table.replication_factor, DEFAULT_REPLICATION_FACTOR);
+        assert_eq!(
+            s.apply(&create("a", false)),
+            MetaResponse::Rejected(MetaError::Exists("a".into()))
+        );
+        let MetaResponse::Table {
+            created,
+            table: again,
+        } = s.apply(&create("a", true))
+        else {
+            panic!("if not exists");
+        };
+        assert!(!created);
+        assert_eq!(again.id, table.id);
+        assert!(matches!(
+            s.apply(&MetaCommand::DropTable { name: "a".into() }),
+            MetaResponse::Table { .. }
+        ));
+        assert!(s.tables.is_empty());
+        assert_eq!(
+            s.dropped.keys().copied().collect::<Vec<_>>(),
+            vec![table.id]
+        );
+        assert_eq!(
+            s.apply(&MetaCommand::DropTable { name: "a".into() }),
+            MetaResponse::Rejected(MetaError::NotFound("a".into()))
+        );
+        let MetaResponse::Table { table: b, .. } = s.apply(&create("a", false)) else {
+            panic!("recreate");
+        };
+        assert!(
+            b.id > table.id && b.tablets[0].id.0 > b.id.0,
+            "ids are never reused"
+        );
+        assert_eq!(
+            s.apply(&MetaCommand::ForgetDropped { table: table.id }),
+            MetaResponse::Done
+        );
+        assert!(s.dropped.is_empty());
+    }
+
+    #[test]
+    fn bad_names_and_policies_change_nothing() {
+        let mut s = MetaState::default();
+        for bad in ["", "1a", "a b", &"x".repeat(65)] {
+            assert!(matches!(
+                s.apply(&create(bad, false)),
+                MetaResponse::Rejected(MetaError::Invalid { .. })
+            ));
+        }
+        let crdt = MetaCommand::CreateTable {
+            spec: TableSpec {
+                name: "c".into(),
+                policy: Policy::Crdt,
+                replication_factor: 0,
+                version_retention_secs: 0,
+            },
+            if_not_exists: false,
+            master: NodeId(1),
+        };
+        assert!(matches!(
+            s.apply(&crdt),
+            MetaResponse::Rejected(MetaError::NotSupported(_))
+        ));
+        assert_eq!(s, MetaState::default());
+    }
+
+    #[test]
+    fn apply_is_deterministic() {
+        let cmds = [
+            create("a", false),
+            create("b", false),
+            MetaCommand::DropTable { name: "a".into() },
+            create("a", true),
+        ];
+        let (mut x, mut y) = (MetaState::default(), MetaState::default());
+        let rx: Vec<_> = cmds.iter().map(|c| x.apply(c)).collect();
+        let ry: Vec<_> = cmds.iter().map(|c| y.apply(c)).collect();
+        assert_eq!((rx, x), (ry, y));
+    }
+}
