@@ -1,14 +1,15 @@
 //! # datalayer-cluster: where everything is and who serves it
 //!
 //! ```text
-//!   node (gRPC) ──► Router ──► Catalog: table name → TableDesc → tablet for a key
+//!   node (gRPC) ──► Router ──► Catalog (RaftCatalog): table name → TableDesc → tablet
 //!                     │
 //!                     └──────► StrongPolicy (master of the tablet) ──► TabletEngine (store)
 //!                               writer thread: order, evaluate, group commit
 //! ```
 //!
-//! - [`catalog`]: table and tablet metadata behind the [`Catalog`] trait; the
-//!   single-node [`LocalCatalog`] persists it in the store.
+//! - [`catalog`]: table and tablet metadata behind the [`Catalog`] trait.
+//! - [`meta`]: the metadata Raft group (openraft) that keeps the catalog: its
+//!   deterministic state machine, RocksDB-backed log, gRPC network, [`RaftCatalog`].
 //! - [`router`]: resolves a request to its table and tablet, and refuses batches that
 //!   span tablets.
 //! - [`strong`]: the `strong` policy, master side: positions `(epoch, seq)`, group
@@ -24,7 +25,8 @@ pub mod meta;
 pub mod router;
 pub mod strong;
 
-pub use catalog::{Catalog, LocalCatalog, Policy, TableDesc, TableSpec, TabletDesc};
+pub use catalog::{Catalog, Policy, TableDesc, TableSpec, TabletDesc};
 pub use error::{Error, ErrorKind, Result};
+pub use meta::RaftCatalog;
 pub use router::Router;
 pub use strong::{Expected, OpResult, Outcome, Position, StrongPolicy, WriteOp};

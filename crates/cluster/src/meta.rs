@@ -9,9 +9,12 @@
 //!   commit ──► StateMachine::apply ──► MetaState::apply ──► shared MetaState (reads)
 //! ```
 
+pub mod network;
+pub mod raft_catalog;
 pub mod state;
 pub mod storage;
 
+pub use raft_catalog::RaftCatalog;
 pub use state::{MetaCommand, MetaError, MetaResponse, MetaState};
 
 // The macro names `Cursor` unqualified.
@@ -23,3 +26,6 @@ openraft::declare_raft_types!(
         D = MetaCommand,
         R = MetaResponse,
 );
+
+/// A member of the metadata group.
+pub type MetaRaft = openraft::Raft<TypeConfig>;

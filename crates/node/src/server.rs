@@ -8,7 +8,8 @@ use crate::service::admin::{AdminService, NodeInfo};
 use crate::service::kv::KvService;
 use anyhow::Context;
 use datalayer_api::v1 as pb;
-use datalayer_cluster::{LocalCatalog, Router, StrongPolicy};
+use datalayer_cluster::meta::network::RaftService;
+use datalayer_cluster::{RaftCatalog, Router, StrongPolicy};
 use datalayer_store::{HybridClock, NodeId, RocksTabletEngine, TabletEngine};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +17,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-/// The single node's id (the cluster's metadata group assigns ids later).
+/// This node's id; nodes that join a cluster get theirs from the metadata group
+/// (membership comes next).
 const LOCAL_NODE: NodeId = NodeId(1);
 /// Seconds a stopping node waits for open connections before cutting them.
 const SHUTDOWN_GRACE_SECS: u64 = 5;
@@ -36,16 +38,7 @@ pub async fn run(
         RocksTabletEngine::open(&db_path, &config.store)
             .with_context(|| format!("cannot open the store at {}", db_path.display()))?,
     );
-    let clock = Arc::new(HybridClock::new());
-    let catalog = Arc::new(LocalCatalog::open(engine.clone(), LOCAL_NODE)?);
-    let strong = Arc::new(StrongPolicy::start(
-        engine.clone(),
-        clock,
-        config.strong.clone(),
-    )?);
-    let router = Arc::new(Router::new(catalog, strong.clone()));
-    router.start().await?;
-
+    // Listen first: the metadata group records the address peers reach us at.
     let grpc_listener = TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on {} for gRPC", config.grpc_addr))?;
@@ -53,6 +46,17 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {} for HTTP", config.http_addr))?;
     let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
+
+    let clock = Arc::new(HybridClock::new());
+    let catalog =
+        Arc::new(RaftCatalog::start(engine.clone(), LOCAL_NODE, grpc_addr.to_string()).await?);
+    let strong = Arc::new(StrongPolicy::start(
+        engine.clone(),
+        clock,
+        config.strong.clone(),
+    )?);
+    let router = Arc::new(Router::new(catalog.clone(), strong.clone()));
+    router.start().await?;
 
     let metrics = Arc::new(Metrics::new());
     let max_message = config.limits.max_message_bytes;
@@ -102,6 +106,9 @@ pub async fn run(
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
         )
+        .add_service(pb::raft_server::RaftServer::new(RaftService::new(
+            catalog.raft().clone(),
+        )))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -143,6 +150,7 @@ pub async fn run(
     finish_within(&mut http, grace).await;
     let _ = gc.await;
     strong.stop().await;
+    catalog.shutdown().await;
     if let Some(e) = failed {
         return Err(e);
     }

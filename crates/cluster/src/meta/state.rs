@@ -10,6 +10,7 @@ use crate::catalog::{
 use datalayer_store::{Epoch, NodeId, TableId, TabletId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A change to the cluster's metadata: one Raft log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,8 +73,8 @@ pub enum MetaResponse {
 /// The cluster's metadata as of some applied log position.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct MetaState {
-    /// Live tables by name.
-    pub tables: BTreeMap<String, TableDesc>,
+    /// Live tables by name (shared with readers without copying).
+    pub tables: BTreeMap<String, Arc<TableDesc>>,
     /// Dropped tables whose data may still be on disk, by id.
     pub dropped: BTreeMap<TableId, TableDesc>,
     /// The next id handed out; table and tablet ids share it and are never reused.
@@ -111,7 +112,7 @@ impl MetaState {
                 if let Some(existing) = self.tables.get(&spec.name) {
                     return if *if_not_exists {
                         MetaResponse::Table {
-                            table: existing.clone(),
+                            table: existing.as_ref().clone(),
                             created: false,
                         }
                     } else {
@@ -144,7 +145,8 @@ impl MetaState {
                         master_epoch: Epoch(1),
                     }],
                 };
-                self.tables.insert(spec.name.clone(), desc.clone());
+                self.tables
+                    .insert(spec.name.clone(), Arc::new(desc.clone()));
                 MetaResponse::Table {
                     table: desc,
                     created: true,
@@ -152,6 +154,7 @@ impl MetaState {
             }
             MetaCommand::DropTable { name } => match self.tables.remove(name) {
                 Some(desc) => {
+                    let desc = desc.as_ref().clone();
                     self.dropped.insert(desc.id, desc.clone());
                     MetaResponse::Table {
                         table: desc,

@@ -1,0 +1,265 @@
+//! [`RaftCatalog`]: the [`Catalog`] kept by the metadata Raft group.
+//!
+//! Reads come from this node's applied copy of the metadata and never wait. Changes
+//! are proposals to the group: they return once committed and applied here.
+
+use super::MetaRaft;
+use super::network::Network;
+use super::state::{MetaCommand, MetaError, MetaResponse, MetaState};
+use super::storage::{LogStore, StateMachine};
+use crate::catalog::{Catalog, Policy, TableDesc, TableSpec, validate_table_name};
+use crate::error::{Error, Result};
+use datalayer_store::{NodeId, TableId, TabletEngine};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use parking_lot::RwLock;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a starting node waits for the group to have a leader.
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+
+/// The catalog of a node, replicated by the metadata group.
+pub struct RaftCatalog {
+    raft: MetaRaft,
+    node: NodeId,
+    state: Arc<RwLock<MetaState>>,
+}
+
+impl std::fmt::Debug for RaftCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftCatalog")
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(format!("metadata group: {e}"))
+}
+
+impl RaftCatalog {
+    /// Opens the group's storage in `engine` and starts this node's member. A node
+    /// that was never part of a group bootstraps one with itself as the only voter,
+    /// reachable at `addr`. Returns once the group has a leader.
+    pub async fn start(
+        engine: Arc<dyn TabletEngine>,
+        node: NodeId,
+        addr: String,
+    ) -> Result<RaftCatalog> {
+        let state = Arc::new(RwLock::new(MetaState::default()));
+        let (applied, _) = tokio::sync::watch::channel(0);
+        let sm = StateMachine::open(engine.clone(), state.clone(), applied)
+            .await
+            .map_err(|e| Error::Internal(format!("open metadata state machine: {e}")))?;
+        let config = Config {
+            cluster_name: "datalayer-meta".into(),
+            heartbeat_interval: 200,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            // Small metadata: snapshot often enough that a restart replays little.
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(2000),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Internal(format!("raft config: {e}")))?;
+        let raft = MetaRaft::new(node.0, Arc::new(config), Network, LogStore::new(engine), sm)
+            .await
+            .map_err(unavailable)?;
+        if !raft.is_initialized().await.map_err(unavailable)? {
+            let members = BTreeMap::from([(node.0, BasicNode { addr })]);
+            raft.initialize(members).await.map_err(unavailable)?;
+        }
+        raft.wait(Some(LEADER_WAIT))
+            .metrics(
+                |m| m.current_leader.is_some(),
+                "metadata group has a leader",
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(RaftCatalog { raft, node, state })
+    }
+
+    /// The Raft member, for serving the group's messages.
+    pub fn raft(&self) -> &MetaRaft {
+        &self.raft
+    }
+
+    /// Stops this node's member.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "metadata group did not stop cleanly");
+        }
+    }
+
+    async fn propose(&self, cmd: MetaCommand) -> Result<MetaResponse> {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(Error::Unavailable(format!(
+                    "this node is not the metadata leader (leader: {})",
+                    f.leader_id
+                        .map_or("unknown".to_string(), |l| format!("node-{l}"))
+                )))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+fn rejected(e: MetaError) -> Error {
+    match e {
+        MetaError::Exists(name) => Error::TableExists { name },
+        MetaError::NotFound(name) => Error::TableNotFound { name },
+        MetaError::Invalid { field, message } => Error::InvalidArgument { field, message },
+        MetaError::NotSupported(what) => Error::NotSupported { what },
+    }
+}
+
+#[async_trait::async_trait]
+impl Catalog for RaftCatalog {
+    async fn create_table(
+        &self,
+        spec: TableSpec,
+        if_not_exists: bool,
+    ) -> Result<(Arc<TableDesc>, bool)> {
+        // Refuse bad requests before they reach the log.
+        validate_table_name(&spec.name)?;
+        if spec.policy != Policy::Strong {
+            return Err(Error::NotSupported {
+                what: format!("policy {:?} (only strong tables exist so far)", spec.policy),
+            });
+        }
+        let cmd = MetaCommand::CreateTable {
+            spec,
+            if_not_exists,
+            master: self.node,
+        };
+        match self.propose(cmd).await? {
+            MetaResponse::Table { table, created } => Ok((Arc::new(table), created)),
+            MetaResponse::Rejected(e) => Err(rejected(e)),
+            MetaResponse::Done => Err(Error::Internal(
+                "create table answered without a table".into(),
+            )),
+        }
+    }
+
+    async fn drop_table(&self, name: &str) -> Result<Arc<TableDesc>> {
+        match self
+            .propose(MetaCommand::DropTable { name: name.into() })
+            .await?
+        {
+            MetaResponse::Table { table, .. } => Ok(Arc::new(table)),
+            MetaResponse::Rejected(e) => Err(rejected(e)),
+            MetaResponse::Done => Err(Error::Internal(
+                "drop table answered without a table".into(),
+            )),
+        }
+    }
+
+    fn table(&self, name: &str) -> Result<Arc<TableDesc>> {
+        self.state
+            .read()
+            .tables
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::TableNotFound { name: name.into() })
+    }
+
+    fn tables(&self) -> Vec<Arc<TableDesc>> {
+        self.state.read().tables.values().cloned().collect()
+    }
+
+    fn dropped(&self) -> Result<Vec<TableDesc>> {
+        Ok(self.state.read().dropped.values().cloned().collect())
+    }
+
+    async fn forget_dropped(&self, table: TableId) -> Result<()> {
+        match self.propose(MetaCommand::ForgetDropped { table }).await? {
+            MetaResponse::Rejected(e) => Err(rejected(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datalayer_store::RocksTabletEngine;
+
+    fn spec(name: &str) -> TableSpec {
+        TableSpec {
+            name: name.into(),
+            policy: Policy::Strong,
+            replication_factor: 0,
+            version_retention_secs: 0,
+        }
+    }
+
+    async fn start(dir: &tempfile::TempDir) -> RaftCatalog {
+        let engine: Arc<dyn TabletEngine> = Arc::new(
+            RocksTabletEngine::open(dir.path().join("db"), &Default::default()).expect("open"),
+        );
+        RaftCatalog::start(engine, NodeId(1), "127.0.0.1:1".into())
+            .await
+            .expect("single-node group starts")
+    }
+
+    #[tokio::test]
+    async fn a_single_node_group_keeps_its_tables_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first;
+        {
+            let cat = start(&dir).await;
+            let (a, created) = cat.create_table(spec("a"), false).await.expect("create");
+            assert!(created);
+            first = a.id;
+            assert!(matches!(
+                cat.create_table(spec("a"), false).await,
+                Err(Error::TableExists { .. })
+            ));
+            let (again, created) = cat
+                .create_table(spec("a"), true)
+                .await
+                .expect("if not exists");
+            assert!(!created && again.id == first);
+            cat.create_table(spec("b"), false).await.expect("create b");
+            cat.drop_table("b").await.expect("drop");
+            assert!(matches!(
+                cat.drop_table("b").await,
+                Err(Error::TableNotFound { .. })
+            ));
+            cat.shutdown().await;
+        }
+        let cat = start(&dir).await;
+        assert_eq!(cat.table("a").expect("a survives").id, first);
+        assert!(matches!(cat.table("b"), Err(Error::TableNotFound { .. })));
+        let dropped = cat.dropped().expect("dropped");
+        assert_eq!(dropped.len(), 1, "the drop survives too");
+        cat.forget_dropped(dropped[0].id).await.expect("forget");
+        assert!(cat.dropped().expect("dropped").is_empty());
+        let (c, _) = cat
+            .create_table(spec("c"), false)
+            .await
+            .expect("create after restart");
+        assert!(c.id.0 > dropped[0].tablets[0].id.0, "ids are never reused");
+        assert!(matches!(
+            cat.create_table(
+                TableSpec {
+                    policy: Policy::Search,
+                    ..spec("s")
+                },
+                false
+            )
+            .await,
+            Err(Error::NotSupported { .. })
+        ));
+        assert!(matches!(
+            cat.create_table(spec("bad name"), false).await,
+            Err(Error::InvalidArgument { .. })
+        ));
+        cat.shutdown().await;
+    }
+}
