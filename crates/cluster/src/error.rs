@@ -54,6 +54,16 @@ pub enum Error {
         /// Another.
         second: datalayer_store::TabletId,
     },
+    /// Another node masters the tablet; send the request there.
+    #[error("{tablet} is mastered by {master}{}", addr.as_ref().map(|a| format!(" at {a}")).unwrap_or_default())]
+    NotMaster {
+        /// The tablet.
+        tablet: datalayer_store::TabletId,
+        /// Its master.
+        master: datalayer_store::NodeId,
+        /// Where the master serves, if known.
+        addr: Option<String>,
+    },
     /// Increment on a non-integer value, or overflow.
     #[error("value of the key is not a 64-bit decimal integer, or the increment overflows")]
     NotAnInteger,
@@ -87,6 +97,8 @@ pub enum ErrorKind {
     CrossTablet,
     /// Increment on a non-integer.
     NotAnInteger,
+    /// Another node masters the tablet.
+    NotMaster,
     /// Bytes on disk do not decode.
     Corruption,
     /// Anything else.
@@ -112,6 +124,7 @@ impl Error {
             Error::TimestampCollected { .. } => ErrorKind::TimestampCollected,
             Error::CrossTablet { .. } => ErrorKind::CrossTablet,
             Error::NotAnInteger => ErrorKind::NotAnInteger,
+            Error::NotMaster { .. } => ErrorKind::NotMaster,
             Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Store(datalayer_store::Error::Corruption { .. }) => ErrorKind::Corruption,
             Error::Store(_) | Error::Internal(_) => ErrorKind::Internal,
@@ -120,7 +133,15 @@ impl Error {
 
     /// Whether sending the same request again may succeed.
     pub fn retryable(&self) -> bool {
-        matches!(self.kind(), ErrorKind::Unavailable)
+        matches!(self.kind(), ErrorKind::Unavailable | ErrorKind::NotMaster)
+    }
+
+    /// Where to send the request instead, if known.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Error::NotMaster { addr, .. } => addr.as_deref(),
+            _ => None,
+        }
     }
 
     /// The request field at fault, if any.

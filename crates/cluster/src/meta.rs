@@ -9,13 +9,14 @@
 //!   commit ──► StateMachine::apply ──► MetaState::apply ──► shared MetaState (reads)
 //! ```
 
+pub mod controller;
 pub mod network;
 pub mod raft_catalog;
 pub mod state;
 pub mod storage;
 
-pub use raft_catalog::RaftCatalog;
-pub use state::{MetaCommand, MetaError, MetaResponse, MetaState};
+pub use raft_catalog::{RaftCatalog, join};
+pub use state::{MetaCommand, MetaError, MetaResponse, MetaState, NodeInfo};
 
 // The macro names `Cursor` unqualified.
 use std::io::Cursor;

@@ -7,14 +7,16 @@
 
 use crate::catalog::{Catalog, Policy, TableDesc, TableSpec, TabletDesc};
 use crate::error::{Error, Result};
+use crate::meta::RaftCatalog;
 use crate::strong::{Expected, Outcome, ScanPage, StrongPolicy, WriteOp};
-use datalayer_store::{KeyRange, Mutation, Timestamp, Versioned};
+use datalayer_store::{KeyRange, Mutation, NodeId, Timestamp, Versioned};
 use std::sync::Arc;
 
 /// Routes requests of one node.
 pub struct Router {
-    catalog: Arc<dyn Catalog>,
+    catalog: Arc<RaftCatalog>,
     strong: Arc<StrongPolicy>,
+    me: NodeId,
 }
 
 impl std::fmt::Debug for Router {
@@ -65,20 +67,44 @@ pub fn range_tablet<'a>(table: &'a TableDesc, range: &KeyRange) -> Result<&'a Ta
 }
 
 impl Router {
-    /// A router over `catalog` whose strong tablets `strong` serves.
-    pub fn new(catalog: Arc<dyn Catalog>, strong: Arc<StrongPolicy>) -> Router {
-        Router { catalog, strong }
+    /// A router on node `me` over `catalog`, whose strong tablets `strong` serves.
+    pub fn new(catalog: Arc<RaftCatalog>, strong: Arc<StrongPolicy>, me: NodeId) -> Router {
+        Router {
+            catalog,
+            strong,
+            me,
+        }
     }
 
-    /// Purges the data of tables dropped before a crash, and starts serving every
-    /// tablet of every table. Call once before serving requests.
-    pub async fn start(&self) -> Result<()> {
+    /// Brings this node in line with the metadata: purges the data of dropped tables
+    /// and serves the tablets it masters. Call once before serving requests; it then
+    /// runs again whenever the metadata changes.
+    pub async fn start(self: &Arc<Self>) -> Result<()> {
+        self.reconcile().await?;
+        let router = Arc::downgrade(self);
+        let mut applied = self.catalog.applied();
+        tokio::spawn(async move {
+            while applied.changed().await.is_ok() {
+                let Some(router) = router.upgrade() else {
+                    return;
+                };
+                if let Err(e) = router.reconcile().await {
+                    tracing::warn!(error = %e, "reconciling tablets with the metadata failed");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn reconcile(&self) -> Result<()> {
         for dropped in self.catalog.dropped()? {
             self.purge(&dropped).await?;
         }
         for table in self.catalog.tables() {
-            for tablet in &table.tablets {
-                self.strong.open_tablet(tablet).await?;
+            for tablet in table.tablets.iter().filter(|t| t.master == self.me) {
+                if !self.strong.serves(tablet.id) {
+                    self.strong.open_tablet(tablet).await?;
+                }
             }
         }
         Ok(())
@@ -87,17 +113,64 @@ impl Router {
     async fn purge(&self, table: &TableDesc) -> Result<()> {
         let tablets = table.tablets.iter().map(|t| t.id).collect();
         self.strong.drop_table(table.id, tablets).await?;
-        self.catalog.forget_dropped(table.id).await
+        // The master of the first tablet records that the data is gone.
+        if table.tablets.first().is_some_and(|t| t.master == self.me) {
+            self.catalog.forget_dropped(table.id).await?;
+        }
+        Ok(())
     }
 
-    /// Creates a table and starts serving its tablets.
+    /// The tablet, if this node masters it (serving it from now on), or where to go.
+    async fn mastered<'a>(&self, tablet: &'a TabletDesc) -> Result<&'a TabletDesc> {
+        if tablet.master != self.me {
+            return Err(Error::NotMaster {
+                tablet: tablet.id,
+                master: tablet.master,
+                addr: self.catalog.node_addr(tablet.master),
+            });
+        }
+        if !self.strong.serves(tablet.id) {
+            self.strong.open_tablet(tablet).await?;
+        }
+        Ok(tablet)
+    }
+
+    /// Where to forward a request on `table` whose first key is `key`: `None` when
+    /// this node masters its tablet.
+    pub fn remote_master(&self, table: &str, key: &[u8]) -> Result<Option<String>> {
+        let table = self.table(table)?;
+        let tablet = table.tablet_for(key);
+        if tablet.master == self.me {
+            return Ok(None);
+        }
+        match self.catalog.node_addr(tablet.master) {
+            Some(addr) => Ok(Some(addr)),
+            None => Err(Error::NotMaster {
+                tablet: tablet.id,
+                master: tablet.master,
+                addr: None,
+            }),
+        }
+    }
+
+    /// The node this router runs on.
+    pub fn node(&self) -> NodeId {
+        self.me
+    }
+
+    /// The metadata group's catalog.
+    pub fn catalog(&self) -> &RaftCatalog {
+        &self.catalog
+    }
+
+    /// Creates a table; its master starts serving it.
     pub async fn create_table(
         &self,
         spec: TableSpec,
         if_not_exists: bool,
     ) -> Result<(Arc<TableDesc>, bool)> {
         let (table, created) = self.catalog.create_table(spec, if_not_exists).await?;
-        for tablet in &table.tablets {
+        for tablet in table.tablets.iter().filter(|t| t.master == self.me) {
             self.strong.open_tablet(tablet).await?;
         }
         Ok((table, created))
@@ -143,6 +216,8 @@ impl Router {
         at: Option<Timestamp>,
     ) -> Result<(Vec<Option<Versioned>>, Timestamp)> {
         let table = self.table(table)?;
+        let tablet = single_tablet(&table, keys.iter().map(Vec::as_slice))?;
+        self.mastered(tablet).await?;
         self.strong.get(&table, keys, at).await
     }
 
@@ -156,6 +231,7 @@ impl Router {
         at: Option<Timestamp>,
     ) -> Result<ScanPage> {
         let table = self.table(table)?;
+        self.mastered(range_tablet(&table, &range)?).await?;
         self.strong.scan(&table, range, limit, reverse, at).await
     }
 
@@ -163,13 +239,14 @@ impl Router {
     pub async fn write(&self, table: &str, mutations: Vec<Mutation>) -> Result<Outcome> {
         let table = self.table(table)?;
         let tablet = single_tablet(&table, mutations.iter().map(Mutation::key))?;
+        let tablet = self.mastered(tablet).await?;
         self.strong.write(tablet, WriteOp::Batch(mutations)).await
     }
 
     /// Deletes every live key of `range`, atomically; the range must lie in one tablet.
     pub async fn delete_range(&self, table: &str, range: KeyRange) -> Result<Outcome> {
         let table = self.table(table)?;
-        let tablet = range_tablet(&table, &range)?;
+        let tablet = self.mastered(range_tablet(&table, &range)?).await?;
         self.strong.write(tablet, WriteOp::DeleteRange(range)).await
     }
 
@@ -182,7 +259,7 @@ impl Router {
         new: Option<Vec<u8>>,
     ) -> Result<Outcome> {
         let table = self.table(table)?;
-        let tablet = table.tablet_for(&key);
+        let tablet = self.mastered(table.tablet_for(&key)).await?;
         self.strong
             .write(tablet, WriteOp::CompareAndSet { key, expected, new })
             .await
@@ -200,6 +277,9 @@ impl Router {
     /// Collects the garbage of one table now.
     pub async fn collect_garbage(&self, table: &str) -> Result<(u64, Timestamp)> {
         let table = self.table(table)?;
+        if !table.tablets.iter().any(|t| t.master == self.me) {
+            return Ok((0, self.strong.now()));
+        }
         self.strong.collect_garbage(&table).await
     }
 }

@@ -354,6 +354,11 @@ impl StrongPolicy {
         Ok((removed, horizon))
     }
 
+    /// Whether this node serves the tablet as its master.
+    pub fn serves(&self, tablet: TabletId) -> bool {
+        self.progress.read().contains_key(&tablet)
+    }
+
     /// Log end and high watermark of a served tablet.
     pub fn progress(&self, tablet: TabletId) -> Option<TabletProgress> {
         self.progress.read().get(&tablet).copied()

@@ -120,6 +120,12 @@ struct StartArgs {
     /// HTTP listen address for /metrics and /health.
     #[arg(long)]
     http_addr: Option<std::net::SocketAddr>,
+    /// Join the cluster that this member (host:port) belongs to, on first start.
+    #[arg(long)]
+    join: Option<String>,
+    /// The gRPC address others reach this node at (default: the bound address).
+    #[arg(long)]
+    advertise_addr: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,6 +232,12 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     }
     if let Some(a) = args.http_addr {
         config.http_addr = a;
+    }
+    if let Some(j) = args.join {
+        config.join = Some(j);
+    }
+    if let Some(a) = args.advertise_addr {
+        config.advertise_addr = Some(a);
     }
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();

@@ -18,6 +18,14 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Seconds between background garbage collections of old versions. Default 60.
     pub gc_interval_secs: u64,
+    /// `host:port` of any member of an existing cluster to join on first start.
+    /// Default none: a fresh node founds a new cluster.
+    pub join: Option<String>,
+    /// The gRPC address other nodes and clients reach this node at. Default: the
+    /// address `grpc_addr` bound to.
+    pub advertise_addr: Option<String>,
+    /// Voters of the metadata group (1, 3 or 5); other nodes are learners. Default 3.
+    pub meta_voters: usize,
     /// Request limits.
     pub limits: Limits,
     /// The RocksDB instance.
@@ -33,6 +41,9 @@ impl Default for Config {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7700)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7701)),
             gc_interval_secs: 60,
+            join: None,
+            advertise_addr: None,
+            meta_voters: 3,
             limits: Limits::default(),
             store: Default::default(),
             strong: Default::default(),
@@ -55,6 +66,9 @@ impl Config {
 
     /// Checks every section.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if ![1, 3, 5].contains(&self.meta_voters) {
+            anyhow::bail!("meta_voters must be 1, 3 or 5");
+        }
         if self.gc_interval_secs == 0 {
             anyhow::bail!("gc_interval_secs must be at least 1");
         }

@@ -17,14 +17,54 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-/// This node's id; nodes that join a cluster get theirs from the metadata group
-/// (membership comes next).
-const LOCAL_NODE: NodeId = NodeId(1);
+/// Where a node keeps the id the cluster gave it.
+const NODE_ID_KEY: &[u8] = b"node/id";
+/// How long a joining node keeps trying to reach its seed.
+const JOIN_WAIT: Duration = Duration::from_secs(60);
 /// Seconds a stopping node waits for open connections before cutting them.
 const SHUTDOWN_GRACE_SECS: u64 = 5;
 
+/// This node's id, and whether it founds a new cluster. A node keeps the id it was
+/// given forever; a fresh node without `--join` founds a cluster as node 1, a fresh
+/// node with `--join` asks the seed for an id.
+async fn node_identity(
+    engine: &Arc<dyn TabletEngine>,
+    config: &Config,
+    advertised: &str,
+    http_addr: &str,
+) -> anyhow::Result<(NodeId, bool)> {
+    if let Some(raw) = engine.meta_get(NODE_ID_KEY)? {
+        let bytes: [u8; 8] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("stored node id is not 8 bytes"))?;
+        return Ok((NodeId(u64::from_be_bytes(bytes)), false));
+    }
+    let (id, bootstrap) = match &config.join {
+        None => (NodeId(1), true),
+        Some(seed) => {
+            let deadline = Instant::now() + JOIN_WAIT;
+            loop {
+                match datalayer_cluster::meta::join(seed, advertised.into(), http_addr.into()).await
+                {
+                    Ok(id) => break (id, false),
+                    Err(e) if Instant::now() < deadline => {
+                        tracing::info!(%seed, error = %e, "join failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => {
+                        return Err(e).context(format!("cannot join the cluster through {seed}"));
+                    }
+                }
+            }
+        }
+    };
+    engine.meta_write(&[(NODE_ID_KEY.to_vec(), id.0.to_be_bytes().to_vec())], &[])?;
+    Ok((id, bootstrap))
+}
+
 /// Starts a node and serves until `shutdown` is cancelled. `on_ready` gets the bound
-/// gRPC and HTTP addresses once both listen.
+/// gRPC and HTTP addresses once the node serves.
 pub async fn run(
     config: Config,
     shutdown: CancellationToken,
@@ -38,7 +78,7 @@ pub async fn run(
         RocksTabletEngine::open(&db_path, &config.store)
             .with_context(|| format!("cannot open the store at {}", db_path.display()))?,
     );
-    // Listen first: the metadata group records the address peers reach us at.
+    // Listen first: the cluster records the address peers reach us at.
     let grpc_listener = TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on {} for gRPC", config.grpc_addr))?;
@@ -46,45 +86,47 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {} for HTTP", config.http_addr))?;
     let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
+    let advertised = config
+        .advertise_addr
+        .clone()
+        .unwrap_or_else(|| grpc_addr.to_string());
 
+    let (node, bootstrap) =
+        node_identity(&engine, &config, &advertised, &http_addr.to_string()).await?;
+    let catalog = RaftCatalog::start(
+        engine.clone(),
+        node,
+        advertised.clone(),
+        bootstrap,
+        config.meta_voters,
+    )
+    .await?;
     let clock = Arc::new(HybridClock::new());
-    let catalog =
-        Arc::new(RaftCatalog::start(engine.clone(), LOCAL_NODE, grpc_addr.to_string()).await?);
     let strong = Arc::new(StrongPolicy::start(
         engine.clone(),
         clock,
         config.strong.clone(),
     )?);
-    let router = Arc::new(Router::new(catalog.clone(), strong.clone()));
-    router.start().await?;
+    let router = Arc::new(Router::new(catalog.clone(), strong.clone(), node));
 
     let metrics = Arc::new(Metrics::new());
     let max_message = config.limits.max_message_bytes;
-    let kv = KvService {
-        router: router.clone(),
-        limits: config.limits.clone(),
-        metrics: metrics.clone(),
-    };
+    let kv = KvService::new(router.clone(), config.limits.clone(), metrics.clone());
     let admin = AdminService {
         router: router.clone(),
+        catalog: catalog.clone(),
         engine: engine.clone(),
         limits: config.limits.clone(),
         metrics: metrics.clone(),
         info: NodeInfo {
-            node_id: LOCAL_NODE.0,
-            grpc_addr: grpc_addr.to_string(),
+            node_id: node.0,
+            grpc_addr: advertised.clone(),
             http_addr: http_addr.to_string(),
             data_dir: config.data_dir.display().to_string(),
             started: Instant::now(),
         },
     };
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<pb::kv_server::KvServer<KvService>>()
-        .await;
-    health
-        .set_serving::<pb::admin_server::AdminServer<AdminService>>()
-        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -94,6 +136,8 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    // The gRPC server starts before the node is ready: the metadata group needs it
+    // to reach this node. Health says NOT_SERVING until the node is ready.
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(
@@ -107,7 +151,7 @@ pub async fn run(
                 .max_encoding_message_size(max_message),
         )
         .add_service(pb::raft_server::RaftServer::new(RaftService::new(
-            catalog.raft().clone(),
+            catalog.clone(),
         )))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -120,6 +164,32 @@ pub async fn run(
             shutdown.clone().cancelled_owned(),
         );
     let mut grpc = tokio::spawn(grpc);
+
+    let ready = async {
+        catalog.wait_for_leader().await?;
+        catalog
+            .register(advertised.clone(), http_addr.to_string())
+            .await?;
+        router.start().await
+    };
+    let ready = tokio::select! {
+        r = ready => r,
+        _ = shutdown.cancelled() => Err(datalayer_cluster::Error::Unavailable("stopped while starting".into())),
+    };
+    if let Err(e) = ready {
+        shutdown.cancel();
+        finish_within(&mut grpc, Duration::from_secs(SHUTDOWN_GRACE_SECS)).await;
+        strong.stop().await;
+        catalog.shutdown().await;
+        return Err(e).context("node did not become ready");
+    }
+    health
+        .set_serving::<pb::kv_server::KvServer<KvService>>()
+        .await;
+    health
+        .set_serving::<pb::admin_server::AdminServer<AdminService>>()
+        .await;
+
     let mut http = tokio::spawn(http::serve(
         http_listener,
         metrics,
@@ -132,7 +202,7 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    tracing::info!(%grpc_addr, %http_addr, data_dir = %config.data_dir.display(), "node ready");
+    tracing::info!(%node, %grpc_addr, %http_addr, data_dir = %config.data_dir.display(), "node ready");
     on_ready(grpc_addr, http_addr);
     // Serve until asked to stop, or until a server fails on its own.
     let failed = tokio::select! {

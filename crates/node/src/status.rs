@@ -21,6 +21,7 @@ pub fn to_status(err: &Error) -> Status {
         ErrorKind::NotAnInteger => (Code::FailedPrecondition, pb::ErrorKind::NotAnInteger),
         ErrorKind::Corruption => (Code::DataLoss, pb::ErrorKind::Corruption),
         ErrorKind::Internal => (Code::Internal, pb::ErrorKind::Internal),
+        ErrorKind::NotMaster => (Code::FailedPrecondition, pb::ErrorKind::NotMaster),
     };
     if matches!(err.kind(), ErrorKind::Internal | ErrorKind::Corruption) {
         tracing::error!(error = %err, "request failed");
@@ -30,6 +31,7 @@ pub fn to_status(err: &Error) -> Status {
         retryable: err.retryable(),
         message: err.to_string(),
         field: err.field().unwrap_or_default().to_string(),
+        hint: err.hint().unwrap_or_default().to_string(),
     };
     Status::with_details(code, err.to_string(), detail.encode_to_vec().into())
 }

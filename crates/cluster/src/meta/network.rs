@@ -2,7 +2,9 @@
 //! JSON-encoded inside a bytes payload. [`Network`] is the client side,
 //! [`RaftService`] the server side.
 
-use super::{MetaRaft, TypeConfig};
+use super::TypeConfig;
+use super::raft_catalog::RaftCatalog;
+use super::state::{MetaCommand, MetaResponse};
 use datalayer_api::v1 as pb;
 use openraft::BasicNode;
 use openraft::error::{
@@ -16,6 +18,7 @@ use openraft::raft::{
 use pb::raft_client::RaftClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -129,16 +132,50 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
-/// Serves the Raft messages of the other members.
+/// A metadata change forwarded to the leader.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ProposeRequest {
+    /// The change.
+    pub cmd: MetaCommand,
+    /// Set by a member that forwards; the receiver does not forward again.
+    pub forwarded: bool,
+}
+
+/// Sends `cmd` to the member at `addr` for it to propose (or forward once).
+pub async fn propose_at(
+    addr: &str,
+    cmd: MetaCommand,
+    forwarded: bool,
+) -> Result<MetaResponse, String> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad address {addr:?}: {e}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    let json = serde_json::to_vec(&ProposeRequest { cmd, forwarded }).map_err(|e| e.to_string())?;
+    let answer = RaftClient::new(channel)
+        .propose(pb::RaftPayload { json })
+        .await
+        .map_err(|s| format!("{addr}: {}", s.message()))?
+        .into_inner();
+    let result: Result<MetaResponse, String> =
+        serde_json::from_slice(&answer.json).map_err(|e| e.to_string())?;
+    result
+}
+
+/// Serves the Raft messages of the other members, and proposals they forward.
 #[derive(Clone)]
 pub struct RaftService {
-    raft: MetaRaft,
+    catalog: Arc<RaftCatalog>,
 }
 
 impl RaftService {
-    /// Serves `raft`.
-    pub fn new(raft: MetaRaft) -> RaftService {
-        RaftService { raft }
+    /// Serves the group `catalog` is a member of.
+    pub fn new(catalog: Arc<RaftCatalog>) -> RaftService {
+        RaftService { catalog }
     }
 }
 
@@ -160,7 +197,7 @@ impl pb::raft_server::Raft for RaftService {
         request: tonic::Request<pb::RaftPayload>,
     ) -> Result<tonic::Response<pb::RaftPayload>, tonic::Status> {
         let req: AppendEntriesRequest<TypeConfig> = decode(request.into_inner())?;
-        encode(&self.raft.append_entries(req).await)
+        encode(&self.catalog.raft().append_entries(req).await)
     }
 
     async fn vote(
@@ -168,7 +205,7 @@ impl pb::raft_server::Raft for RaftService {
         request: tonic::Request<pb::RaftPayload>,
     ) -> Result<tonic::Response<pb::RaftPayload>, tonic::Status> {
         let req: VoteRequest<u64> = decode(request.into_inner())?;
-        encode(&self.raft.vote(req).await)
+        encode(&self.catalog.raft().vote(req).await)
     }
 
     async fn install_snapshot(
@@ -176,6 +213,19 @@ impl pb::raft_server::Raft for RaftService {
         request: tonic::Request<pb::RaftPayload>,
     ) -> Result<tonic::Response<pb::RaftPayload>, tonic::Status> {
         let req: InstallSnapshotRequest<TypeConfig> = decode(request.into_inner())?;
-        encode(&self.raft.install_snapshot(req).await)
+        encode(&self.catalog.raft().install_snapshot(req).await)
+    }
+
+    async fn propose(
+        &self,
+        request: tonic::Request<pb::RaftPayload>,
+    ) -> Result<tonic::Response<pb::RaftPayload>, tonic::Status> {
+        let req: ProposeRequest = decode(request.into_inner())?;
+        let result = self
+            .catalog
+            .propose(req.cmd, !req.forwarded)
+            .await
+            .map_err(|e| e.to_string());
+        encode(&result)
     }
 }

@@ -25,6 +25,8 @@ pub struct RaftCatalog {
     raft: MetaRaft,
     node: NodeId,
     state: Arc<RwLock<MetaState>>,
+    voters: usize,
+    applied: tokio::sync::watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for RaftCatalog {
@@ -40,17 +42,21 @@ fn unavailable(e: impl std::fmt::Display) -> Error {
 }
 
 impl RaftCatalog {
-    /// Opens the group's storage in `engine` and starts this node's member. A node
-    /// that was never part of a group bootstraps one with itself as the only voter,
-    /// reachable at `addr`. Returns once the group has a leader.
+    /// Opens the group's storage in `engine` and starts this node's member, reachable
+    /// by peers at `addr`. With `bootstrap`, a node that was never part of a group
+    /// founds one with itself as the only voter; otherwise it waits to be added by the
+    /// leader. Serve [`super::network::RaftService`] and then call
+    /// [`RaftCatalog::wait_for_leader`].
     pub async fn start(
         engine: Arc<dyn TabletEngine>,
         node: NodeId,
         addr: String,
-    ) -> Result<RaftCatalog> {
+        bootstrap: bool,
+        voters: usize,
+    ) -> Result<Arc<RaftCatalog>> {
         let state = Arc::new(RwLock::new(MetaState::default()));
-        let (applied, _) = tokio::sync::watch::channel(0);
-        let sm = StateMachine::open(engine.clone(), state.clone(), applied)
+        let (applied_tx, applied) = tokio::sync::watch::channel(0);
+        let sm = StateMachine::open(engine.clone(), state.clone(), applied_tx)
             .await
             .map_err(|e| Error::Internal(format!("open metadata state machine: {e}")))?;
         let config = Config {
@@ -68,23 +74,79 @@ impl RaftCatalog {
         let raft = MetaRaft::new(node.0, Arc::new(config), Network, LogStore::new(engine), sm)
             .await
             .map_err(unavailable)?;
-        if !raft.is_initialized().await.map_err(unavailable)? {
+        if bootstrap && !raft.is_initialized().await.map_err(unavailable)? {
             let members = BTreeMap::from([(node.0, BasicNode { addr })]);
             raft.initialize(members).await.map_err(unavailable)?;
         }
-        raft.wait(Some(LEADER_WAIT))
+        let catalog = Arc::new(RaftCatalog {
+            raft,
+            node,
+            state,
+            voters: voters.max(1),
+            applied,
+        });
+        tokio::spawn(super::controller::run(Arc::downgrade(&catalog)));
+        Ok(catalog)
+    }
+
+    /// Waits until the group has a leader and this node has the metadata it committed.
+    pub async fn wait_for_leader(&self) -> Result<()> {
+        self.raft
+            .wait(Some(LEADER_WAIT))
             .metrics(
-                |m| m.current_leader.is_some(),
+                |m| m.current_leader.is_some() && m.last_applied.is_some(),
                 "metadata group has a leader",
             )
             .await
             .map_err(unavailable)?;
-        Ok(RaftCatalog { raft, node, state })
+        Ok(())
+    }
+
+    /// Changes whenever this node applies metadata (the value is the log index).
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
+    /// Where a registered node serves gRPC.
+    pub fn node_addr(&self, node: NodeId) -> Option<String> {
+        self.state
+            .read()
+            .nodes
+            .get(&node)
+            .map(|n| n.grpc_addr.clone())
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Voters the group aims for.
+    pub fn target_voters(&self) -> usize {
+        self.voters
     }
 
     /// The Raft member, for serving the group's messages.
     pub fn raft(&self) -> &MetaRaft {
         &self.raft
+    }
+
+    /// The metadata as this node has applied it.
+    pub fn state(&self) -> MetaState {
+        self.state.read().clone()
+    }
+
+    /// The current leader and the address it serves at.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .addr
+            .clone();
+        Some((NodeId(leader), addr))
     }
 
     /// Stops this node's member.
@@ -94,18 +156,54 @@ impl RaftCatalog {
         }
     }
 
-    async fn propose(&self, cmd: MetaCommand) -> Result<MetaResponse> {
-        match self.raft.client_write(cmd).await {
+    /// Records where this node serves (on every start, so a moved node is found).
+    pub async fn register(&self, grpc_addr: String, http_addr: String) -> Result<()> {
+        let cmd = MetaCommand::RegisterNode {
+            id: Some(self.node),
+            grpc_addr,
+            http_addr,
+        };
+        self.propose(cmd, true).await.map(|_| ())
+    }
+
+    /// Proposes `cmd`; on a follower, sends it to the leader when `may_forward`.
+    pub async fn propose(&self, cmd: MetaCommand, may_forward: bool) -> Result<MetaResponse> {
+        match self.raft.client_write(cmd.clone()).await {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(Error::Unavailable(format!(
-                    "this node is not the metadata leader (leader: {})",
-                    f.leader_id
-                        .map_or("unknown".to_string(), |l| format!("node-{l}"))
-                )))
+                let leader = f.leader_id.zip(f.leader_node);
+                match leader {
+                    Some((_, node)) if may_forward => {
+                        super::network::propose_at(&node.addr, cmd, true)
+                            .await
+                            .map_err(Error::Unavailable)
+                    }
+                    _ => Err(Error::Unavailable(format!(
+                        "this node is not the metadata leader (leader: {})",
+                        f.leader_id
+                            .map_or("unknown".to_string(), |l| format!("node-{l}"))
+                    ))),
+                }
             }
             Err(e) => Err(unavailable(e)),
         }
+    }
+}
+
+/// Asks the member at `seed` to register a new node serving at these addresses;
+/// returns the node's id.
+pub async fn join(seed: &str, grpc_addr: String, http_addr: String) -> Result<NodeId> {
+    let cmd = MetaCommand::RegisterNode {
+        id: None,
+        grpc_addr,
+        http_addr,
+    };
+    match super::network::propose_at(seed, cmd, false).await {
+        Ok(MetaResponse::Node(id)) => Ok(id),
+        Ok(other) => Err(Error::Internal(format!("join answered {other:?}"))),
+        Err(e) => Err(Error::Unavailable(format!(
+            "cannot join through {seed}: {e}"
+        ))),
     }
 }
 
@@ -135,27 +233,23 @@ impl Catalog for RaftCatalog {
         let cmd = MetaCommand::CreateTable {
             spec,
             if_not_exists,
-            master: self.node,
+            proposer: self.node,
         };
-        match self.propose(cmd).await? {
+        match self.propose(cmd, true).await? {
             MetaResponse::Table { table, created } => Ok((Arc::new(table), created)),
             MetaResponse::Rejected(e) => Err(rejected(e)),
-            MetaResponse::Done => Err(Error::Internal(
-                "create table answered without a table".into(),
-            )),
+            other => Err(Error::Internal(format!("create table answered {other:?}"))),
         }
     }
 
     async fn drop_table(&self, name: &str) -> Result<Arc<TableDesc>> {
         match self
-            .propose(MetaCommand::DropTable { name: name.into() })
+            .propose(MetaCommand::DropTable { name: name.into() }, true)
             .await?
         {
             MetaResponse::Table { table, .. } => Ok(Arc::new(table)),
             MetaResponse::Rejected(e) => Err(rejected(e)),
-            MetaResponse::Done => Err(Error::Internal(
-                "drop table answered without a table".into(),
-            )),
+            other => Err(Error::Internal(format!("drop table answered {other:?}"))),
         }
     }
 
@@ -177,7 +271,10 @@ impl Catalog for RaftCatalog {
     }
 
     async fn forget_dropped(&self, table: TableId) -> Result<()> {
-        match self.propose(MetaCommand::ForgetDropped { table }).await? {
+        match self
+            .propose(MetaCommand::ForgetDropped { table }, true)
+            .await?
+        {
             MetaResponse::Rejected(e) => Err(rejected(e)),
             _ => Ok(()),
         }
@@ -198,13 +295,15 @@ mod tests {
         }
     }
 
-    async fn start(dir: &tempfile::TempDir) -> RaftCatalog {
+    async fn start(dir: &tempfile::TempDir) -> Arc<RaftCatalog> {
         let engine: Arc<dyn TabletEngine> = Arc::new(
             RocksTabletEngine::open(dir.path().join("db"), &Default::default()).expect("open"),
         );
-        RaftCatalog::start(engine, NodeId(1), "127.0.0.1:1".into())
+        let cat = RaftCatalog::start(engine, NodeId(1), "127.0.0.1:1".into(), true, 1)
             .await
-            .expect("single-node group starts")
+            .expect("single-node group starts");
+        cat.wait_for_leader().await.expect("leader");
+        cat
     }
 
     #[tokio::test]

@@ -21,8 +21,8 @@ pub enum MetaCommand {
         spec: TableSpec,
         /// Succeed without change when it exists.
         if_not_exists: bool,
-        /// The node that masters the new tablet.
-        master: NodeId,
+        /// The node that proposed it; it masters the tablet when no node is registered.
+        proposer: NodeId,
     },
     /// Drop a live table; it moves to the dropped list until its data is purged.
     DropTable {
@@ -34,6 +34,28 @@ pub enum MetaCommand {
         /// The table.
         table: TableId,
     },
+    /// A node announces where it listens. A node already known by `id` (or, without
+    /// an id, by its gRPC address) keeps its id and gets the new addresses; a new one
+    /// gets the next id.
+    RegisterNode {
+        /// The id the node already has, if any.
+        id: Option<NodeId>,
+        /// Where it serves gRPC.
+        grpc_addr: String,
+        /// Where it serves HTTP.
+        http_addr: String,
+    },
+}
+
+/// A member of the cluster as the metadata records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node.
+    pub id: NodeId,
+    /// Where it serves gRPC (clients and peers).
+    pub grpc_addr: String,
+    /// Where it serves HTTP.
+    pub http_addr: String,
 }
 
 /// Why a command changed nothing.
@@ -66,6 +88,8 @@ pub enum MetaResponse {
     },
     /// The command took effect and has nothing to return.
     Done,
+    /// The node's id.
+    Node(NodeId),
     /// The command changed nothing.
     Rejected(MetaError),
 }
@@ -79,6 +103,8 @@ pub struct MetaState {
     pub dropped: BTreeMap<TableId, TableDesc>,
     /// The next id handed out; table and tablet ids share it and are never reused.
     pub next_id: u64,
+    /// Registered nodes by id.
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
 }
 
 impl MetaState {
@@ -89,13 +115,57 @@ impl MetaState {
         id
     }
 
+    /// Master and replicas of a new tablet: the master is the registered node that
+    /// masters the fewest tablets (lowest id on ties), replicas the master and then
+    /// the nodes holding the fewest replicas, up to the replication factor.
+    fn place(&self, proposer: NodeId, replication_factor: u32) -> (NodeId, Vec<NodeId>) {
+        if self.nodes.is_empty() {
+            return (proposer, vec![proposer]);
+        }
+        let mut masters: BTreeMap<NodeId, usize> = self.nodes.keys().map(|n| (*n, 0)).collect();
+        let mut replicas = masters.clone();
+        for tablet in self.tables.values().flat_map(|t| &t.tablets) {
+            if let Some(c) = masters.get_mut(&tablet.master) {
+                *c += 1;
+            }
+            for r in &tablet.replicas {
+                if let Some(c) = replicas.get_mut(r) {
+                    *c += 1;
+                }
+            }
+        }
+        let master = masters
+            .iter()
+            .min_by_key(|(id, count)| (**count, **id))
+            .map(|(id, _)| *id)
+            .unwrap_or(proposer);
+        let factor = match replication_factor {
+            0 => DEFAULT_REPLICATION_FACTOR,
+            n => n,
+        } as usize;
+        let mut others: Vec<(usize, NodeId)> = replicas
+            .iter()
+            .filter(|(id, _)| **id != master)
+            .map(|(id, c)| (*c, *id))
+            .collect();
+        others.sort();
+        let mut chosen = vec![master];
+        chosen.extend(
+            others
+                .into_iter()
+                .map(|(_, id)| id)
+                .take(factor.saturating_sub(1)),
+        );
+        (master, chosen)
+    }
+
     /// Applies one committed command.
     pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
         match cmd {
             MetaCommand::CreateTable {
                 spec,
                 if_not_exists,
-                master,
+                proposer,
             } => {
                 if let Err(e) = validate_table_name(&spec.name) {
                     return MetaResponse::Rejected(MetaError::Invalid {
@@ -119,6 +189,7 @@ impl MetaState {
                         MetaResponse::Rejected(MetaError::Exists(spec.name.clone()))
                     };
                 }
+                let (master, replicas) = self.place(*proposer, spec.replication_factor);
                 let table = TableId(self.take_id());
                 let tablet = TabletId(self.take_id());
                 let desc = TableDesc {
@@ -139,9 +210,9 @@ impl MetaState {
                         start: Vec::new(),
                         end: None,
                         generation: 1,
-                        replicas: vec![*master],
-                        in_sync: vec![*master],
-                        master: *master,
+                        in_sync: replicas.clone(),
+                        replicas,
+                        master,
                         master_epoch: Epoch(1),
                     }],
                 };
@@ -167,6 +238,29 @@ impl MetaState {
                 self.dropped.remove(table);
                 MetaResponse::Done
             }
+            MetaCommand::RegisterNode {
+                id,
+                grpc_addr,
+                http_addr,
+            } => {
+                let id = id
+                    .or_else(|| {
+                        self.nodes
+                            .values()
+                            .find(|n| &n.grpc_addr == grpc_addr)
+                            .map(|n| n.id)
+                    })
+                    .unwrap_or_else(|| NodeId(self.nodes.keys().last().map_or(1, |n| n.0 + 1)));
+                self.nodes.insert(
+                    id,
+                    NodeInfo {
+                        id,
+                        grpc_addr: grpc_addr.clone(),
+                        http_addr: http_addr.clone(),
+                    },
+                );
+                MetaResponse::Node(id)
+            }
         }
     }
 }
@@ -184,8 +278,57 @@ mod tests {
                 version_retention_secs: 0,
             },
             if_not_exists,
-            master: NodeId(7),
+            proposer: NodeId(7),
         }
+    }
+
+    fn register(s: &mut MetaState, id: Option<u64>, addr: &str) -> NodeId {
+        let MetaResponse::Node(id) = s.apply(&MetaCommand::RegisterNode {
+            id: id.map(NodeId),
+            grpc_addr: addr.into(),
+            http_addr: format!("{addr}-http"),
+        }) else {
+            panic!("registered");
+        };
+        id
+    }
+
+    #[test]
+    fn nodes_register_once_and_tablets_spread_over_them() {
+        let mut s = MetaState::default();
+        assert_eq!(register(&mut s, Some(1), "a:1"), NodeId(1));
+        assert_eq!(register(&mut s, None, "b:1"), NodeId(2));
+        assert_eq!(
+            register(&mut s, None, "b:1"),
+            NodeId(2),
+            "a retried join keeps its id"
+        );
+        assert_eq!(
+            register(&mut s, Some(1), "a:2"),
+            NodeId(1),
+            "a restart moves the address"
+        );
+        assert_eq!(s.nodes[&NodeId(1)].grpc_addr, "a:2");
+        assert_eq!(register(&mut s, None, "c:1"), NodeId(3));
+        let mut masters = Vec::new();
+        for name in ["t1", "t2", "t3", "t4", "t5", "t6"] {
+            let MetaResponse::Table { table, .. } = s.apply(&create(name, false)) else {
+                panic!("create");
+            };
+            let t = &table.tablets[0];
+            assert_eq!(t.replicas.len(), 3, "three replicas on three nodes");
+            assert_eq!(t.replicas[0], t.master);
+            let mut distinct = t.replicas.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 3, "replicas on distinct nodes");
+            masters.push(t.master.0);
+        }
+        assert_eq!(
+            masters,
+            vec![1, 2, 3, 1, 2, 3],
+            "masters balance across nodes"
+        );
     }
 
     #[test]
@@ -196,7 +339,11 @@ mod tests {
         };
         assert!(created);
         assert_eq!(table.tablets.len(), 1, "a table starts with one tablet");
-        assert_eq!(table.tablets[0].master, NodeId(7));
+        assert_eq!(
+            table.tablets[0].master,
+            NodeId(7),
+            "no registered node: the proposer"
+        );
         assert_eq!(table.replication_factor, DEFAULT_REPLICATION_FACTOR);
         assert_eq!(
             s.apply(&create("a", false)),
@@ -255,7 +402,7 @@ mod tests {
                 version_retention_secs: 0,
             },
             if_not_exists: false,
-            master: NodeId(1),
+            proposer: NodeId(1),
         };
         assert!(matches!(
             s.apply(&crdt),

@@ -7,7 +7,7 @@ use crate::status::IntoStatus;
 use datalayer_api::v1 as pb;
 use datalayer_cluster::catalog::TableSpec;
 use datalayer_cluster::strong::StrongPolicy;
-use datalayer_cluster::{Error, Policy, Router, TableDesc};
+use datalayer_cluster::{Error, Policy, RaftCatalog, Router, TableDesc};
 use datalayer_store::TabletEngine;
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +32,7 @@ pub struct NodeInfo {
 #[derive(Clone)]
 pub struct AdminService {
     pub(crate) router: Arc<Router>,
+    pub(crate) catalog: Arc<RaftCatalog>,
     pub(crate) engine: Arc<dyn TabletEngine>,
     pub(crate) limits: Limits,
     pub(crate) metrics: Arc<Metrics>,
@@ -85,6 +86,38 @@ pub fn table_info(t: &TableDesc, strong: &StrongPolicy) -> pb::TableInfo {
 }
 
 impl AdminService {
+    /// Every registered node with its role in the metadata group and its masters.
+    fn cluster_nodes(&self) -> Vec<pb::ClusterNode> {
+        let state = self.catalog.state();
+        let metrics = self.catalog.raft().metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        state
+            .nodes
+            .values()
+            .map(|n| pb::ClusterNode {
+                id: n.id.0,
+                grpc_addr: n.grpc_addr.clone(),
+                http_addr: n.http_addr.clone(),
+                meta_role: if voters.contains(&n.id.0) {
+                    "voter"
+                } else if learners.contains(&n.id.0) {
+                    "learner"
+                } else {
+                    "none"
+                }
+                .into(),
+                masters: state
+                    .tables
+                    .values()
+                    .flat_map(|t| &t.tablets)
+                    .filter(|t| t.master == n.id)
+                    .count() as u32,
+            })
+            .collect()
+    }
+
     async fn create_table(
         &self,
         req: pb::CreateTableRequest,
@@ -203,6 +236,8 @@ impl pb::admin_server::Admin for AdminService {
                 records_appended: stats.records_appended,
                 limits: Some(self.limits.to_proto()),
                 clock: self.router.strong().now().0,
+                nodes: self.cluster_nodes(),
+                meta_leader: self.catalog.leader().map_or(0, |(id, _)| id.0),
             })
         })
         .await

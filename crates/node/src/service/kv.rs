@@ -5,18 +5,80 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::status::IntoStatus;
 use datalayer_api::v1 as pb;
+use datalayer_api::v1::kv_client::KvClient;
 use datalayer_cluster::strong::resume_key;
 use datalayer_cluster::{Error, Expected, OpResult, Outcome, Router};
 use datalayer_store::{KeyRange, Mutation, Timestamp};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-/// Serves KV requests of one node.
+/// Serves KV requests of one node; requests for tablets mastered elsewhere are
+/// forwarded to their master once.
 #[derive(Debug, Clone)]
 pub struct KvService {
-    pub(crate) router: Arc<Router>,
-    pub(crate) limits: Limits,
-    pub(crate) metrics: Arc<Metrics>,
+    router: Arc<Router>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    peers: Peers,
+}
+
+/// Marks a request that a node forwarded, so the receiver never forwards it again.
+const FORWARDED: &str = "x-datalayer-forwarded";
+
+/// Cached connections to the other nodes.
+#[derive(Debug, Clone, Default)]
+struct Peers {
+    clients: Arc<parking_lot::Mutex<HashMap<String, KvClient<Channel>>>>,
+}
+
+impl Peers {
+    async fn get(&self, addr: &str) -> Result<KvClient<Channel>, Status> {
+        if let Some(c) = self.clients.lock().get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(format!("bad peer address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!("cannot reach the tablet's master at {addr}: {e}"))
+            })?;
+        let client = KvClient::new(channel)
+            .max_decoding_message_size(datalayer_client::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(datalayer_client::MAX_MESSAGE_BYTES);
+        self.clients.lock().insert(addr.to_string(), client.clone());
+        Ok(client)
+    }
+}
+
+/// Forwards `$req` with `$method` to the tablet's master when it is not this node.
+macro_rules! forward_if_remote {
+    ($self:ident, $request:ident, $method:ident, $key:expr) => {{
+        let forwarded = $request.metadata().contains_key(FORWARDED);
+        let req = $request.into_inner();
+        if !forwarded {
+            let key: Vec<u8> = $key(&req);
+            // Errors (unknown table, ...) are answered by the local path below.
+            if let Ok(Some(addr)) = $self.router.remote_master(&req.table, &key) {
+                let mut client = $self.peers.get(&addr).await?;
+                let mut fwd = Request::new(req);
+                fwd.metadata_mut()
+                    .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                let result = client.$method(fwd).await;
+                if result.is_err() {
+                    // The master may have moved or died: reconnect next time.
+                    $self.peers.clients.lock().remove(&addr);
+                }
+                return result;
+            }
+        }
+        req
+    }};
 }
 
 fn at(ts: u64) -> Option<Timestamp> {
@@ -39,6 +101,16 @@ fn position(o: &Outcome) -> Option<pb::WritePosition> {
 }
 
 impl KvService {
+    /// Serves KV requests through `router`.
+    pub fn new(router: Arc<Router>, limits: Limits, metrics: Arc<Metrics>) -> KvService {
+        KvService {
+            router,
+            limits,
+            metrics,
+            peers: Peers::default(),
+        }
+    }
+
     async fn write(&self, req: pb::WriteRequest) -> Result<pb::WriteResponse, Error> {
         self.limits.write(&req)?;
         let mutations = req
@@ -151,7 +223,8 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let req = request.into_inner();
+        let request = forward_if_remote!(self, request, get, |r: &pb::GetRequest| r.key.clone());
+        let req = request;
         timed(&self.metrics, "Get", async {
             self.limits.table(&req.table).status()?;
             self.limits.key("key", &req.key).status()?;
@@ -180,7 +253,12 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::BatchGetRequest>,
     ) -> Result<Response<pb::BatchGetResponse>, Status> {
-        let req = request.into_inner();
+        let request = forward_if_remote!(self, request, batch_get, |r: &pb::BatchGetRequest| r
+            .keys
+            .first()
+            .cloned()
+            .unwrap_or_default());
+        let req = request;
         timed(&self.metrics, "BatchGet", async {
             self.limits.batch_get(&req).status()?;
             let keys = req.keys.clone();
@@ -217,8 +295,13 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::WriteRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let request = forward_if_remote!(self, request, write, |r: &pb::WriteRequest| r
+            .mutations
+            .first()
+            .map(|m| m.key.clone())
+            .unwrap_or_default());
         timed(&self.metrics, "Write", async {
-            self.write(request.into_inner()).await.status()
+            self.write(request).await.status()
         })
         .await
     }
@@ -227,8 +310,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
+        let request =
+            forward_if_remote!(self, request, scan, |r: &pb::ScanRequest| r.start.clone());
         timed(&self.metrics, "Scan", async {
-            self.scan(request.into_inner()).await.status()
+            self.scan(request).await.status()
         })
         .await
     }
@@ -237,7 +322,11 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let req = request.into_inner();
+        let request =
+            forward_if_remote!(self, request, delete_range, |r: &pb::DeleteRangeRequest| r
+                .start
+                .clone());
+        let req = request;
         timed(&self.metrics, "DeleteRange", async {
             self.limits.table(&req.table).status()?;
             self.limits.bound("start", &req.start).status()?;
@@ -263,8 +352,14 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::CompareAndSetRequest>,
     ) -> Result<Response<pb::CompareAndSetResponse>, Status> {
+        let request = forward_if_remote!(
+            self,
+            request,
+            compare_and_set,
+            |r: &pb::CompareAndSetRequest| r.key.clone()
+        );
         timed(&self.metrics, "CompareAndSet", async {
-            self.compare_and_set(request.into_inner()).await.status()
+            self.compare_and_set(request).await.status()
         })
         .await
     }
@@ -273,7 +368,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::IncrementRequest>,
     ) -> Result<Response<pb::IncrementResponse>, Status> {
-        let req = request.into_inner();
+        let request = forward_if_remote!(self, request, increment, |r: &pb::IncrementRequest| r
+            .key
+            .clone());
+        let req = request;
         timed(&self.metrics, "Increment", async {
             self.limits.table(&req.table).status()?;
             self.limits.key("key", &req.key).status()?;
