@@ -7,6 +7,10 @@
 //! The binary comes from the same target directory as the test (`cargo build --bins`
 //! first; the README's test command does).
 
+mod cluster;
+
+pub use cluster::{CLUSTER_WAIT, TestCluster};
+
 use anyhow::{Context, Result, anyhow, bail};
 use datalayer_client::Client;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -56,6 +60,8 @@ pub struct TestNode {
     data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     child: Option<Child>,
+    /// Flags given to `datalayer start` besides the data directory.
+    args: Vec<String>,
     /// gRPC address of the running process.
     pub grpc: SocketAddr,
     /// HTTP address of the running process.
@@ -67,6 +73,16 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node on free loopback ports with a fresh data directory.
     pub fn start() -> Result<TestNode> {
+        TestNode::start_with(&[
+            "--grpc-addr".into(),
+            "127.0.0.1:0".into(),
+            "--http-addr".into(),
+            "127.0.0.1:0".into(),
+        ])
+    }
+
+    /// Starts a node with a fresh data directory and these `datalayer start` flags.
+    pub fn start_with(args: &[String]) -> Result<TestNode> {
         let tmp = tempfile::tempdir()?;
         let data_dir = tmp.path().join("data");
         let mut node = TestNode {
@@ -74,6 +90,7 @@ impl TestNode {
             data_dir,
             _tmp: Some(tmp),
             child: None,
+            args: args.to_vec(),
             grpc: SocketAddr::from(([127, 0, 0, 1], 0)),
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
@@ -92,14 +109,9 @@ impl TestNode {
             .append(true)
             .open(&self.log)?;
         let mut child = Command::new(binary())
-            .args([
-                "start",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .arg("start")
+            .args(&self.args)
+            .arg("--data-dir")
             .arg(&self.data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -175,7 +187,12 @@ impl TestNode {
         }
     }
 
-    /// Starts the process again on the same data directory (new ports).
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts the process again on the same data directory (with the same flags).
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
         self.spawn()

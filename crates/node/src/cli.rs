@@ -126,6 +126,9 @@ struct StartArgs {
     /// The gRPC address others reach this node at (default: the bound address).
     #[arg(long)]
     advertise_addr: Option<String>,
+    /// Voters of the metadata group: 1, 3 or 5 (default 3).
+    #[arg(long)]
+    meta_voters: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -238,6 +241,9 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     }
     if let Some(a) = args.advertise_addr {
         config.advertise_addr = Some(a);
+    }
+    if let Some(v) = args.meta_voters {
+        config.meta_voters = v;
     }
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();

@@ -1,0 +1,162 @@
+//! [`TestCluster`]: several node processes on loopback forming one cluster, each on
+//! fixed ports so a restarted node keeps its address.
+
+use super::{TestNode, wait_until};
+use anyhow::{Result, anyhow};
+use datalayer_api::v1 as pb;
+use datalayer_client::Client;
+use std::time::Duration;
+
+/// How long cluster-wide conditions may take to hold.
+pub const CLUSTER_WAIT: Duration = Duration::from_secs(60);
+
+/// Builds a [`TestCluster`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    nodes: usize,
+    meta_voters: usize,
+}
+
+/// Several nodes forming one cluster.
+#[derive(Debug)]
+pub struct TestCluster {
+    nodes: Vec<TestNode>,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Builder {
+    /// How many nodes (default 3).
+    pub fn nodes(mut self, n: usize) -> Builder {
+        self.nodes = n;
+        self
+    }
+
+    /// Voters of the metadata group (default 3).
+    pub fn meta_voters(mut self, n: usize) -> Builder {
+        self.meta_voters = n;
+        self
+    }
+
+    /// Starts node 1, then the others joining through it, and waits until every node
+    /// is registered and the metadata group has its voters.
+    pub async fn build(self) -> Result<TestCluster> {
+        let mut nodes: Vec<TestNode> = Vec::new();
+        for i in 0..self.nodes {
+            let mut args = vec![
+                "--grpc-addr".to_string(),
+                format!("127.0.0.1:{}", free_port()?),
+                "--http-addr".to_string(),
+                format!("127.0.0.1:{}", free_port()?),
+            ];
+            if let Some(first) = nodes.first() {
+                args.push("--join".into());
+                args.push(first.grpc.to_string());
+            }
+            args.push("--meta-voters".into());
+            args.push(self.meta_voters.to_string());
+            nodes.push(TestNode::start_with(&args).map_err(|e| anyhow!("node {}: {e}", i + 1))?);
+        }
+        let cluster = TestCluster { nodes };
+        let (want_nodes, want_voters) = (self.nodes, self.meta_voters.min(self.nodes));
+        cluster
+            .wait_for_status(
+                0,
+                "every node registered and the voters promoted",
+                move |s| {
+                    s.nodes.len() == want_nodes
+                        && s.nodes.iter().filter(|n| n.meta_role == "voter").count() == want_voters
+                },
+            )
+            .await?;
+        Ok(cluster)
+    }
+}
+
+impl TestCluster {
+    /// A builder: 3 nodes, 3 metadata voters.
+    pub fn builder() -> Builder {
+        Builder {
+            nodes: 3,
+            meta_voters: 3,
+        }
+    }
+
+    /// Node `i` (0-based).
+    pub fn node(&self, i: usize) -> &TestNode {
+        &self.nodes[i]
+    }
+
+    /// Node `i`, mutably (to kill, stop or restart it).
+    pub fn node_mut(&mut self, i: usize) -> &mut TestNode {
+        &mut self.nodes[i]
+    }
+
+    /// How many nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// A client of node `i`.
+    pub async fn client(&self, i: usize) -> Result<Client> {
+        self.nodes[i].client().await
+    }
+
+    /// Node `i`'s status.
+    pub async fn status(&self, i: usize) -> Result<pb::NodeStatusResponse> {
+        Ok(self.client(i).await?.node_status().await?)
+    }
+
+    /// Waits until node `i`'s status satisfies `pred`.
+    pub async fn wait_for_status(
+        &self,
+        i: usize,
+        what: &str,
+        pred: impl Fn(&pb::NodeStatusResponse) -> bool,
+    ) -> Result<()> {
+        let addr = self.nodes[i].grpc.to_string();
+        let pred = &pred;
+        wait_until(what, CLUSTER_WAIT, || {
+            let addr = addr.clone();
+            async move {
+                match Client::connect(&addr).await {
+                    Ok(mut c) => c.node_status().await.map(|s| pred(&s)).unwrap_or(false),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await
+    }
+
+    /// The index of the node that leads the metadata group, as node `asking` sees it.
+    pub async fn meta_leader(&self, asking: usize) -> Result<usize> {
+        let leader = self.status(asking).await?.meta_leader;
+        self.index_of(leader)
+    }
+
+    /// The index of the node with this id.
+    pub fn index_of(&self, id: u64) -> Result<usize> {
+        let target = self
+            .nodes
+            .iter()
+            .position(|n| n.is_running() && id > 0 && self.id_of(n) == Some(id));
+        target.ok_or_else(|| anyhow!("no running node has id {id}"))
+    }
+
+    fn id_of(&self, node: &TestNode) -> Option<u64> {
+        // Nodes join in order, so node i has id i + 1.
+        self.nodes
+            .iter()
+            .position(|n| std::ptr::eq(n, node))
+            .map(|i| i as u64 + 1)
+    }
+}

@@ -1,0 +1,221 @@
+//! Clusters of real node processes: shared metadata, routing from any node, metadata
+//! leader failover, restart and catch-up, joining nodes.
+
+use datalayer_client::TableOptions;
+use datalayer_tests::{CLUSTER_WAIT, TestCluster, wait_until};
+
+async fn tables_seen_by(cluster: &TestCluster, i: usize) -> Vec<String> {
+    match cluster.client(i).await {
+        Ok(mut c) => c
+            .list_tables()
+            .await
+            .map(|ts| ts.into_iter().map(|t| t.name).collect())
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+async fn wait_for_table_everywhere(cluster: &TestCluster, name: &str) {
+    for i in 0..cluster.len() {
+        if !cluster.node(i).is_running() {
+            continue;
+        }
+        let name = name.to_string();
+        wait_until(
+            &format!("node {} sees table {name}", i + 1),
+            CLUSTER_WAIT,
+            || {
+                let name = name.clone();
+                async move { tables_seen_by(cluster, i).await.contains(&name) }
+            },
+        )
+        .await
+        .expect("metadata reaches every node");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_tables_and_serve_them_from_any_node() {
+    let cluster = TestCluster::builder()
+        .nodes(3)
+        .build()
+        .await
+        .expect("cluster forms");
+    let status = cluster.status(2).await.expect("status");
+    assert_eq!(status.nodes.len(), 3);
+    assert_eq!(
+        status
+            .nodes
+            .iter()
+            .filter(|n| n.meta_role == "voter")
+            .count(),
+        3
+    );
+
+    // Tables created through every node; masters spread over the nodes.
+    for (i, name) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
+        let mut c = cluster.client(i % 3).await.expect("connect");
+        c.create_table(name, TableOptions::default())
+            .await
+            .expect("create through any node");
+    }
+    for name in ["a", "f"] {
+        wait_for_table_everywhere(&cluster, name).await;
+    }
+    let status = cluster.status(0).await.expect("status");
+    let masters: Vec<u32> = status.nodes.iter().map(|n| n.masters).collect();
+    assert_eq!(
+        masters,
+        vec![2, 2, 2],
+        "each node masters two of the six tablets"
+    );
+    let mut desc = cluster
+        .client(1)
+        .await
+        .expect("connect")
+        .describe_table("a")
+        .await
+        .expect("describe");
+    let tablet = desc.tablets.remove(0);
+    assert_eq!(
+        tablet.replicas.len(),
+        3,
+        "replicas recorded on three distinct nodes"
+    );
+
+    // Every table written through one node and read through every other.
+    for (i, name) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
+        let mut writer = cluster.client(i % 3).await.expect("connect");
+        writer
+            .put(name, b"k", name.as_bytes())
+            .await
+            .expect("put through any node");
+        assert_eq!(writer.increment(name, b"n", 2).await.expect("incr"), 2);
+        for r in 0..3 {
+            let mut reader = cluster.client(r).await.expect("connect");
+            let v = reader
+                .get(name, b"k")
+                .await
+                .expect("get through any node")
+                .expect("found");
+            assert_eq!(
+                v.value,
+                name.as_bytes(),
+                "table {name} read through node {}",
+                r + 1
+            );
+            let rows = reader
+                .scan(name, b"", b"", 0, false)
+                .await
+                .expect("scan through any node");
+            assert_eq!(rows.len(), 2);
+        }
+    }
+    let mut c = cluster.client(2).await.expect("connect");
+    assert!(
+        c.drop_table("a", false)
+            .await
+            .expect("drop through any node")
+    );
+    wait_until("every node forgets table a", CLUSTER_WAIT, || async {
+        let mut gone = true;
+        for i in 0..3 {
+            gone &= !tables_seen_by(&cluster, i).await.contains(&"a".to_string());
+        }
+        gone
+    })
+    .await
+    .expect("drop reaches every node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_survives_losing_its_leader_and_the_node_catches_up() {
+    let mut cluster = TestCluster::builder()
+        .nodes(3)
+        .build()
+        .await
+        .expect("cluster forms");
+    let mut c = cluster.client(0).await.expect("connect");
+    c.create_table("before", TableOptions::default())
+        .await
+        .expect("create");
+    wait_for_table_everywhere(&cluster, "before").await;
+
+    let leader = cluster.meta_leader(0).await.expect("leader");
+    cluster.node_mut(leader).kill();
+    let survivor = (leader + 1) % 3;
+    let old_id = leader as u64 + 1;
+    cluster
+        .wait_for_status(survivor, "a new metadata leader", |s| {
+            s.meta_leader != 0 && s.meta_leader != old_id
+        })
+        .await
+        .expect("the majority elects a new leader");
+    let mut c = cluster.client(survivor).await.expect("connect");
+    c.create_table("after", TableOptions::default())
+        .await
+        .expect("metadata changes go on without the old leader");
+    c.drop_table("before", false)
+        .await
+        .expect("drop goes on too");
+
+    cluster
+        .node_mut(leader)
+        .restart()
+        .expect("restart the old leader");
+    wait_until("the restarted node catches up", CLUSTER_WAIT, || async {
+        tables_seen_by(&cluster, leader).await == vec!["after".to_string()]
+    })
+    .await
+    .expect("catch-up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_have_three_voters_and_new_nodes_get_tablets() {
+    let cluster = TestCluster::builder()
+        .nodes(5)
+        .build()
+        .await
+        .expect("cluster forms");
+    let status = cluster.status(4).await.expect("status");
+    let roles: Vec<&str> = status.nodes.iter().map(|n| n.meta_role.as_str()).collect();
+    assert_eq!(
+        roles.iter().filter(|r| **r == "voter").count(),
+        3,
+        "{roles:?}"
+    );
+    assert_eq!(
+        roles.iter().filter(|r| **r == "learner").count(),
+        2,
+        "{roles:?}"
+    );
+    let mut c = cluster.client(4).await.expect("connect");
+    for i in 0..5 {
+        c.create_table(&format!("t{i}"), TableOptions::default())
+            .await
+            .expect("create");
+    }
+    let status = cluster.status(0).await.expect("status");
+    assert!(
+        status.nodes.iter().all(|n| n.masters == 1),
+        "one tablet per node: {:?}",
+        status.nodes
+    );
+    // A learner serves its tablets and forwards the others.
+    for i in 0..5 {
+        let name = format!("t{i}");
+        c.put(&name, b"k", b"v")
+            .await
+            .expect("write through a learner");
+        let mut other = cluster.client(i).await.expect("connect");
+        assert_eq!(
+            other
+                .get(&name, b"k")
+                .await
+                .expect("get")
+                .expect("found")
+                .value,
+            b"v"
+        );
+    }
+}
