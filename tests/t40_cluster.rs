@@ -155,6 +155,25 @@ async fn metadata_survives_losing_its_leader_and_the_node_catches_up() {
     c.create_table("after", TableOptions::default())
         .await
         .expect("metadata changes go on without the old leader");
+
+    // `datalayer status` and the HTTP page show the dead node and the new leader.
+    let o = cluster.node(survivor).cli(&["--json", "status"]);
+    assert!(o.status.success(), "{}", datalayer_tests::stderr(&o));
+    let v = datalayer_tests::json(&o);
+    let nodes = v["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3);
+    for n in nodes {
+        let dead = n["id"].as_u64() == Some(old_id);
+        assert_eq!(n["live"].as_bool(), Some(!dead), "{n}");
+    }
+    assert_ne!(v["meta_leader"].as_u64(), Some(old_id));
+    assert!(v["table_map"].as_array().is_some_and(|t| t.len() == 2), "{v}");
+    let o = cluster.node(survivor).cli(&["status"]);
+    let text = datalayer_tests::stdout(&o);
+    assert!(text.contains("dead") && text.contains("voter") && text.contains("tablet"), "{text}");
+    let (code, page) = cluster.node(survivor).http_get("/").expect("status page");
+    assert_eq!(code, 200);
+    assert!(page.contains("class=\"dead\">dead") && page.contains("after"), "{page}");
     c.drop_table("before", false)
         .await
         .expect("drop goes on too");

@@ -523,6 +523,21 @@ async fn client_command(addr: &str, json_out: bool, command: Command) -> anyhow:
         }
         Command::Status => {
             let s = c.node_status().await?;
+            let tables = c.list_tables().await?;
+            // A node is live when it answers its own status within a second.
+            let mut live = Vec::new();
+            for n in &s.nodes {
+                let probe = async {
+                    let mut peer = Client::connect(&n.grpc_addr).await.ok()?;
+                    peer.node_status().await.ok()
+                };
+                let up = tokio::time::timeout(std::time::Duration::from_secs(1), probe)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some();
+                live.push(up);
+            }
             let limits = s.limits.unwrap_or_default();
             if json_out {
                 print(json!({
@@ -530,6 +545,12 @@ async fn client_command(addr: &str, json_out: bool, command: Command) -> anyhow:
                     "http_addr": s.http_addr, "data_dir": s.data_dir, "uptime_secs": s.uptime_secs,
                     "tables": s.tables, "tablets": s.tablets, "group_commits": s.group_commits,
                     "records_appended": s.records_appended, "clock": s.clock,
+                    "meta_leader": s.meta_leader,
+                    "nodes": s.nodes.iter().zip(&live).map(|(n, up)| json!({
+                        "id": n.id, "grpc_addr": n.grpc_addr, "http_addr": n.http_addr,
+                        "live": up, "meta_role": n.meta_role, "tablets": n.tablets, "masters": n.masters,
+                    })).collect::<Vec<_>>(),
+                    "table_map": tables.iter().map(table_json).collect::<Vec<_>>(),
                     "limits": {
                         "max_key_bytes": limits.max_key_bytes, "max_value_bytes": limits.max_value_bytes,
                         "max_batch_mutations": limits.max_batch_mutations, "max_batch_bytes": limits.max_batch_bytes,
@@ -546,7 +567,6 @@ async fn client_command(addr: &str, json_out: bool, command: Command) -> anyhow:
                     "  grpc {}  http {}  data {}",
                     s.grpc_addr, s.http_addr, s.data_dir
                 );
-                println!("  {} tables, {} tablets", s.tables, s.tablets);
                 println!(
                     "  {} group commits carrying {} records",
                     s.group_commits, s.records_appended
@@ -560,6 +580,32 @@ async fn client_command(addr: &str, json_out: bool, command: Command) -> anyhow:
                     limits.max_message_bytes,
                     limits.max_scan_limit
                 );
+                println!("nodes (metadata leader: node {}):", s.meta_leader);
+                for (n, up) in s.nodes.iter().zip(&live) {
+                    println!(
+                        "  node {:<3} {:<22} {:<5} {:<8} tablets={} masters={}",
+                        n.id,
+                        n.grpc_addr,
+                        if *up { "live" } else { "dead" },
+                        n.meta_role,
+                        n.tablets,
+                        n.masters
+                    );
+                }
+                println!("tables:");
+                for t in &tables {
+                    print_table(t);
+                    for tb in &t.tablets {
+                        println!(
+                            "    tablet {} [{:?}, {:?}) master={} replicas={:?}",
+                            tb.id,
+                            text(&tb.start),
+                            text(&tb.end),
+                            tb.master,
+                            tb.replicas
+                        );
+                    }
+                }
             }
         }
         Command::Gc { table } => {

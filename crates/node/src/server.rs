@@ -146,7 +146,7 @@ pub async fn run(
                 .max_encoding_message_size(max_message),
         )
         .add_service(
-            pb::admin_server::AdminServer::new(admin)
+            pb::admin_server::AdminServer::new(admin.clone())
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
         )
@@ -194,6 +194,7 @@ pub async fn run(
         http_listener,
         metrics,
         engine.clone(),
+        admin,
         shutdown.clone(),
     ));
     let gc = tokio::spawn(collect_garbage_periodically(

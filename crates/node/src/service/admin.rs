@@ -87,7 +87,7 @@ pub fn table_info(t: &TableDesc, strong: &StrongPolicy) -> pb::TableInfo {
 
 impl AdminService {
     /// Every registered node with its role in the metadata group and its masters.
-    fn cluster_nodes(&self) -> Vec<pb::ClusterNode> {
+    pub(crate) fn cluster_nodes(&self) -> Vec<pb::ClusterNode> {
         let state = self.catalog.state();
         let metrics = self.catalog.raft().metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
@@ -113,6 +113,12 @@ impl AdminService {
                     .values()
                     .flat_map(|t| &t.tablets)
                     .filter(|t| t.master == n.id)
+                    .count() as u32,
+                tablets: state
+                    .tables
+                    .values()
+                    .flat_map(|t| &t.tablets)
+                    .filter(|t| t.replicas.contains(&n.id))
                     .count() as u32,
             })
             .collect()
