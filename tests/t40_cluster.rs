@@ -167,13 +167,22 @@ async fn metadata_survives_losing_its_leader_and_the_node_catches_up() {
         assert_eq!(n["live"].as_bool(), Some(!dead), "{n}");
     }
     assert_ne!(v["meta_leader"].as_u64(), Some(old_id));
-    assert!(v["table_map"].as_array().is_some_and(|t| t.len() == 2), "{v}");
+    assert!(
+        v["table_map"].as_array().is_some_and(|t| t.len() == 2),
+        "{v}"
+    );
     let o = cluster.node(survivor).cli(&["status"]);
     let text = datalayer_tests::stdout(&o);
-    assert!(text.contains("dead") && text.contains("voter") && text.contains("tablet"), "{text}");
+    assert!(
+        text.contains("dead") && text.contains("voter") && text.contains("tablet"),
+        "{text}"
+    );
     let (code, page) = cluster.node(survivor).http_get("/").expect("status page");
     assert_eq!(code, 200);
-    assert!(page.contains("class=\"dead\">dead") && page.contains("after"), "{page}");
+    assert!(
+        page.contains("class=\"dead\">dead") && page.contains("after"),
+        "{page}"
+    );
     c.drop_table("before", false)
         .await
         .expect("drop goes on too");
@@ -237,4 +246,137 @@ async fn five_nodes_have_three_voters_and_new_nodes_get_tablets() {
             b"v"
         );
     }
+}
+
+fn forwarded(cluster: &TestCluster, i: usize) -> u64 {
+    let (_, body) = cluster.node(i).http_get("/metrics").expect("metrics");
+    body.lines()
+        .filter(|l| l.starts_with("datalayer_node_forwarded_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_library_sends_requests_straight_to_masters() {
+    let cluster = TestCluster::builder()
+        .nodes(3)
+        .build()
+        .await
+        .expect("cluster forms");
+    let mut c = cluster.client(0).await.expect("connect to node 1");
+    for name in ["x", "y", "z"] {
+        c.create_table(name, TableOptions::default())
+            .await
+            .expect("create");
+    }
+    let masters: Vec<u64> = {
+        let mut m = Vec::new();
+        for name in ["x", "y", "z"] {
+            m.push(c.describe_table(name).await.expect("describe").tablets[0].master);
+        }
+        m
+    };
+    assert_eq!(masters, vec![1, 2, 3], "one table per node");
+    for name in ["x", "y", "z"] {
+        c.put(name, b"k", name.as_bytes()).await.expect("put");
+        assert_eq!(
+            c.get(name, b"k").await.expect("get").expect("found").value,
+            name.as_bytes()
+        );
+        assert_eq!(c.increment(name, b"n", 1).await.expect("incr"), 1);
+        assert_eq!(
+            c.scan(name, b"", b"", 0, false).await.expect("scan").len(),
+            2
+        );
+    }
+    assert_eq!(
+        forwarded(&cluster, 0),
+        0,
+        "the client went straight to each master"
+    );
+
+    // A plain gRPC stub on node 1 relies on node 1 to forward.
+    c.kv()
+        .write(datalayer_api::v1::WriteRequest {
+            table: "y".into(),
+            mutations: vec![datalayer_client::put(b"raw", b"1")],
+        })
+        .await
+        .expect("raw write through node 1");
+    assert_eq!(forwarded(&cluster, 0), 1, "node 1 forwarded the raw write");
+    assert_eq!(
+        c.get("y", b"raw").await.expect("get").expect("found").value,
+        b"1"
+    );
+
+    // Every KV call works through a node that masters nothing of the table.
+    use datalayer_api::v1 as pb;
+    let kv = c.kv();
+    let got = kv
+        .get(pb::GetRequest {
+            table: "z".into(),
+            key: b"k".to_vec(),
+            at_timestamp: 0,
+        })
+        .await
+        .expect("raw get")
+        .into_inner();
+    assert_eq!(got.value, b"z");
+    let batch = kv
+        .batch_get(pb::BatchGetRequest {
+            table: "z".into(),
+            keys: vec![b"k".to_vec(), b"n".to_vec()],
+            at_timestamp: 0,
+        })
+        .await
+        .expect("raw batch get")
+        .into_inner();
+    assert!(batch.results.iter().all(|r| r.found));
+    let n = kv
+        .increment(pb::IncrementRequest {
+            table: "z".into(),
+            key: b"n".to_vec(),
+            delta: 5,
+        })
+        .await
+        .expect("raw increment")
+        .into_inner();
+    assert_eq!(n.value, 6);
+    let cas = kv
+        .compare_and_set(pb::CompareAndSetRequest {
+            table: "z".into(),
+            key: b"c".to_vec(),
+            expected: Some(pb::compare_and_set_request::Expected::ExpectAbsent(true)),
+            new_value: b"v".to_vec(),
+            delete: false,
+        })
+        .await
+        .expect("raw cas")
+        .into_inner();
+    assert!(cas.succeeded);
+    let page = kv
+        .scan(pb::ScanRequest {
+            table: "z".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("raw scan")
+        .into_inner();
+    assert_eq!(page.rows.len(), 3);
+    let deleted = kv
+        .delete_range(pb::DeleteRangeRequest {
+            table: "z".into(),
+            start: vec![],
+            end: vec![],
+        })
+        .await
+        .expect("raw delete range")
+        .into_inner();
+    assert_eq!(deleted.deleted, 3);
+    assert_eq!(
+        forwarded(&cluster, 0),
+        7,
+        "node 1 forwarded each of them once"
+    );
+    assert_eq!(forwarded(&cluster, 2), 0, "the master never forwards again");
 }

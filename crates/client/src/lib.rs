@@ -1,6 +1,9 @@
-//! # datalayer-client: talk to a DataLayer node
+//! # datalayer-client: talk to a DataLayer cluster
 //!
-//! A thin, typed layer over the `datalayer.v1` gRPC services that users can embed.
+//! A typed layer over the `datalayer.v1` gRPC services that users can embed. It keeps
+//! a range cache (table → tablets → master address) learned from the node it
+//! connected to, and sends each KV request straight to the master of the key's
+//! tablet; a stale route only costs a forwarding hop on the server side.
 //! Every failed call returns a [`ClientError`] whose `kind` comes from the server's
 //! machine-readable `ErrorDetail`, so callers branch on kinds, not on text.
 //!
@@ -20,6 +23,7 @@ use datalayer_api::v1 as pb;
 use pb::admin_client::AdminClient;
 use pb::kv_client::KvClient;
 use prost::Message;
+use std::sync::{Arc, Mutex};
 use tonic::transport::{Channel, Endpoint};
 
 pub use pb::ErrorKind;
@@ -114,41 +118,123 @@ pub struct Value {
     pub version: u64,
 }
 
-/// A connection to one node.
+mod routes;
+
+/// A client of a cluster, connected first to one node (the seed). Admin calls go to
+/// the seed; KV calls go straight to the master of the key's tablet, found through a
+/// range cache filled from the seed. Clones share the cache.
 #[derive(Debug, Clone)]
 pub struct Client {
     kv: KvClient<Channel>,
     admin: AdminClient<Channel>,
+    routes: Arc<Mutex<routes::Routes>>,
+}
+
+fn kv_client(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+async fn connect_channel(addr: &str) -> Result<Channel> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError {
+        kind: ErrorKind::InvalidArgument,
+        retryable: false,
+        message: format!("bad address {addr:?}: {e}"),
+        field: "addr".into(),
+        code: tonic::Code::InvalidArgument,
+    })?;
+    Ok(endpoint
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect()
+        .await?)
 }
 
 impl Client {
     /// Connects to `addr` (`host:port`, or a full `http://` URI).
     pub async fn connect(addr: &str) -> Result<Client> {
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError {
-            kind: ErrorKind::InvalidArgument,
-            retryable: false,
-            message: format!("bad address {addr:?}: {e}"),
-            field: "addr".into(),
-            code: tonic::Code::InvalidArgument,
-        })?;
-        let channel = endpoint
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
+        let channel = connect_channel(addr).await?;
         Ok(Client {
-            kv: KvClient::new(channel.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            kv: kv_client(channel.clone()),
             admin: AdminClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            routes: Default::default(),
         })
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, routes::Routes> {
+        self.routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The connection to the master of `table`'s tablet holding `key`, learning the
+    /// route from the seed when it is not cached; the seed when anything fails (the
+    /// seed forwards).
+    async fn kv_for(&mut self, table: &str, key: &[u8]) -> (KvClient<Channel>, Option<String>) {
+        let mut addr = self.routes().master_addr(table, key);
+        if addr.is_none()
+            && let (Ok(t), Ok(status)) =
+                (self.describe_table(table).await, self.node_status().await)
+        {
+            self.routes().learn(&t, &status.nodes);
+            addr = self.routes().master_addr(table, key);
+        }
+        let Some(addr) = addr else {
+            return (self.kv.clone(), None);
+        };
+        if let Some(c) = self.routes().conn(&addr) {
+            return (c, Some(addr));
+        }
+        match connect_channel(&addr).await {
+            Ok(channel) => {
+                let c = kv_client(channel);
+                self.routes().add_conn(addr.clone(), c.clone());
+                (c, Some(addr))
+            }
+            Err(_) => (self.kv.clone(), None),
+        }
+    }
+
+    /// Sends a KV request to the key's master. A routing error (the request was not
+    /// executed) drops the cached route and tries once more; nothing else is retried.
+    async fn routed<Req, Resp, F, Fut>(
+        &mut self,
+        table: &str,
+        key: &[u8],
+        req: Req,
+        call: F,
+    ) -> Result<Resp>
+    where
+        Req: Clone,
+        F: Fn(KvClient<Channel>, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let (conn, addr) = self.kv_for(table, key).await;
+        match call(conn, req.clone()).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(status) => {
+                let err = ClientError::from(status);
+                let unreachable =
+                    err.code == tonic::Code::Unavailable && err.kind == ErrorKind::Unavailable;
+                if matches!(err.kind, ErrorKind::NotMaster | ErrorKind::NotFound) || unreachable {
+                    self.routes()
+                        .forget(table, addr.as_deref().filter(|_| unreachable));
+                }
+                if err.kind == ErrorKind::NotMaster {
+                    let (conn, _) = self.kv_for(table, key).await;
+                    return Ok(call(conn, req).await?.into_inner());
+                }
+                Err(err)
+            }
+        }
     }
 
     /// The raw KV stub, for requests this type has no helper for.
@@ -252,14 +338,13 @@ impl Client {
         table: &str,
         mutations: Vec<pb::Mutation>,
     ) -> Result<pb::WriteResponse> {
-        let r = self
-            .kv
-            .write(pb::WriteRequest {
-                table: table.into(),
-                mutations,
-            })
-            .await?;
-        Ok(r.into_inner())
+        let key = mutations.first().map(|m| m.key.clone()).unwrap_or_default();
+        let req = pb::WriteRequest {
+            table: table.into(),
+            mutations,
+        };
+        self.routed(table, &key, req, |mut c, r| async move { c.write(r).await })
+            .await
     }
 
     /// The latest value of a key.
@@ -274,15 +359,14 @@ impl Client {
         key: &[u8],
         at_timestamp: u64,
     ) -> Result<Option<Value>> {
+        let req = pb::GetRequest {
+            table: table.into(),
+            key: key.to_vec(),
+            at_timestamp,
+        };
         let r = self
-            .kv
-            .get(pb::GetRequest {
-                table: table.into(),
-                key: key.to_vec(),
-                at_timestamp,
-            })
-            .await?
-            .into_inner();
+            .routed(table, key, req, |mut c, r| async move { c.get(r).await })
+            .await?;
         Ok(r.found.then_some(Value {
             value: r.value,
             version: r.version,
@@ -291,7 +375,9 @@ impl Client {
 
     /// One page of a scan, as the server returns it.
     pub async fn scan_page(&mut self, req: pb::ScanRequest) -> Result<pb::ScanResponse> {
-        Ok(self.kv.scan(req).await?.into_inner())
+        let (table, key) = (req.table.clone(), req.start.clone());
+        self.routed(&table, &key, req, |mut c, r| async move { c.scan(r).await })
+            .await
     }
 
     /// Every row of `[start, end)` (empty end = end of table), at most `limit`
@@ -344,43 +430,50 @@ impl Client {
             Some(v) => pb::compare_and_set_request::Expected::ExpectedVersion(v),
             None => pb::compare_and_set_request::Expected::ExpectAbsent(true),
         };
-        let r = self
-            .kv
-            .compare_and_set(pb::CompareAndSetRequest {
-                table: table.into(),
-                key: key.to_vec(),
-                expected: Some(expected),
-                new_value: new.unwrap_or_default().to_vec(),
-                delete: new.is_none(),
-            })
-            .await?;
-        Ok(r.into_inner())
+        let req = pb::CompareAndSetRequest {
+            table: table.into(),
+            key: key.to_vec(),
+            expected: Some(expected),
+            new_value: new.unwrap_or_default().to_vec(),
+            delete: new.is_none(),
+        };
+        self.routed(table, key, req, |mut c, r| async move {
+            c.compare_and_set(r).await
+        })
+        .await
     }
 
     /// Adds `delta` to the integer at `key`; returns the new value.
     pub async fn increment(&mut self, table: &str, key: &[u8], delta: i64) -> Result<i64> {
+        let req = pb::IncrementRequest {
+            table: table.into(),
+            key: key.to_vec(),
+            delta,
+        };
         let r = self
-            .kv
-            .increment(pb::IncrementRequest {
-                table: table.into(),
-                key: key.to_vec(),
-                delta,
-            })
+            .routed(
+                table,
+                key,
+                req,
+                |mut c, r| async move { c.increment(r).await },
+            )
             .await?;
-        Ok(r.into_inner().value)
+        Ok(r.value)
     }
 
     /// Deletes every key of `[start, end)`; returns how many.
     pub async fn delete_range(&mut self, table: &str, start: &[u8], end: &[u8]) -> Result<u64> {
+        let req = pb::DeleteRangeRequest {
+            table: table.into(),
+            start: start.to_vec(),
+            end: end.to_vec(),
+        };
         let r = self
-            .kv
-            .delete_range(pb::DeleteRangeRequest {
-                table: table.into(),
-                start: start.to_vec(),
-                end: end.to_vec(),
+            .routed(table, start, req, |mut c, r| async move {
+                c.delete_range(r).await
             })
             .await?;
-        Ok(r.into_inner().deleted)
+        Ok(r.deleted)
     }
 }
 

@@ -13,6 +13,7 @@ pub struct Metrics {
     latency: HistogramVec,
     group_commits: IntCounter,
     records: IntCounter,
+    forwarded: IntCounterVec,
 }
 
 impl Metrics {
@@ -48,8 +49,17 @@ impl Metrics {
             "Oplog records written by those batches",
         )
         .expect("valid metric");
+        let forwarded = IntCounterVec::new(
+            Opts::new(
+                "datalayer_node_forwarded_total",
+                "KV requests this node forwarded to the tablet's master, by method",
+            ),
+            &["method"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(forwarded.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(group_commits.clone()),
             Box::new(records.clone()),
@@ -62,7 +72,13 @@ impl Metrics {
             latency,
             group_commits,
             records,
+            forwarded,
         }
+    }
+
+    /// Records one request forwarded to another node.
+    pub fn forwarded(&self, method: &str) {
+        self.forwarded.with_label_values(&[method]).inc();
     }
 
     /// Records one finished request.
