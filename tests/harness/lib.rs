@@ -8,8 +8,10 @@
 //! first; the README's test command does).
 
 mod cluster;
+mod docker;
 
 pub use cluster::{CLUSTER_WAIT, TestCluster};
+pub use docker::DockerCluster;
 
 use anyhow::{Context, Result, anyhow, bail};
 use datalayer_client::Client;

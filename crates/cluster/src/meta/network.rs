@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
+/// How long a forwarded proposal may take (the leader bounds its own wait by less).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long a peer may take to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -156,8 +158,10 @@ pub async fn propose_at(
         .await
         .map_err(|e| format!("cannot reach {addr}: {e}"))?;
     let json = serde_json::to_vec(&ProposeRequest { cmd, forwarded }).map_err(|e| e.to_string())?;
+    let mut request = tonic::Request::new(pb::RaftPayload { json });
+    request.set_timeout(FORWARD_TIMEOUT);
     let answer = RaftClient::new(channel)
-        .propose(pb::RaftPayload { json })
+        .propose(request)
         .await
         .map_err(|s| format!("{addr}: {}", s.message()))?
         .into_inner();

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a metadata change may wait for its commit.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a starting node waits for the group to have a leader.
 const LEADER_WAIT: Duration = Duration::from_secs(30);
 
@@ -168,7 +170,16 @@ impl RaftCatalog {
 
     /// Proposes `cmd`; on a follower, sends it to the leader when `may_forward`.
     pub async fn propose(&self, cmd: MetaCommand, may_forward: bool) -> Result<MetaResponse> {
-        match self.raft.client_write(cmd.clone()).await {
+        // A leader cut off from its voters would wait forever for the commit.
+        let written = tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(cmd.clone()))
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "the metadata change was not committed within {PROPOSE_TIMEOUT:?} \
+                     (no quorum reachable?); it may still commit"
+                ))
+            })?;
+        match written {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let leader = f.leader_id.zip(f.leader_node);

@@ -1,0 +1,169 @@
+//! [`DockerCluster`]: nodes in Docker containers on a network of their own, for faults
+//! a process cannot fake (cutting a node off the network). The image is built from
+//! our binary (`scripts/docker-image.sh`, FROM scratch: nothing is pulled). The test
+//! drives each node with the CLI inside its own container (`docker exec`), so every
+//! request stays on that container's loopback or on the test network.
+
+use super::binary;
+use anyhow::{Context, Result, bail};
+use std::process::{Command, Output};
+
+/// Containers forming one cluster; removed (with their network and image) on drop.
+#[derive(Debug)]
+pub struct DockerCluster {
+    prefix: String,
+    image: String,
+    nodes: usize,
+}
+
+fn docker(args: &[&str]) -> Result<Output> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .context("run docker")?;
+    Ok(out)
+}
+
+fn docker_ok(args: &[&str]) -> Result<String> {
+    let out = docker(args)?;
+    if !out.status.success() {
+        bail!(
+            "docker {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl DockerCluster {
+    /// Builds the image and starts `nodes` containers: node 1 founds the cluster, the
+    /// others join through it.
+    pub fn start(nodes: usize) -> Result<DockerCluster> {
+        let prefix = format!("dltest{}", std::process::id());
+        let image = format!("datalayer-test:{prefix}");
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/docker-image.sh");
+        let built = Command::new("bash")
+            .arg(&script)
+            .arg(binary())
+            .arg(&image)
+            .output()
+            .context("build the image")?;
+        if !built.status.success() {
+            bail!(
+                "image build failed: {}",
+                String::from_utf8_lossy(&built.stderr)
+            );
+        }
+        let cluster = DockerCluster {
+            prefix,
+            image,
+            nodes: 0,
+        };
+        docker_ok(&["network", "create", &cluster.prefix])?;
+        let mut cluster = cluster;
+        for i in 1..=nodes {
+            let name = cluster.name(i);
+            let advertise = format!("{name}:7700");
+            let join = format!("{}:7700", cluster.name(1));
+            let mut args = vec![
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--hostname",
+                &name,
+                "--network",
+                &cluster.prefix,
+                &cluster.image,
+                "start",
+                "--data-dir",
+                "/data",
+                "--grpc-addr",
+                "0.0.0.0:7700",
+                "--http-addr",
+                "0.0.0.0:7701",
+                "--advertise-addr",
+                &advertise,
+            ];
+            if i > 1 {
+                args.extend(["--join", join.as_str()]);
+            }
+            docker_ok(&args)?;
+            cluster.nodes = i;
+        }
+        Ok(cluster)
+    }
+
+    /// The container of node `i` (1-based, the order nodes joined in, so its id).
+    pub fn name(&self, i: usize) -> String {
+        format!("{}-n{i}", self.prefix)
+    }
+
+    /// Runs the CLI inside node `i`'s container against that node.
+    pub fn cli(&self, i: usize, args: &[&str]) -> Result<Output> {
+        let name = self.name(i);
+        let mut all = vec![
+            "exec",
+            name.as_str(),
+            "/datalayer",
+            "--addr",
+            "127.0.0.1:7700",
+        ];
+        all.extend_from_slice(args);
+        docker(&all)
+    }
+
+    /// Node `i`'s `status --json`, if it answers.
+    pub fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let out = self.cli(i, &["--json", "status"]).ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Table names node `i` knows.
+    pub fn tables(&self, i: usize) -> Option<Vec<String>> {
+        let out = self.cli(i, &["--json", "table", "list"]).ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some(
+            v["tables"]
+                .as_array()?
+                .iter()
+                .filter_map(|t| t["name"].as_str().map(String::from))
+                .collect(),
+        )
+    }
+
+    /// Cuts node `i` off the cluster's network.
+    pub fn disconnect(&self, i: usize) -> Result<()> {
+        docker_ok(&["network", "disconnect", &self.prefix, &self.name(i)]).map(|_| ())
+    }
+
+    /// Puts node `i` back on the cluster's network.
+    pub fn connect(&self, i: usize) -> Result<()> {
+        let name = self.name(i);
+        docker_ok(&["network", "connect", "--alias", &name, &self.prefix, &name]).map(|_| ())
+    }
+
+    /// The logs of node `i`.
+    pub fn logs(&self, i: usize) -> String {
+        docker(&["logs", &self.name(i)])
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for DockerCluster {
+    fn drop(&mut self) {
+        for i in 1..=self.nodes {
+            let _ = docker(&["rm", "-f", &self.name(i)]);
+        }
+        let _ = docker(&["network", "rm", &self.prefix]);
+        let _ = docker(&["rmi", "-f", &self.image]);
+    }
+}
