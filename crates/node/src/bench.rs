@@ -56,6 +56,11 @@ pub struct BenchArgs {
     /// Also drive etcd at this host:port.
     #[arg(long)]
     etcd: Option<String>,
+    /// Cluster mode: the gRPC addresses of every node of a running cluster. Measures
+    /// metadata changes, and puts and gets sent to a tablet's master against the same
+    /// sent to another node (forwarded), instead of the single-node workloads.
+    #[arg(long, value_delimiter = ',')]
+    cluster: Vec<String>,
 }
 
 /// One measured workload.
@@ -133,6 +138,11 @@ pub async fn run(addr: &str, args: BenchArgs, json_out: bool) -> anyhow::Result<
     }
     let dur = Duration::from_secs(args.seconds);
     let value = Arc::new(vec![b'x'; args.value_size]);
+    if !args.cluster.is_empty() {
+        let results = cluster_bench(&args, dur, &value).await?;
+        report(&results, &args, json_out);
+        return Ok(());
+    }
     let mut results = Vec::new();
 
     let mut admin = Client::connect(addr)
@@ -450,6 +460,155 @@ async fn etcd_bench(
     Ok(vec![put, get])
 }
 
+type RawKv = datalayer_api::v1::kv_client::KvClient<tonic::transport::Channel>;
+
+async fn raw_kv(addr: &str, n: usize) -> anyhow::Result<Vec<RawKv>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach {addr}"))?;
+        out.push(RawKv::new(ch));
+    }
+    Ok(out)
+}
+
+/// Metadata changes and forwarding on a running cluster.
+async fn cluster_bench(
+    args: &BenchArgs,
+    dur: Duration,
+    value: &Arc<Vec<u8>>,
+) -> anyhow::Result<Vec<Measure>> {
+    let mut results = Vec::new();
+    let seed = &args.cluster[0];
+    let mut admin = Client::connect(seed)
+        .await
+        .with_context(|| format!("cannot reach {seed}"))?;
+    let status = admin.node_status().await?;
+    // Metadata changes go through a follower when there is one: the usual path.
+    let follower = status
+        .nodes
+        .iter()
+        .find(|n| n.id != status.meta_leader)
+        .map(|n| n.grpc_addr.clone())
+        .unwrap_or_else(|| seed.clone());
+
+    eprintln!("metadata: create + drop table, one client");
+    let one = vec![Client::connect(&follower).await?];
+    let (m, _) = drive(
+        "datalayer 3 nodes",
+        "create+drop table (1 client)",
+        &one,
+        dur,
+        Arc::new(|mut c: Client, client, i| {
+            Box::pin(async move {
+                let name = format!("m{client}x{i}");
+                c.create_table(&name, TableOptions::default()).await?;
+                c.drop_table(&name, false).await?;
+                Ok(2)
+            })
+        }),
+    )
+    .await?;
+    results.push(m);
+    eprintln!("metadata: create + drop table, {} clients", args.clients);
+    let mut many = Vec::new();
+    for _ in 0..args.clients {
+        many.push(Client::connect(&follower).await?);
+    }
+    let (m, _) = drive(
+        "datalayer 3 nodes",
+        "create+drop table",
+        &many,
+        dur,
+        Arc::new(|mut c: Client, client, i| {
+            Box::pin(async move {
+                let name = format!("m{client}x{i}");
+                c.create_table(&name, TableOptions::default()).await?;
+                c.drop_table(&name, false).await?;
+                Ok(2)
+            })
+        }),
+    )
+    .await?;
+    results.push(m);
+
+    admin.drop_table("fwd", true).await?;
+    let (table, _) = admin.create_table("fwd", TableOptions::default()).await?;
+    let master = table.tablets[0].master;
+    let addr_of = |id: u64| {
+        status
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.grpc_addr.clone())
+    };
+    let master_addr = addr_of(master).context("master address")?;
+    let other_addr = status
+        .nodes
+        .iter()
+        .find(|n| n.id != master)
+        .map(|n| n.grpc_addr.clone())
+        .context("a cluster bench needs at least two nodes")?;
+    for (label, addr) in [
+        ("put, sent to the master", &master_addr),
+        ("put, sent to another node", &other_addr),
+    ] {
+        eprintln!("forwarding: {label}");
+        let conns = raw_kv(addr, args.clients).await?;
+        let v = value.clone();
+        let (m, _) = drive(
+            "datalayer 3 nodes",
+            label,
+            &conns,
+            dur,
+            Arc::new(move |mut c: RawKv, client, i| {
+                let v = v.clone();
+                Box::pin(async move {
+                    c.write(pb::WriteRequest {
+                        table: "fwd".into(),
+                        mutations: vec![datalayer_client::put(&key(client, i), &v)],
+                    })
+                    .await?;
+                    Ok(1)
+                })
+            }),
+        )
+        .await?;
+        results.push(m);
+    }
+    for (label, addr) in [
+        ("get, sent to the master", &master_addr),
+        ("get, sent to another node", &other_addr),
+    ] {
+        eprintln!("forwarding: {label}");
+        let conns = raw_kv(addr, args.clients).await?;
+        let (m, _) = drive(
+            "datalayer 3 nodes",
+            label,
+            &conns,
+            dur,
+            Arc::new(move |mut c: RawKv, client, i| {
+                Box::pin(async move {
+                    c.get(pb::GetRequest {
+                        table: "fwd".into(),
+                        key: key(client, i % 1000),
+                        at_timestamp: 0,
+                    })
+                    .await?;
+                    Ok(1)
+                })
+            }),
+        )
+        .await?;
+        results.push(m);
+    }
+    admin.drop_table("fwd", true).await?;
+    Ok(results)
+}
+
 fn find<'a>(results: &'a [Measure], system: &str, workload: &str) -> Option<&'a Measure> {
     results
         .iter()
@@ -485,6 +644,23 @@ fn report(results: &[Measure], args: &BenchArgs, json_out: bool) {
             "point gets vs redis-server GET",
             ratio(("datalayer", "get"), ("redis", "get")),
             0.5,
+        ),
+        // Cluster mode: reported without a target.
+        (
+            "puts forwarded by another node vs sent to the master",
+            ratio(
+                ("datalayer 3 nodes", "put, sent to another node"),
+                ("datalayer 3 nodes", "put, sent to the master"),
+            ),
+            0.0,
+        ),
+        (
+            "gets forwarded by another node vs sent to the master",
+            ratio(
+                ("datalayer 3 nodes", "get, sent to another node"),
+                ("datalayer 3 nodes", "get, sent to the master"),
+            ),
+            0.0,
         ),
     ];
     if json_out {
@@ -523,11 +699,13 @@ fn report(results: &[Measure], args: &BenchArgs, json_out: bool) {
     println!("\n| comparison | ratio | target | met |");
     println!("|---|---:|---:|---|");
     for (name, r, target) in ratios {
-        if let Some(r) = r {
-            println!(
+        match r {
+            Some(r) if target > 0.0 => println!(
                 "| {name} | {r:.2}x | {target:.1}x | {} |",
                 if r >= target { "yes" } else { "no" }
-            );
+            ),
+            Some(r) => println!("| {name} | {r:.2}x | — | — |"),
+            None => {}
         }
     }
 }
