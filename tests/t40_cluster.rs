@@ -380,3 +380,65 @@ async fn the_client_library_sends_requests_straight_to_masters() {
     );
     assert_eq!(forwarded(&cluster, 2), 0, "the master never forwards again");
 }
+
+fn roles(status: &datalayer_api::v1::NodeStatusResponse) -> Vec<(u64, String)> {
+    status
+        .nodes
+        .iter()
+        .map(|n| (n.id, n.meta_role.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_voter_is_replaced_by_a_live_learner() {
+    let mut cluster = TestCluster::builder()
+        .nodes(4)
+        .dead_voter_secs(2)
+        .build()
+        .await
+        .expect("cluster forms");
+    let status = cluster.status(3).await.expect("status");
+    assert_eq!(
+        roles(&status)[3],
+        (4, "learner".to_string()),
+        "{:?}",
+        roles(&status)
+    );
+    let leader = cluster.meta_leader(0).await.expect("leader");
+    let [first, second] = [0, 1, 2]
+        .into_iter()
+        .filter(|i| *i != leader)
+        .collect::<Vec<_>>()[..]
+    else {
+        panic!("two followers");
+    };
+
+    cluster.node_mut(first).kill();
+    let dead_id = first as u64 + 1;
+    cluster
+        .wait_for_status(leader, "the learner takes the dead voter's place", |s| {
+            let r = roles(s);
+            r.contains(&(4, "voter".to_string())) && r.contains(&(dead_id, "learner".to_string()))
+        })
+        .await
+        .expect("replacement");
+
+    // With the replacement, losing a second original voter still leaves a majority.
+    cluster.node_mut(second).kill();
+    let mut c = cluster.client(3).await.expect("connect to node 4");
+    c.create_table("after", TableOptions::default())
+        .await
+        .expect("metadata changes go on with two original voters down");
+
+    cluster
+        .node_mut(first)
+        .restart()
+        .expect("restart the replaced voter");
+    wait_until(
+        "the replaced voter catches up as a learner",
+        CLUSTER_WAIT,
+        || async { tables_seen_by(&cluster, first).await == vec!["after".to_string()] },
+    )
+    .await
+    .expect("catch-up");
+}

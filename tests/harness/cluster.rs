@@ -15,6 +15,7 @@ pub const CLUSTER_WAIT: Duration = Duration::from_secs(60);
 pub struct Builder {
     nodes: usize,
     meta_voters: usize,
+    dead_voter_secs: u64,
 }
 
 /// Several nodes forming one cluster.
@@ -42,6 +43,12 @@ impl Builder {
         self
     }
 
+    /// Seconds before a silent voter is replaced by a learner (default 10).
+    pub fn dead_voter_secs(mut self, secs: u64) -> Builder {
+        self.dead_voter_secs = secs;
+        self
+    }
+
     /// Starts node 1, then the others joining through it, and waits until every node
     /// is registered and the metadata group has its voters.
     pub async fn build(self) -> Result<TestCluster> {
@@ -59,6 +66,8 @@ impl Builder {
             }
             args.push("--meta-voters".into());
             args.push(self.meta_voters.to_string());
+            args.push("--dead-voter-secs".into());
+            args.push(self.dead_voter_secs.to_string());
             nodes.push(TestNode::start_with(&args).map_err(|e| anyhow!("node {}: {e}", i + 1))?);
         }
         let cluster = TestCluster { nodes };
@@ -83,6 +92,7 @@ impl TestCluster {
         Builder {
             nodes: 3,
             meta_voters: 3,
+            dead_voter_secs: 10,
         }
     }
 

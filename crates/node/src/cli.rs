@@ -129,6 +129,9 @@ struct StartArgs {
     /// Voters of the metadata group: 1, 3 or 5 (default 3).
     #[arg(long)]
     meta_voters: Option<usize>,
+    /// Seconds a metadata voter may stay unreachable before a learner replaces it.
+    #[arg(long)]
+    dead_voter_secs: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,6 +247,9 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.meta_voters {
         config.meta_voters = v;
+    }
+    if let Some(v) = args.dead_voter_secs {
+        config.dead_voter_secs = v;
     }
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();

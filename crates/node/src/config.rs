@@ -26,6 +26,9 @@ pub struct Config {
     pub advertise_addr: Option<String>,
     /// Voters of the metadata group (1, 3 or 5); other nodes are learners. Default 3.
     pub meta_voters: usize,
+    /// Seconds a metadata voter may stay unreachable before a live learner takes its
+    /// place. Default 10.
+    pub dead_voter_secs: u64,
     /// Request limits.
     pub limits: Limits,
     /// The RocksDB instance.
@@ -44,6 +47,7 @@ impl Default for Config {
             join: None,
             advertise_addr: None,
             meta_voters: 3,
+            dead_voter_secs: 10,
             limits: Limits::default(),
             store: Default::default(),
             strong: Default::default(),
@@ -68,6 +72,9 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         if ![1, 3, 5].contains(&self.meta_voters) {
             anyhow::bail!("meta_voters must be 1, 3 or 5");
+        }
+        if self.dead_voter_secs == 0 {
+            anyhow::bail!("dead_voter_secs must be at least 1");
         }
         if self.gc_interval_secs == 0 {
             anyhow::bail!("gc_interval_secs must be at least 1");

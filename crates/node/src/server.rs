@@ -99,6 +99,7 @@ pub async fn run(
         advertised.clone(),
         bootstrap,
         config.meta_voters,
+        Duration::from_secs(config.dead_voter_secs),
     )
     .await?;
     let clock = Arc::new(HybridClock::new());

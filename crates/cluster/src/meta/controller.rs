@@ -1,37 +1,73 @@
 //! The metadata leader's controller, membership part: every registered node becomes
-//! a learner of the group, and learners that caught up are promoted until the group
-//! has its target number of voters. Runs on every node, acts only on the leader.
+//! a learner of the group, learners that caught up are promoted until the group has
+//! its target number of voters, and a voter that stays unreachable past the
+//! configured timeout is replaced by a live, caught-up learner (it stays a learner and
+//! can be promoted again later). Liveness comes from pings. Runs on every node, acts
+//! only on the leader.
 
 use super::raft_catalog::RaftCatalog;
 use openraft::{BasicNode, ChangeMembers};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Weak;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the controller looks.
 const TICK: Duration = Duration::from_millis(300);
 /// A learner within this many entries of the leader's log counts as caught up.
 const CAUGHT_UP_ENTRIES: u64 = 16;
+/// How long a liveness ping may take.
+const PING_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Runs until the catalog is dropped.
 pub async fn run(catalog: Weak<RaftCatalog>) {
     let mut tick = tokio::time::interval(TICK);
+    // When each node last answered, as this node saw it while leading.
+    let mut last_seen: HashMap<u64, Instant> = HashMap::new();
     loop {
         tick.tick().await;
         let Some(catalog) = catalog.upgrade() else {
             return;
         };
-        if let Err(e) = step(&catalog).await {
+        if let Err(e) = step(&catalog, &mut last_seen).await {
             tracing::debug!(error = %e, "membership controller step");
         }
     }
 }
 
-async fn step(catalog: &RaftCatalog) -> Result<(), String> {
+/// Pings every registered node; returns the ids that answered (this node included).
+async fn probe(catalog: &RaftCatalog) -> BTreeSet<u64> {
+    let mut pings = tokio::task::JoinSet::new();
+    for node in catalog.state().nodes.into_values() {
+        if node.id == catalog.node() {
+            continue;
+        }
+        pings.spawn(async move {
+            (
+                node.id.0,
+                super::network::ping(&node.grpc_addr, PING_TIMEOUT).await,
+            )
+        });
+    }
+    let mut live = BTreeSet::from([catalog.node().0]);
+    while let Some(Ok((id, up))) = pings.join_next().await {
+        if up {
+            live.insert(id);
+        }
+    }
+    live
+}
+
+async fn step(catalog: &RaftCatalog, last_seen: &mut HashMap<u64, Instant>) -> Result<(), String> {
     let raft = catalog.raft();
     let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(catalog.node().0) {
+        last_seen.clear();
         return Ok(());
+    }
+    let now = Instant::now();
+    let live = probe(catalog).await;
+    for id in &live {
+        last_seen.insert(*id, now);
     }
     let membership = m.membership_config.membership().clone();
     for node in catalog.state().nodes.values() {
@@ -53,24 +89,45 @@ async fn step(catalog: &RaftCatalog) -> Result<(), String> {
         }
     }
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    if voters.len() >= catalog.target_voters() {
-        return Ok(());
-    }
     let last = m.last_log_index.unwrap_or(0);
     let replication = m.replication.unwrap_or_default();
-    for learner in membership.learner_ids() {
+    let ready_learner = membership.learner_ids().find(|l| {
         let matched = replication
-            .get(&learner)
+            .get(l)
             .cloned()
             .flatten()
-            .map_or(0, |l| l.index);
-        if matched + CAUGHT_UP_ENTRIES >= last {
-            tracing::info!(node = learner, "promoting caught-up learner to voter");
-            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), false)
-                .await
-                .map_err(|e| e.to_string())?;
-            return Ok(());
-        }
+            .map_or(0, |id| id.index);
+        live.contains(l) && matched + CAUGHT_UP_ENTRIES >= last
+    });
+    let Some(learner) = ready_learner else {
+        return Ok(());
+    };
+    if voters.len() < catalog.target_voters() {
+        tracing::info!(node = learner, "promoting caught-up learner to voter");
+        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), false)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    // A voter silent past the timeout gives its place (the leader answers itself).
+    let dead_after = catalog.dead_voter_timeout();
+    let dead = voters.iter().copied().find(|v| {
+        let seen = *last_seen.entry(*v).or_insert(now);
+        now.duration_since(seen) > dead_after
+    });
+    if let Some(dead) = dead {
+        let mut next = voters.clone();
+        next.remove(&dead);
+        next.insert(learner);
+        tracing::warn!(
+            dead,
+            learner,
+            "replacing a dead voter of the metadata group with a live learner"
+        );
+        // `retain`: the dead voter stays a learner and catches up when it returns.
+        raft.change_membership(ChangeMembers::ReplaceAllVoters(next), true)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

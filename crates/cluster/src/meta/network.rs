@@ -170,6 +170,27 @@ pub async fn propose_at(
     result
 }
 
+/// Whether the member at `addr` answers a ping within `timeout`.
+pub async fn ping(addr: &str, timeout: Duration) -> bool {
+    let attempt = async {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .ok()?
+            .connect_timeout(timeout)
+            .connect()
+            .await
+            .ok()?;
+        RaftClient::new(channel)
+            .ping(pb::RaftPayload::default())
+            .await
+            .ok()
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+}
+
 /// Serves the Raft messages of the other members, and proposals they forward.
 #[derive(Clone)]
 pub struct RaftService {
@@ -218,6 +239,13 @@ impl pb::raft_server::Raft for RaftService {
     ) -> Result<tonic::Response<pb::RaftPayload>, tonic::Status> {
         let req: InstallSnapshotRequest<TypeConfig> = decode(request.into_inner())?;
         encode(&self.catalog.raft().install_snapshot(req).await)
+    }
+
+    async fn ping(
+        &self,
+        _request: tonic::Request<pb::RaftPayload>,
+    ) -> Result<tonic::Response<pb::RaftPayload>, tonic::Status> {
+        Ok(tonic::Response::new(pb::RaftPayload::default()))
     }
 
     async fn propose(

@@ -28,6 +28,7 @@ pub struct RaftCatalog {
     node: NodeId,
     state: Arc<RwLock<MetaState>>,
     voters: usize,
+    dead_voter_timeout: Duration,
     applied: tokio::sync::watch::Receiver<u64>,
 }
 
@@ -55,6 +56,7 @@ impl RaftCatalog {
         addr: String,
         bootstrap: bool,
         voters: usize,
+        dead_voter_timeout: Duration,
     ) -> Result<Arc<RaftCatalog>> {
         let state = Arc::new(RwLock::new(MetaState::default()));
         let (applied_tx, applied) = tokio::sync::watch::channel(0);
@@ -85,6 +87,7 @@ impl RaftCatalog {
             node,
             state,
             voters: voters.max(1),
+            dead_voter_timeout,
             applied,
         });
         tokio::spawn(super::controller::run(Arc::downgrade(&catalog)));
@@ -121,6 +124,11 @@ impl RaftCatalog {
     /// This node's id.
     pub fn node(&self) -> NodeId {
         self.node
+    }
+
+    /// How long a voter may stay silent before a learner takes its place.
+    pub fn dead_voter_timeout(&self) -> Duration {
+        self.dead_voter_timeout
     }
 
     /// Voters the group aims for.
@@ -310,9 +318,16 @@ mod tests {
         let engine: Arc<dyn TabletEngine> = Arc::new(
             RocksTabletEngine::open(dir.path().join("db"), &Default::default()).expect("open"),
         );
-        let cat = RaftCatalog::start(engine, NodeId(1), "127.0.0.1:1".into(), true, 1)
-            .await
-            .expect("single-node group starts");
+        let cat = RaftCatalog::start(
+            engine,
+            NodeId(1),
+            "127.0.0.1:1".into(),
+            true,
+            1,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("single-node group starts");
         cat.wait_for_leader().await.expect("leader");
         cat
     }
