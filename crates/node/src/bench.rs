@@ -495,45 +495,37 @@ async fn cluster_bench(
         .map(|n| n.grpc_addr.clone())
         .unwrap_or_else(|| seed.clone());
 
-    eprintln!("metadata: create + drop table, one client");
-    let one = vec![Client::connect(&follower).await?];
-    let (m, _) = drive(
-        "datalayer 3 nodes",
-        "create+drop table (1 client)",
-        &one,
-        dur,
-        Arc::new(|mut c: Client, client, i| {
-            Box::pin(async move {
-                let name = format!("m{client}x{i}");
-                c.create_table(&name, TableOptions::default()).await?;
-                c.drop_table(&name, false).await?;
-                Ok(2)
-            })
-        }),
-    )
-    .await?;
-    results.push(m);
-    eprintln!("metadata: create + drop table, {} clients", args.clients);
-    let mut many = Vec::new();
-    for _ in 0..args.clients {
-        many.push(Client::connect(&follower).await?);
+    // Each op creates a table and drops it again (two metadata changes), so names
+    // can repeat across runs.
+    let create_drop: OpFn<Client> = Arc::new(|mut c: Client, client, i| {
+        Box::pin(async move {
+            let name = format!("m{client}x{i}");
+            c.create_table(&name, TableOptions::default()).await?;
+            c.drop_table(&name, false).await?;
+            Ok(2)
+        })
+    });
+    for (workload, clients) in [
+        ("create+drop table (1 client)", 1),
+        ("create+drop table", args.clients),
+    ] {
+        eprintln!("metadata: create + drop table, {clients} clients");
+        let mut conns = Vec::new();
+        for _ in 0..clients {
+            conns.push(Client::connect(&follower).await?);
+        }
+        results.push(
+            drive(
+                "datalayer 3 nodes",
+                workload,
+                &conns,
+                dur,
+                create_drop.clone(),
+            )
+            .await?
+            .0,
+        );
     }
-    let (m, _) = drive(
-        "datalayer 3 nodes",
-        "create+drop table",
-        &many,
-        dur,
-        Arc::new(|mut c: Client, client, i| {
-            Box::pin(async move {
-                let name = format!("m{client}x{i}");
-                c.create_table(&name, TableOptions::default()).await?;
-                c.drop_table(&name, false).await?;
-                Ok(2)
-            })
-        }),
-    )
-    .await?;
-    results.push(m);
 
     admin.drop_table("fwd", true).await?;
     let (table, _) = admin.create_table("fwd", TableOptions::default()).await?;
