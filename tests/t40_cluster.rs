@@ -442,3 +442,64 @@ async fn a_dead_voter_is_replaced_by_a_live_learner() {
     .await
     .expect("catch-up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decommissioned_nodes_leave_the_cluster() {
+    let cluster = TestCluster::builder()
+        .nodes(4)
+        .build()
+        .await
+        .expect("cluster forms");
+    let leader = cluster.meta_leader(0).await.expect("leader");
+    let voter = [0, 1, 2]
+        .into_iter()
+        .find(|i| *i != leader)
+        .expect("a follower voter");
+    let voter_id = voter as u64 + 1;
+
+    let o = cluster
+        .node(leader)
+        .cli(&["node", "decommission", &voter_id.to_string()]);
+    assert!(o.status.success(), "{}", datalayer_tests::stderr(&o));
+    cluster
+        .wait_for_status(
+            leader,
+            "the voter is gone and the learner promoted",
+            move |s| {
+                let r = roles(s);
+                r.len() == 3
+                    && !r.iter().any(|(id, _)| *id == voter_id)
+                    && r.iter().all(|(_, role)| role == "voter")
+            },
+        )
+        .await
+        .expect("decommission");
+
+    // A node that masters a tablet stays: its data cannot move yet.
+    let mut c = cluster.client(leader).await.expect("connect");
+    let (t, _) = c
+        .create_table("t", TableOptions::default())
+        .await
+        .expect("create");
+    let master = t.tablets[0].master;
+    assert!(
+        t.tablets[0].replicas.iter().all(|r| *r != voter_id),
+        "replicas avoid the removed node"
+    );
+    let o = cluster
+        .node(leader)
+        .cli(&["node", "decommission", &master.to_string()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        datalayer_tests::stderr(&o).contains("masters tablets"),
+        "{}",
+        datalayer_tests::stderr(&o)
+    );
+    let o = cluster.node(leader).cli(&["node", "decommission", "99"]);
+    assert_eq!(o.status.code(), Some(2), "unknown node");
+    assert_eq!(
+        cluster.status(leader).await.expect("status").nodes.len(),
+        3,
+        "refusals change nothing"
+    );
+}

@@ -100,6 +100,9 @@ enum Command {
     },
     /// The node's status and limits.
     Status,
+    /// Manage the cluster's nodes.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Remove a table's versions older than its retention now.
     Gc { table: String },
     /// Measure throughput against a running node and peers (see BENCHMARKS.md).
@@ -132,6 +135,12 @@ struct StartArgs {
     /// Seconds a metadata voter may stay unreachable before a learner replaces it.
     #[arg(long)]
     dead_voter_secs: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCmd {
+    /// Remove a node from the cluster (refused while it masters a tablet).
+    Decommission { id: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -612,6 +621,17 @@ async fn client_command(addr: &str, json_out: bool, command: Command) -> anyhow:
                         );
                     }
                 }
+            }
+        }
+        Command::Node(NodeCmd::Decommission { id }) => {
+            c.admin()
+                .decommission_node(pb::DecommissionNodeRequest { node_id: id })
+                .await
+                .map_err(ClientError::from)?;
+            if json_out {
+                print(json!({"decommissioned": id}));
+            } else {
+                println!("node {id} decommissioned");
             }
         }
         Command::Gc { table } => {

@@ -88,6 +88,26 @@ async fn step(catalog: &RaftCatalog, last_seen: &mut HashMap<u64, Instant>) -> R
             return Ok(());
         }
     }
+    // Members no longer registered (decommissioned) leave the group.
+    let registered: BTreeSet<u64> = catalog.state().nodes.keys().map(|n| n.0).collect();
+    let gone: BTreeSet<u64> = membership
+        .nodes()
+        .map(|(id, _)| *id)
+        .filter(|id| !registered.contains(id) && *id != catalog.node().0)
+        .collect();
+    if !gone.is_empty() {
+        tracing::info!(
+            ?gone,
+            "removing decommissioned nodes from the metadata group"
+        );
+        raft.change_membership(ChangeMembers::RemoveVoters(gone.clone()), true)
+            .await
+            .map_err(|e| e.to_string())?;
+        raft.change_membership(ChangeMembers::RemoveNodes(gone), false)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(());
+    }
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let last = m.last_log_index.unwrap_or(0);
     let replication = m.replication.unwrap_or_default();

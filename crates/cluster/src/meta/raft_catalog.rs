@@ -166,6 +166,17 @@ impl RaftCatalog {
         }
     }
 
+    /// Removes a node from the cluster (see [`MetaCommand::RemoveNode`]).
+    pub async fn decommission(&self, node: NodeId) -> Result<()> {
+        match self
+            .propose(MetaCommand::RemoveNode { id: node }, true)
+            .await?
+        {
+            MetaResponse::Rejected(e) => Err(rejected(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Records where this node serves (on every start, so a moved node is found).
     pub async fn register(&self, grpc_addr: String, http_addr: String) -> Result<()> {
         let cmd = MetaCommand::RegisterNode {

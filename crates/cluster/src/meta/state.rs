@@ -34,6 +34,13 @@ pub enum MetaCommand {
         /// The table.
         table: TableId,
     },
+    /// Removes a node from the cluster. Refused while it masters a tablet (moving a
+    /// master moves its data, which comes with replication); replica sets that name
+    /// it get another node where one is free.
+    RemoveNode {
+        /// The node.
+        id: NodeId,
+    },
     /// A node announces where it listens. A node already known by `id` (or, without
     /// an id, by its gRPC address) keeps its id and gets the new addresses; a new one
     /// gets the next id.
@@ -159,6 +166,46 @@ impl MetaState {
         (master, chosen)
     }
 
+    fn remove_node(&mut self, id: NodeId) -> MetaResponse {
+        if !self.nodes.contains_key(&id) {
+            return MetaResponse::Rejected(MetaError::Invalid {
+                field: "node_id".into(),
+                message: format!("{id} is not a member of the cluster"),
+            });
+        }
+        let mastered: Vec<String> = self
+            .tables
+            .values()
+            .filter(|t| t.tablets.iter().any(|tb| tb.master == id))
+            .map(|t| t.name.clone())
+            .collect();
+        if !mastered.is_empty() {
+            return MetaResponse::Rejected(MetaError::Invalid {
+                field: "node_id".into(),
+                message: format!(
+                    "{id} masters tablets of {mastered:?}; moving masters (and their data) is not supported yet"
+                ),
+            });
+        }
+        self.nodes.remove(&id);
+        let nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for table in self.tables.values_mut() {
+            let t = Arc::make_mut(table);
+            for tablet in &mut t.tablets {
+                if let Some(pos) = tablet.replicas.iter().position(|r| *r == id) {
+                    match nodes.iter().find(|n| !tablet.replicas.contains(n)) {
+                        Some(free) => tablet.replicas[pos] = *free,
+                        None => {
+                            tablet.replicas.remove(pos);
+                        }
+                    }
+                    tablet.in_sync.retain(|r| *r != id);
+                }
+            }
+        }
+        MetaResponse::Done
+    }
+
     /// Applies one committed command.
     pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
         match cmd {
@@ -238,6 +285,7 @@ impl MetaState {
                 self.dropped.remove(table);
                 MetaResponse::Done
             }
+            MetaCommand::RemoveNode { id } => self.remove_node(*id),
             MetaCommand::RegisterNode {
                 id,
                 grpc_addr,
@@ -383,6 +431,42 @@ mod tests {
             MetaResponse::Done
         );
         assert!(s.dropped.is_empty());
+    }
+
+    #[test]
+    fn removing_a_node_moves_replica_sets_and_refuses_masters() {
+        let mut s = MetaState::default();
+        for (i, addr) in ["a:1", "b:1", "c:1", "d:1"].iter().enumerate() {
+            register(&mut s, Some(i as u64 + 1), addr);
+        }
+        let MetaResponse::Table { table, .. } = s.apply(&create("t", false)) else {
+            panic!("create");
+        };
+        let t = &table.tablets[0];
+        assert_eq!(
+            (t.master, t.replicas.clone()),
+            (NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)])
+        );
+        let refused = s.apply(&MetaCommand::RemoveNode { id: NodeId(1) });
+        assert!(
+            matches!(refused, MetaResponse::Rejected(MetaError::Invalid { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(
+            s.apply(&MetaCommand::RemoveNode { id: NodeId(2) }),
+            MetaResponse::Done
+        );
+        assert!(!s.nodes.contains_key(&NodeId(2)));
+        let t = &s.tables["t"].tablets[0];
+        assert_eq!(
+            t.replicas,
+            vec![NodeId(1), NodeId(4), NodeId(3)],
+            "node 4 takes node 2's replica"
+        );
+        assert!(matches!(
+            s.apply(&MetaCommand::RemoveNode { id: NodeId(2) }),
+            MetaResponse::Rejected(MetaError::Invalid { .. })
+        ));
     }
 
     #[test]

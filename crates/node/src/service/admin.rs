@@ -249,6 +249,21 @@ impl pb::admin_server::Admin for AdminService {
         .await
     }
 
+    async fn decommission_node(
+        &self,
+        request: Request<pb::DecommissionNodeRequest>,
+    ) -> Result<Response<pb::DecommissionNodeResponse>, Status> {
+        let req = request.into_inner();
+        timed(&self.metrics, "DecommissionNode", async {
+            self.catalog
+                .decommission(datalayer_store::NodeId(req.node_id))
+                .await
+                .status()?;
+            Ok(pb::DecommissionNodeResponse {})
+        })
+        .await
+    }
+
     async fn collect_garbage(
         &self,
         request: Request<pb::CollectGarbageRequest>,
