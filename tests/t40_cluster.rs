@@ -503,3 +503,53 @@ async fn decommissioned_nodes_leave_the_cluster() {
         "refusals change nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_after_log_compaction_catches_up_from_a_snapshot() {
+    let mut cluster = TestCluster::builder()
+        .nodes(3)
+        .build()
+        .await
+        .expect("cluster forms");
+    // Enough metadata changes that the group snapshots and purges its log (it keeps
+    // 1000 entries behind a snapshot taken every 2000): 16 writers × 100 create+drop.
+    let mut writers = Vec::new();
+    for w in 0..16 {
+        let mut c = cluster.client(w % 3).await.expect("connect");
+        writers.push(tokio::spawn(async move {
+            for i in 0..100 {
+                let name = format!("w{w}x{i}");
+                c.create_table(&name, TableOptions::default())
+                    .await
+                    .expect("create");
+                c.drop_table(&name, false).await.expect("drop");
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let mut c = cluster.client(0).await.expect("connect");
+    c.create_table("last", TableOptions::default())
+        .await
+        .expect("create");
+    let leader = cluster.meta_leader(0).await.expect("leader");
+    cluster
+        .wait_for_status(leader, "the leader purged its log behind a snapshot", |s| {
+            s.meta_purged_index > 0
+        })
+        .await
+        .expect("log compaction");
+    let newcomer = cluster.add_node().expect("a fourth node joins");
+    wait_until("the newcomer has the metadata", CLUSTER_WAIT, || async {
+        tables_seen_by(&cluster, newcomer).await == vec!["last".to_string()]
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.node(newcomer).log_text()));
+    // The entries before the leader's purge point exist only in its snapshot.
+    let status = cluster.status(newcomer).await.expect("status");
+    assert!(
+        status.meta_snapshot_index > 0,
+        "the newcomer installed a snapshot: {status:?}"
+    );
+}

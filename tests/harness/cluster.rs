@@ -22,6 +22,7 @@ pub struct Builder {
 #[derive(Debug)]
 pub struct TestCluster {
     nodes: Vec<TestNode>,
+    config: Builder,
 }
 
 fn free_port() -> Result<u16> {
@@ -51,26 +52,34 @@ impl Builder {
 
     /// Starts node 1, then the others joining through it, and waits until every node
     /// is registered and the metadata group has its voters.
+    fn node_args(&self, join: Option<&TestNode>) -> Result<Vec<String>> {
+        let mut args = vec![
+            "--grpc-addr".to_string(),
+            format!("127.0.0.1:{}", free_port()?),
+            "--http-addr".to_string(),
+            format!("127.0.0.1:{}", free_port()?),
+            "--meta-voters".into(),
+            self.meta_voters.to_string(),
+            "--dead-voter-secs".into(),
+            self.dead_voter_secs.to_string(),
+        ];
+        if let Some(seed) = join {
+            args.push("--join".into());
+            args.push(seed.grpc.to_string());
+        }
+        Ok(args)
+    }
+
     pub async fn build(self) -> Result<TestCluster> {
         let mut nodes: Vec<TestNode> = Vec::new();
         for i in 0..self.nodes {
-            let mut args = vec![
-                "--grpc-addr".to_string(),
-                format!("127.0.0.1:{}", free_port()?),
-                "--http-addr".to_string(),
-                format!("127.0.0.1:{}", free_port()?),
-            ];
-            if let Some(first) = nodes.first() {
-                args.push("--join".into());
-                args.push(first.grpc.to_string());
-            }
-            args.push("--meta-voters".into());
-            args.push(self.meta_voters.to_string());
-            args.push("--dead-voter-secs".into());
-            args.push(self.dead_voter_secs.to_string());
+            let args = self.node_args(nodes.first())?;
             nodes.push(TestNode::start_with(&args).map_err(|e| anyhow!("node {}: {e}", i + 1))?);
         }
-        let cluster = TestCluster { nodes };
+        let cluster = TestCluster {
+            nodes,
+            config: self.clone(),
+        };
         let (want_nodes, want_voters) = (self.nodes, self.meta_voters.min(self.nodes));
         cluster
             .wait_for_status(
@@ -94,6 +103,13 @@ impl TestCluster {
             meta_voters: 3,
             dead_voter_secs: 10,
         }
+    }
+
+    /// Starts one more node, joining through node 1; returns its index.
+    pub fn add_node(&mut self) -> Result<usize> {
+        let args = self.config.node_args(self.nodes.first())?;
+        self.nodes.push(TestNode::start_with(&args)?);
+        Ok(self.nodes.len() - 1)
     }
 
     /// Node `i` (0-based).

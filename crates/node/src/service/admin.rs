@@ -229,6 +229,7 @@ impl pb::admin_server::Admin for AdminService {
         timed(&self.metrics, "NodeStatus", async {
             let tables = self.router.tables();
             let stats = self.engine.stats();
+            let raft = self.catalog.raft().metrics().borrow().clone();
             Ok(pb::NodeStatusResponse {
                 node_id: self.info.node_id,
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -244,6 +245,9 @@ impl pb::admin_server::Admin for AdminService {
                 clock: self.router.strong().now().0,
                 nodes: self.cluster_nodes(),
                 meta_leader: self.catalog.leader().map_or(0, |(id, _)| id.0),
+                meta_applied_index: raft.last_applied.map_or(0, |l| l.index),
+                meta_snapshot_index: raft.snapshot.map_or(0, |l| l.index),
+                meta_purged_index: raft.purged.map_or(0, |l| l.index),
             })
         })
         .await
