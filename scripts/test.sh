@@ -11,4 +11,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 # (--workspace --all-targets): a different selection unifies features differently and
 # rebuilds RocksDB from scratch.
 cargo build --workspace --all-targets
-cargo test --workspace --no-fail-fast
+# Cluster tests start 3 to 5 node processes each: at most 3 tests at a time keeps a
+# 2-core machine responsive enough for Raft's timeouts.
+RUST_TEST_THREADS=3 cargo test --workspace --no-fail-fast
