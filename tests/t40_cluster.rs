@@ -553,3 +553,37 @@ async fn a_node_joining_after_log_compaction_catches_up_from_a_snapshot() {
         "the newcomer installed a snapshot: {status:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_killed_at_once_comes_back() {
+    let mut cluster = TestCluster::builder()
+        .nodes(3)
+        .build()
+        .await
+        .expect("cluster forms");
+    let mut c = cluster.client(0).await.expect("connect");
+    for name in ["a", "b", "c"] {
+        c.create_table(name, TableOptions::default())
+            .await
+            .expect("create");
+        c.put(name, b"k", name.as_bytes()).await.expect("put");
+    }
+    cluster
+        .kill_and_restart_all()
+        .expect("every node restarts and becomes ready");
+    for i in 0..3 {
+        let mut c = cluster.client(i).await.expect("connect");
+        for name in ["a", "b", "c"] {
+            let v = c
+                .get(name, b"k")
+                .await
+                .expect("get")
+                .expect("acknowledged data survives");
+            assert_eq!(v.value, name.as_bytes());
+        }
+    }
+    let mut c = cluster.client(2).await.expect("connect");
+    c.create_table("d", TableOptions::default())
+        .await
+        .expect("metadata changes go on");
+}

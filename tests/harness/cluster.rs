@@ -25,10 +25,31 @@ pub struct TestCluster {
     config: Builder,
 }
 
+/// A port that is free now, chosen below the kernel's ephemeral range: a port the
+/// kernel handed out could be taken by some process's outgoing connection before the
+/// node binds it.
+/// Tests of one binary run in parallel, so ports are handed out from one counter that
+/// starts at a random point of the range.
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use rand::Rng;
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        rand::rng().random_range(20_000..26_000),
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..1000 {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        if port >= 32_000 {
+            break;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(anyhow!("no free port below the ephemeral range"))
 }
 
 impl Builder {
@@ -110,6 +131,26 @@ impl TestCluster {
         let args = self.config.node_args(self.nodes.first())?;
         self.nodes.push(TestNode::start_with(&args)?);
         Ok(self.nodes.len() - 1)
+    }
+
+    /// Kills every node, then starts them all again at once: no node can become
+    /// ready before a majority of the metadata voters is back.
+    pub fn kill_and_restart_all(&mut self) -> Result<()> {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .nodes
+                .iter_mut()
+                .map(|n| scope.spawn(move || n.restart()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().map_err(|_| anyhow!("restart thread panicked"))?)
+                .collect::<Result<Vec<()>>>()
+        })?;
+        Ok(())
     }
 
     /// Node `i` (0-based).

@@ -135,7 +135,13 @@ impl TestNode {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("node did not become ready; log:\n{}", self.log_text());
+                let log = self.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!(
+                    "node did not become ready; end of its log:\n{}",
+                    tail.join("\n")
+                );
             }
         };
         let field = |name: &str| -> Result<SocketAddr> {

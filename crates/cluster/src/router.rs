@@ -137,8 +137,8 @@ impl Router {
 
     /// Where to forward a request on `table` whose first key is `key`: `None` when
     /// this node masters its tablet.
-    pub fn remote_master(&self, table: &str, key: &[u8]) -> Result<Option<String>> {
-        let table = self.table(table)?;
+    pub async fn remote_master(&self, table: &str, key: &[u8]) -> Result<Option<String>> {
+        let table = self.table_synced(table).await?;
         let tablet = table.tablet_for(key);
         if tablet.master == self.me {
             return Ok(None);
@@ -192,6 +192,19 @@ impl Router {
         self.catalog.tables()
     }
 
+    /// The table of that name; when this node does not know it, first catch up with
+    /// the metadata leader (a table created a moment ago through another node may not
+    /// have reached this one yet).
+    pub async fn table_synced(&self, name: &str) -> Result<Arc<TableDesc>> {
+        match self.table(name) {
+            Err(Error::TableNotFound { .. }) => {
+                self.catalog.sync().await?;
+                self.table(name)
+            }
+            found => found,
+        }
+    }
+
     /// The table of that name.
     pub fn table(&self, name: &str) -> Result<Arc<TableDesc>> {
         let table = self.catalog.table(name)?;
@@ -215,7 +228,7 @@ impl Router {
         keys: Vec<Vec<u8>>,
         at: Option<Timestamp>,
     ) -> Result<(Vec<Option<Versioned>>, Timestamp)> {
-        let table = self.table(table)?;
+        let table = self.table_synced(table).await?;
         let tablet = single_tablet(&table, keys.iter().map(Vec::as_slice))?;
         self.mastered(tablet).await?;
         self.strong.get(&table, keys, at).await
@@ -230,14 +243,14 @@ impl Router {
         reverse: bool,
         at: Option<Timestamp>,
     ) -> Result<ScanPage> {
-        let table = self.table(table)?;
+        let table = self.table_synced(table).await?;
         self.mastered(range_tablet(&table, &range)?).await?;
         self.strong.scan(&table, range, limit, reverse, at).await
     }
 
     /// Puts and deletes, atomically; every key must fall in one tablet.
     pub async fn write(&self, table: &str, mutations: Vec<Mutation>) -> Result<Outcome> {
-        let table = self.table(table)?;
+        let table = self.table_synced(table).await?;
         let tablet = single_tablet(&table, mutations.iter().map(Mutation::key))?;
         let tablet = self.mastered(tablet).await?;
         self.strong.write(tablet, WriteOp::Batch(mutations)).await
@@ -245,7 +258,7 @@ impl Router {
 
     /// Deletes every live key of `range`, atomically; the range must lie in one tablet.
     pub async fn delete_range(&self, table: &str, range: KeyRange) -> Result<Outcome> {
-        let table = self.table(table)?;
+        let table = self.table_synced(table).await?;
         let tablet = self.mastered(range_tablet(&table, &range)?).await?;
         self.strong.write(tablet, WriteOp::DeleteRange(range)).await
     }
@@ -258,7 +271,7 @@ impl Router {
         expected: Expected,
         new: Option<Vec<u8>>,
     ) -> Result<Outcome> {
-        let table = self.table(table)?;
+        let table = self.table_synced(table).await?;
         let tablet = self.mastered(table.tablet_for(&key)).await?;
         self.strong
             .write(tablet, WriteOp::CompareAndSet { key, expected, new })
@@ -267,7 +280,7 @@ impl Router {
 
     /// Adds `delta` to the integer at `key`.
     pub async fn increment(&self, table: &str, key: Vec<u8>, delta: i64) -> Result<Outcome> {
-        let table = self.table(table)?;
+        let table = self.table_synced(table).await?;
         let tablet = table.tablet_for(&key);
         self.strong
             .write(tablet, WriteOp::Increment { key, delta })
@@ -276,7 +289,7 @@ impl Router {
 
     /// Collects the garbage of one table now.
     pub async fn collect_garbage(&self, table: &str) -> Result<(u64, Timestamp)> {
-        let table = self.table(table)?;
+        let table = self.table_synced(table).await?;
         if !table.tablets.iter().any(|t| t.master == self.me) {
             return Ok((0, self.strong.now()));
         }

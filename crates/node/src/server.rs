@@ -167,10 +167,21 @@ pub async fn run(
     let mut grpc = tokio::spawn(grpc);
 
     let ready = async {
-        catalog.wait_for_leader().await?;
-        catalog
-            .register(advertised.clone(), http_addr.to_string())
-            .await?;
+        // Registration waits out elections and a cluster still coming up.
+        loop {
+            catalog.wait_for_leader().await?;
+            match catalog
+                .register(advertised.clone(), http_addr.to_string())
+                .await
+            {
+                Ok(()) => break,
+                Err(e) if e.retryable() => {
+                    tracing::info!(error = %e, "registration with the cluster failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         router.start().await
     };
     let ready = tokio::select! {

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 /// How long a metadata change may wait for its commit.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a starting node waits for the group to have a leader.
-const LEADER_WAIT: Duration = Duration::from_secs(30);
+/// How often a starting node without a metadata leader says it is still waiting.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 /// The catalog of a node, replicated by the metadata group.
 pub struct RaftCatalog {
@@ -95,16 +95,30 @@ impl RaftCatalog {
     }
 
     /// Waits until the group has a leader and this node has the metadata it committed.
+    ///
+    /// It waits as long as it takes (a whole cluster restarting node by node has no
+    /// quorum until enough voters are back), saying so in the log now and then; the
+    /// caller bounds it by its own shutdown.
     pub async fn wait_for_leader(&self) -> Result<()> {
-        self.raft
-            .wait(Some(LEADER_WAIT))
-            .metrics(
-                |m| m.current_leader.is_some() && m.last_applied.is_some(),
-                "metadata group has a leader",
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        loop {
+            let waited = self
+                .raft
+                .wait(Some(LEADER_WAIT))
+                .metrics(
+                    |m| m.current_leader.is_some() && m.last_applied.is_some(),
+                    "metadata group has a leader",
+                )
+                .await;
+            match waited {
+                Ok(_) => return Ok(()),
+                Err(openraft::metrics::WaitError::Timeout(..)) => {
+                    tracing::warn!(
+                        "no metadata leader yet: waiting for a majority of the voters to be up"
+                    );
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
     }
 
     /// Changes whenever this node applies metadata (the value is the log index).
@@ -164,6 +178,21 @@ impl RaftCatalog {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "metadata group did not stop cleanly");
         }
+    }
+
+    /// Waits until this node has applied every metadata change committed before the
+    /// call (a read index obtained through the leader).
+    pub async fn sync(&self) -> Result<()> {
+        let index = match self.propose(MetaCommand::Sync, true).await? {
+            MetaResponse::Synced(index) => index,
+            other => return Err(Error::Internal(format!("sync answered {other:?}"))),
+        };
+        let mut applied = self.applied.clone();
+        tokio::time::timeout(PROPOSE_TIMEOUT, applied.wait_for(|i| *i >= index))
+            .await
+            .map_err(|_| Error::Unavailable("this node is behind on the metadata".into()))?
+            .map_err(|_| Error::Unavailable("metadata group stopped".into()))?;
+        Ok(())
     }
 
     /// Removes a node from the cluster (see [`MetaCommand::RemoveNode`]).

@@ -41,6 +41,8 @@ pub enum MetaCommand {
         /// The node.
         id: NodeId,
     },
+    /// Changes nothing; its log index tells a follower how far to catch up.
+    Sync,
     /// A node announces where it listens. A node already known by `id` (or, without
     /// an id, by its gRPC address) keeps its id and gets the new addresses; a new one
     /// gets the next id.
@@ -97,6 +99,8 @@ pub enum MetaResponse {
     Done,
     /// The node's id.
     Node(NodeId),
+    /// The log index a `Sync` was applied at.
+    Synced(u64),
     /// The command changed nothing.
     Rejected(MetaError),
 }
@@ -286,6 +290,8 @@ impl MetaState {
                 MetaResponse::Done
             }
             MetaCommand::RemoveNode { id } => self.remove_node(*id),
+            // The state machine answers with the entry's index.
+            MetaCommand::Sync => MetaResponse::Done,
             MetaCommand::RegisterNode {
                 id,
                 grpc_addr,

@@ -330,6 +330,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.applied.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => MetaResponse::Done,
+                EntryPayload::Normal(super::state::MetaCommand::Sync) => {
+                    MetaResponse::Synced(entry.log_id.index)
+                }
                 EntryPayload::Normal(cmd) => self.applied.state.apply(&cmd),
                 EntryPayload::Membership(m) => {
                     self.applied.membership = StoredMembership::new(Some(entry.log_id), m);

@@ -64,7 +64,7 @@ macro_rules! forward_if_remote {
         if !forwarded {
             let key: Vec<u8> = $key(&req);
             // Errors (unknown table, ...) are answered by the local path below.
-            if let Ok(Some(addr)) = $self.router.remote_master(&req.table, &key) {
+            if let Ok(Some(addr)) = $self.router.remote_master(&req.table, &key).await {
                 $self.metrics.forwarded(stringify!($method));
                 let mut client = $self.peers.get(&addr).await?;
                 let mut fwd = Request::new(req);
