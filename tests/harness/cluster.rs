@@ -210,20 +210,13 @@ impl TestCluster {
         self.index_of(leader)
     }
 
-    /// The index of the node with this id.
+    /// The index of the running node with this id (nodes join in order, so node `i`
+    /// has id `i + 1`).
     pub fn index_of(&self, id: u64) -> Result<usize> {
-        let target = self
-            .nodes
-            .iter()
-            .position(|n| n.is_running() && id > 0 && self.id_of(n) == Some(id));
-        target.ok_or_else(|| anyhow!("no running node has id {id}"))
-    }
-
-    fn id_of(&self, node: &TestNode) -> Option<u64> {
-        // Nodes join in order, so node i has id i + 1.
-        self.nodes
-            .iter()
-            .position(|n| std::ptr::eq(n, node))
-            .map(|i| i as u64 + 1)
+        let i = (id as usize).wrapping_sub(1);
+        match self.nodes.get(i) {
+            Some(n) if n.is_running() => Ok(i),
+            _ => Err(anyhow!("no running node has id {id}")),
+        }
     }
 }

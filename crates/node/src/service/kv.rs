@@ -71,7 +71,7 @@ macro_rules! forward_if_remote {
                 fwd.metadata_mut()
                     .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
                 let result = client.$method(fwd).await;
-                if result.is_err() {
+                if matches!(&result, Err(s) if s.code() == tonic::Code::Unavailable) {
                     // The master may have moved or died: reconnect next time.
                     $self.peers.clients.lock().remove(&addr);
                 }
