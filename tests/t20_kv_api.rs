@@ -53,6 +53,7 @@ async fn get_write_and_versions() {
             table: "t".into(),
             keys: vec![b"b".to_vec(), b"zz".to_vec(), b"a".to_vec()],
             at_timestamp: 0,
+            ..Default::default()
         })
         .await
         .expect("batch get")

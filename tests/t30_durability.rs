@@ -94,6 +94,7 @@ async fn acknowledged_writes_survive_kill_9() {
                     table: "d".into(),
                     keys: chunk.iter().map(|k| k.to_vec()).collect(),
                     at_timestamp: 0,
+                    ..Default::default()
                 })
                 .await
                 .expect("batch get after restart")

@@ -300,6 +300,7 @@ async fn the_client_library_sends_requests_straight_to_masters() {
         .write(datalayer_api::v1::WriteRequest {
             table: "y".into(),
             mutations: vec![datalayer_client::put(b"raw", b"1")],
+            ..Default::default()
         })
         .await
         .expect("raw write through node 1");
@@ -317,6 +318,7 @@ async fn the_client_library_sends_requests_straight_to_masters() {
             table: "z".into(),
             key: b"k".to_vec(),
             at_timestamp: 0,
+            ..Default::default()
         })
         .await
         .expect("raw get")
@@ -327,6 +329,7 @@ async fn the_client_library_sends_requests_straight_to_masters() {
             table: "z".into(),
             keys: vec![b"k".to_vec(), b"n".to_vec()],
             at_timestamp: 0,
+            ..Default::default()
         })
         .await
         .expect("raw batch get")
@@ -337,6 +340,7 @@ async fn the_client_library_sends_requests_straight_to_masters() {
             table: "z".into(),
             key: b"n".to_vec(),
             delta: 5,
+            ..Default::default()
         })
         .await
         .expect("raw increment")
@@ -349,6 +353,7 @@ async fn the_client_library_sends_requests_straight_to_masters() {
             expected: Some(pb::compare_and_set_request::Expected::ExpectAbsent(true)),
             new_value: b"v".to_vec(),
             delete: false,
+            ..Default::default()
         })
         .await
         .expect("raw cas")
@@ -368,6 +373,7 @@ async fn the_client_library_sends_requests_straight_to_masters() {
             table: "z".into(),
             start: vec![],
             end: vec![],
+            ..Default::default()
         })
         .await
         .expect("raw delete range")

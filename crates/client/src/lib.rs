@@ -46,6 +46,8 @@ pub struct ClientError {
     pub field: String,
     /// The gRPC code.
     pub code: tonic::Code,
+    /// Where an `Ambiguous` write was written: ask [`Client::write_status`] later.
+    pub position: Option<pb::WritePosition>,
 }
 
 impl From<tonic::Status> for ClientError {
@@ -57,6 +59,7 @@ impl From<tonic::Status> for ClientError {
                 message: d.message,
                 field: d.field,
                 code: status.code(),
+                position: d.position,
             },
             _ => ClientError {
                 kind: match status.code() {
@@ -70,6 +73,7 @@ impl From<tonic::Status> for ClientError {
                 message: format!("{}: {}", status.code(), status.message()),
                 field: String::new(),
                 code: status.code(),
+                position: None,
             },
         }
     }
@@ -89,6 +93,7 @@ impl From<tonic::transport::Error> for ClientError {
             message,
             field: String::new(),
             code: tonic::Code::Unavailable,
+            position: None,
         }
     }
 }
@@ -107,6 +112,28 @@ pub struct TableOptions {
     pub version_retention_secs: u64,
     /// Succeed without change when the table exists.
     pub if_not_exists: bool,
+    /// Acks of writes that do not ask for their own; `None` for the server default
+    /// (all).
+    pub default_acks: Option<pb::Acks>,
+}
+
+/// `acks = 1`: the master alone holds the write durably.
+pub fn acks_one() -> pb::Acks {
+    acks_count(1)
+}
+
+/// `acks = n`: `n` replicas (the master included) hold the write durably.
+pub fn acks_count(n: u32) -> pb::Acks {
+    pb::Acks {
+        level: Some(pb::acks::Level::Count(n)),
+    }
+}
+
+/// `acks = all`: every in-sync replica holds the write durably.
+pub fn acks_all() -> pb::Acks {
+    pb::Acks {
+        level: Some(pb::acks::Level::All(true)),
+    }
 }
 
 /// A value and the version (timestamp) that wrote it.
@@ -128,6 +155,10 @@ pub struct Client {
     kv: KvClient<Channel>,
     admin: AdminClient<Channel>,
     routes: Arc<Mutex<routes::Routes>>,
+    /// Acks of this client's writes; `None`: each table's default.
+    acks: Option<pb::Acks>,
+    /// What this client's reads see.
+    consistency: pb::ReadConsistency,
 }
 
 fn kv_client(channel: Channel) -> KvClient<Channel> {
@@ -148,6 +179,7 @@ async fn connect_channel(addr: &str) -> Result<Channel> {
         message: format!("bad address {addr:?}: {e}"),
         field: "addr".into(),
         code: tonic::Code::InvalidArgument,
+        position: None,
     })?;
     Ok(endpoint
         .connect_timeout(std::time::Duration::from_secs(5))
@@ -166,7 +198,39 @@ impl Client {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             routes: Default::default(),
+            acks: None,
+            consistency: pb::ReadConsistency::Committed,
         })
+    }
+
+    /// Sends every later write with these acks (`None`: each table's default).
+    pub fn set_acks(&mut self, acks: Option<pb::Acks>) {
+        self.acks = acks;
+    }
+
+    /// Reads committed data (the default) or the master's latest.
+    pub fn set_consistency(&mut self, consistency: pb::ReadConsistency) {
+        self.consistency = consistency;
+    }
+
+    /// Whether the write at `position` (from an `Ambiguous` error) committed, is
+    /// pending or was lost.
+    pub async fn write_status(
+        &mut self,
+        table: &str,
+        position: pb::WritePosition,
+    ) -> Result<pb::WriteState> {
+        let req = pb::WriteStatusRequest {
+            table: table.into(),
+            position: Some(position),
+        };
+        let r = self
+            .kv
+            .write_status(req)
+            .await
+            .map_err(ClientError::from)?
+            .into_inner();
+        Ok(r.state())
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, routes::Routes> {
@@ -261,6 +325,7 @@ impl Client {
                 replication_factor: opts.replication_factor,
                 version_retention_secs: opts.version_retention_secs,
                 if_not_exists: opts.if_not_exists,
+                default_acks: opts.default_acks,
             })
             .await?
             .into_inner();
@@ -342,6 +407,7 @@ impl Client {
         let req = pb::WriteRequest {
             table: table.into(),
             mutations,
+            acks: self.acks,
         };
         self.routed(table, &key, req, |mut c, r| async move { c.write(r).await })
             .await
@@ -363,6 +429,7 @@ impl Client {
             table: table.into(),
             key: key.to_vec(),
             at_timestamp,
+            consistency: self.consistency as i32,
         };
         let r = self
             .routed(table, key, req, |mut c, r| async move { c.get(r).await })
@@ -397,6 +464,7 @@ impl Client {
             limit: 0,
             reverse,
             at_timestamp: 0,
+            consistency: self.consistency as i32,
         };
         let mut rows = Vec::new();
         loop {
@@ -436,6 +504,7 @@ impl Client {
             expected: Some(expected),
             new_value: new.unwrap_or_default().to_vec(),
             delete: new.is_none(),
+            acks: self.acks,
         };
         self.routed(table, key, req, |mut c, r| async move {
             c.compare_and_set(r).await
@@ -449,6 +518,7 @@ impl Client {
             table: table.into(),
             key: key.to_vec(),
             delta,
+            acks: self.acks,
         };
         let r = self
             .routed(
@@ -467,6 +537,7 @@ impl Client {
             table: table.into(),
             start: start.to_vec(),
             end: end.to_vec(),
+            acks: self.acks,
         };
         let r = self
             .routed(table, start, req, |mut c, r| async move {

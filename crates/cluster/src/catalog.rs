@@ -5,6 +5,7 @@
 //! copy and never wait; changes are async because they are proposals.
 
 use crate::error::{Error, Result};
+pub use crate::strong::Acks;
 use datalayer_store::{Epoch, KeyRange, NodeId, TableId, TabletId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub struct TableSpec {
     pub replication_factor: u32,
     /// How long old versions stay readable; 0 means [`DEFAULT_VERSION_RETENTION_SECS`].
     pub version_retention_secs: u64,
+    /// Acks of writes that do not ask for their own.
+    #[serde(default)]
+    pub default_acks: Acks,
 }
 
 /// Replicas per tablet when the table does not say (capped by the number of nodes).
@@ -88,6 +92,9 @@ pub struct TableDesc {
     pub replication_factor: u32,
     /// How long old versions stay readable, in seconds.
     pub version_retention_secs: u64,
+    /// Acks of writes that do not ask for their own.
+    #[serde(default)]
+    pub default_acks: Acks,
     /// Tablets covering the whole keyspace of the table, by start key.
     pub tablets: Vec<TabletDesc>,
 }
@@ -172,6 +179,7 @@ mod tests {
             policy: Policy::Strong,
             replication_factor: 1,
             version_retention_secs: 1,
+            default_acks: Acks::All,
             tablets: vec![
                 tablet(1, b"", Some(b"g")),
                 tablet(2, b"g", Some(b"p")),

@@ -64,6 +64,32 @@ pub enum Error {
         /// Where the master serves, if known.
         addr: Option<String>,
     },
+    /// A write whose acks did not arrive: it may or may not commit.
+    #[error(
+        "write at {tablet} {epoch} {seq} is not acknowledged by {acks} replicas: {reason}; it may still commit or be lost, ask its write status"
+    )]
+    Ambiguous {
+        /// The tablet.
+        tablet: datalayer_store::TabletId,
+        /// Epoch of the write's record.
+        epoch: datalayer_store::Epoch,
+        /// Its seq.
+        seq: datalayer_store::Seq,
+        /// The acks it asked for.
+        acks: crate::strong::Acks,
+        /// What happened.
+        reason: String,
+    },
+    /// A message from a master epoch older than the replica knows.
+    #[error("{tablet}: epoch {got} is older than {current}")]
+    StaleEpoch {
+        /// The tablet.
+        tablet: datalayer_store::TabletId,
+        /// The epoch of the message.
+        got: datalayer_store::Epoch,
+        /// The epoch the replica knows.
+        current: datalayer_store::Epoch,
+    },
     /// Increment on a non-integer value, or overflow.
     #[error("value of the key is not a 64-bit decimal integer, or the increment overflows")]
     NotAnInteger,
@@ -99,6 +125,10 @@ pub enum ErrorKind {
     NotAnInteger,
     /// Another node masters the tablet.
     NotMaster,
+    /// A write's outcome is unknown.
+    Ambiguous,
+    /// A message from an old epoch.
+    StaleEpoch,
     /// Bytes on disk do not decode.
     Corruption,
     /// Anything else.
@@ -125,6 +155,8 @@ impl Error {
             Error::CrossTablet { .. } => ErrorKind::CrossTablet,
             Error::NotAnInteger => ErrorKind::NotAnInteger,
             Error::NotMaster { .. } => ErrorKind::NotMaster,
+            Error::Ambiguous { .. } => ErrorKind::Ambiguous,
+            Error::StaleEpoch { .. } => ErrorKind::StaleEpoch,
             Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Store(datalayer_store::Error::Corruption { .. }) => ErrorKind::Corruption,
             Error::Store(_) | Error::Internal(_) => ErrorKind::Internal,

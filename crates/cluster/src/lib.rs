@@ -22,6 +22,7 @@
 pub mod catalog;
 pub mod error;
 pub mod meta;
+pub mod replicator;
 pub mod router;
 pub mod strong;
 

@@ -8,8 +8,11 @@
 use crate::catalog::{Catalog, Policy, TableDesc, TableSpec, TabletDesc};
 use crate::error::{Error, Result};
 use crate::meta::RaftCatalog;
-use crate::strong::{Expected, Outcome, ScanPage, StrongPolicy, WriteOp};
-use datalayer_store::{KeyRange, Mutation, NodeId, Timestamp, Versioned};
+use crate::strong::{
+    Acks, Expected, Outcome, ReadLevel, ScanPage, StrongPolicy, WriteOp, WriteState,
+};
+use datalayer_store::{Epoch, KeyRange, Mutation, NodeId, Seq, TabletId, Timestamp, Versioned};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Routes requests of one node.
@@ -17,6 +20,10 @@ pub struct Router {
     catalog: Arc<RaftCatalog>,
     strong: Arc<StrongPolicy>,
     me: NodeId,
+    /// Tablets this node follows, and the epoch it last followed them in.
+    followed: parking_lot::Mutex<HashMap<TabletId, Epoch>>,
+    /// Serializes reconciliations.
+    reconciling: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Router {
@@ -73,6 +80,8 @@ impl Router {
             catalog,
             strong,
             me,
+            followed: Default::default(),
+            reconciling: Default::default(),
         }
     }
 
@@ -97,13 +106,53 @@ impl Router {
     }
 
     async fn reconcile(&self) -> Result<()> {
+        let _one = self.reconciling.lock().await;
         for dropped in self.catalog.dropped()? {
             self.purge(&dropped).await?;
         }
+        let mut failed = None;
         for table in self.catalog.tables() {
-            for tablet in table.tablets.iter().filter(|t| t.master == self.me) {
-                if !self.strong.serves(tablet.id) {
-                    self.strong.open_tablet(tablet).await?;
+            for tablet in &table.tablets {
+                let done = if tablet.master == self.me {
+                    self.lead(tablet).await
+                } else if tablet.replicas.contains(&self.me) {
+                    self.follow(tablet).await
+                } else {
+                    Ok(())
+                };
+                // One tablet's trouble does not hold up the others.
+                if let Err(e) = done {
+                    tracing::warn!(tablet = %tablet.id, error = %e, "reconciling tablet failed");
+                    failed = Some(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    async fn follow(&self, tablet: &TabletDesc) -> Result<()> {
+        let known = self.followed.lock().get(&tablet.id).copied();
+        if known != Some(tablet.master_epoch) {
+            self.strong.follow_tablet(tablet).await?;
+            self.followed.lock().insert(tablet.id, tablet.master_epoch);
+        }
+        Ok(())
+    }
+
+    /// Serves `tablet` as its master in the descriptor's epoch, shipping its oplog to
+    /// the followers, and keeps its in-sync set as the metadata records it.
+    async fn lead(&self, tablet: &TabletDesc) -> Result<()> {
+        let current = self.strong.lead(tablet.id);
+        match current {
+            Some(lead) if lead.epoch == tablet.master_epoch => {
+                lead.sync_in_sync(&tablet.in_sync);
+            }
+            _ => {
+                self.strong.open_tablet(tablet).await?;
+                self.followed.lock().remove(&tablet.id);
+                if let Some(lead) = self.strong.lead(tablet.id) {
+                    tracing::info!(tablet = %tablet.id, epoch = %tablet.master_epoch, "mastering tablet");
+                    crate::replicator::start(&self.catalog, &self.strong, &lead);
                 }
             }
         }
@@ -130,7 +179,8 @@ impl Router {
             });
         }
         if !self.strong.serves(tablet.id) {
-            self.strong.open_tablet(tablet).await?;
+            let _one = self.reconciling.lock().await;
+            self.lead(tablet).await?;
         }
         Ok(tablet)
     }
@@ -171,7 +221,7 @@ impl Router {
     ) -> Result<(Arc<TableDesc>, bool)> {
         let (table, created) = self.catalog.create_table(spec, if_not_exists).await?;
         for tablet in table.tablets.iter().filter(|t| t.master == self.me) {
-            self.strong.open_tablet(tablet).await?;
+            self.mastered(tablet).await?;
         }
         Ok((table, created))
     }
@@ -221,17 +271,18 @@ impl Router {
         &self.strong
     }
 
-    /// Values of `keys` as of `at` (`None` = latest).
+    /// Values of `keys` as of `at` (`None` = the newest `level` allows).
     pub async fn get(
         &self,
         table: &str,
         keys: Vec<Vec<u8>>,
         at: Option<Timestamp>,
+        level: ReadLevel,
     ) -> Result<(Vec<Option<Versioned>>, Timestamp)> {
         let table = self.table_synced(table).await?;
         let tablet = single_tablet(&table, keys.iter().map(Vec::as_slice))?;
-        self.mastered(tablet).await?;
-        self.strong.get(&table, keys, at).await
+        let tablet = self.mastered(tablet).await?.id;
+        self.strong.get(&table, tablet, keys, at, level).await
     }
 
     /// One page of a scan.
@@ -242,25 +293,44 @@ impl Router {
         limit: usize,
         reverse: bool,
         at: Option<Timestamp>,
+        level: ReadLevel,
     ) -> Result<ScanPage> {
         let table = self.table_synced(table).await?;
-        self.mastered(range_tablet(&table, &range)?).await?;
-        self.strong.scan(&table, range, limit, reverse, at).await
+        let tablet = self.mastered(range_tablet(&table, &range)?).await?.id;
+        self.strong
+            .scan(&table, tablet, range, limit, reverse, at, level)
+            .await
     }
 
     /// Puts and deletes, atomically; every key must fall in one tablet.
-    pub async fn write(&self, table: &str, mutations: Vec<Mutation>) -> Result<Outcome> {
+    pub async fn write(
+        &self,
+        table: &str,
+        mutations: Vec<Mutation>,
+        acks: Option<Acks>,
+    ) -> Result<Outcome> {
         let table = self.table_synced(table).await?;
         let tablet = single_tablet(&table, mutations.iter().map(Mutation::key))?;
         let tablet = self.mastered(tablet).await?;
-        self.strong.write(tablet, WriteOp::Batch(mutations)).await
+        let acks = acks.unwrap_or(table.default_acks);
+        self.strong
+            .write(tablet, WriteOp::Batch(mutations), acks)
+            .await
     }
 
     /// Deletes every live key of `range`, atomically; the range must lie in one tablet.
-    pub async fn delete_range(&self, table: &str, range: KeyRange) -> Result<Outcome> {
+    pub async fn delete_range(
+        &self,
+        table: &str,
+        range: KeyRange,
+        acks: Option<Acks>,
+    ) -> Result<Outcome> {
         let table = self.table_synced(table).await?;
         let tablet = self.mastered(range_tablet(&table, &range)?).await?;
-        self.strong.write(tablet, WriteOp::DeleteRange(range)).await
+        let acks = acks.unwrap_or(table.default_acks);
+        self.strong
+            .write(tablet, WriteOp::DeleteRange(range), acks)
+            .await
     }
 
     /// Writes `new` (or deletes, for `None`) if the key is as `expected`.
@@ -270,21 +340,53 @@ impl Router {
         key: Vec<u8>,
         expected: Expected,
         new: Option<Vec<u8>>,
+        acks: Option<Acks>,
     ) -> Result<Outcome> {
         let table = self.table_synced(table).await?;
         let tablet = self.mastered(table.tablet_for(&key)).await?;
+        let acks = acks.unwrap_or(table.default_acks);
         self.strong
-            .write(tablet, WriteOp::CompareAndSet { key, expected, new })
+            .write(tablet, WriteOp::CompareAndSet { key, expected, new }, acks)
             .await
     }
 
     /// Adds `delta` to the integer at `key`.
-    pub async fn increment(&self, table: &str, key: Vec<u8>, delta: i64) -> Result<Outcome> {
+    pub async fn increment(
+        &self,
+        table: &str,
+        key: Vec<u8>,
+        delta: i64,
+        acks: Option<Acks>,
+    ) -> Result<Outcome> {
         let table = self.table_synced(table).await?;
-        let tablet = table.tablet_for(&key);
+        let tablet = self.mastered(table.tablet_for(&key)).await?;
+        let acks = acks.unwrap_or(table.default_acks);
         self.strong
-            .write(tablet, WriteOp::Increment { key, delta })
+            .write(tablet, WriteOp::Increment { key, delta }, acks)
             .await
+    }
+
+    /// Whether the write at `(epoch, seq)` of a tablet of `table` committed.
+    pub async fn write_status(
+        &self,
+        table: &str,
+        tablet: TabletId,
+        epoch: Epoch,
+        seq: Seq,
+    ) -> Result<WriteState> {
+        let table = self.table_synced(table).await?;
+        let desc = table
+            .tablets
+            .iter()
+            .find(|t| t.id == tablet)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "position.tablet_id",
+                    format!("{tablet} is not a tablet of table {:?}", table.name),
+                )
+            })?;
+        self.mastered(desc).await?;
+        self.strong.write_status(tablet, epoch, seq).await
     }
 
     /// Collects the garbage of one table now.

@@ -12,18 +12,24 @@
 //! publishes, after every commit, a timestamp at or below which every write is durable
 //! and visible, so a read at it is repeatable and sees every acknowledged write.
 
+pub mod protocol;
 mod writer;
+
+pub use protocol::{AckState, Acks};
+pub use writer::Replicate;
 
 use crate::catalog::{TableDesc, TabletDesc};
 use crate::error::{Error, Result};
 use datalayer_store::{
-    Epoch, HybridClock, KeyRange, Mutation, ScanRequest, Seq, TableId, TabletEngine, TabletId,
-    Timestamp, Versioned,
+    Epoch, HybridClock, KeyRange, Mutation, NodeId, ScanRequest, Seq, TableId, TabletEngine,
+    TabletId, Timestamp, Versioned,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Settings of the strong policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +42,11 @@ pub struct Config {
     pub write_queue_depth: usize,
     /// Most commands in one group commit. Default 1024.
     pub max_group_commands: usize,
+    /// How long a write waits for its acks before answering "ambiguous", and a
+    /// committed read for the high watermark to reach it. Default 5000.
+    pub ack_timeout_ms: u64,
+    /// A follower behind the master for this long leaves the in-sync set. Default 2000.
+    pub replica_lag_ms: u64,
 }
 
 impl Default for Config {
@@ -44,6 +55,8 @@ impl Default for Config {
             oplog_retention_records: 100_000,
             write_queue_depth: 4096,
             max_group_commands: 1024,
+            ack_timeout_ms: 5000,
+            replica_lag_ms: 2000,
         }
     }
 }
@@ -54,6 +67,18 @@ impl Config {
         if self.write_queue_depth == 0 {
             return Err(Error::invalid(
                 "strong.write_queue_depth",
+                "must be at least 1",
+            ));
+        }
+        if self.ack_timeout_ms == 0 {
+            return Err(Error::invalid(
+                "strong.ack_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.replica_lag_ms == 0 {
+            return Err(Error::invalid(
+                "strong.replica_lag_ms",
                 "must be at least 1",
             ));
         }
@@ -158,12 +183,178 @@ pub struct TabletProgress {
     pub high_watermark: Seq,
 }
 
+/// Which state a read sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadLevel {
+    /// Committed writes only, at the master.
+    #[default]
+    Committed,
+    /// Everything the master holds.
+    Latest,
+}
+
+/// Whether a write at a position committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteState {
+    /// Held by the whole in-sync set.
+    Committed,
+    /// Not yet; it may still commit or be lost.
+    Pending,
+    /// Cut from the log: it never took effect.
+    Lost,
+}
+
+/// What a master knows about its followers, published on every change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckView {
+    /// Durable positions of the master and its followers, and the in-sync set.
+    pub acks: AckState,
+    /// The master's epoch history.
+    pub history: Vec<(Epoch, Seq)>,
+    /// Seq of the current epoch's no-op: committed reads wait until it commits.
+    pub epoch_first: Seq,
+    /// Set when this node stopped mastering the tablet.
+    pub deposed: bool,
+}
+
+/// A tablet this node masters: its epoch and the acknowledgements of its followers.
+#[derive(Debug)]
+pub struct Lead {
+    /// The tablet's table.
+    pub table: TableId,
+    /// The tablet.
+    pub tablet: TabletId,
+    /// The epoch this node masters it in.
+    pub epoch: Epoch,
+    /// Nodes holding a replica.
+    pub replicas: Vec<NodeId>,
+    /// A follower behind for this long leaves the in-sync set.
+    pub replica_lag_ms: u64,
+    view: watch::Sender<AckView>,
+    /// Followers being added to the in-sync set: their acks count before the metadata
+    /// says so.
+    adding: parking_lot::Mutex<Vec<NodeId>>,
+    /// When each follower last held everything the master had.
+    caught_up: parking_lot::Mutex<HashMap<NodeId, std::time::Instant>>,
+}
+
+impl Lead {
+    fn new(desc: &TabletDesc, view: AckView, replica_lag_ms: u64) -> Lead {
+        Lead {
+            table: desc.table,
+            tablet: desc.id,
+            epoch: desc.master_epoch,
+            replicas: desc.replicas.clone(),
+            replica_lag_ms,
+            view: watch::channel(view).0,
+            adding: Default::default(),
+            caught_up: Default::default(),
+        }
+    }
+
+    /// When each follower last held everything the master had.
+    pub fn caught_up(&self) -> HashMap<NodeId, std::time::Instant> {
+        self.caught_up.lock().clone()
+    }
+
+    /// Starts counting `follower` in the in-sync set, before proposing it.
+    pub fn add_in_sync(&self, follower: NodeId) {
+        let mut adding = self.adding.lock();
+        if !adding.contains(&follower) {
+            adding.push(follower);
+        }
+        self.view.send_if_modified(|v| {
+            let new = !v.acks.in_sync.contains(&follower);
+            if new {
+                v.acks.in_sync.push(follower);
+            }
+            new
+        });
+    }
+
+    /// Stops counting a follower whose addition did not go through.
+    pub fn drop_adding(&self, follower: NodeId) {
+        self.adding.lock().retain(|n| *n != follower);
+    }
+
+    /// Takes the in-sync set the metadata records, plus followers being added.
+    pub fn sync_in_sync(&self, recorded: &[NodeId]) {
+        let mut adding = self.adding.lock();
+        adding.retain(|n| !recorded.contains(n));
+        let mut set = recorded.to_vec();
+        set.extend(adding.iter().copied());
+        set.sort();
+        set.dedup();
+        drop(adding);
+        self.set_in_sync(set);
+    }
+
+    /// The current view.
+    pub fn view(&self) -> AckView {
+        self.view.borrow().clone()
+    }
+
+    /// Notified on every change of the view.
+    pub fn subscribe(&self) -> watch::Receiver<AckView> {
+        self.view.subscribe()
+    }
+
+    /// Whether the master is the whole in-sync set.
+    fn alone(&self) -> bool {
+        let v = self.view.borrow();
+        v.acks.in_sync.iter().all(|n| *n == v.acks.master)
+    }
+
+    fn appended(&self, state: &datalayer_store::TabletState) {
+        self.view.send_modify(|v| {
+            v.acks.master_end = (state.log_end, state.last_ts);
+            v.history.clone_from(&state.epoch_history);
+        });
+    }
+
+    /// Records a follower's durable log end; `target` is the master's log end when
+    /// the records were read (reaching it means the follower caught up).
+    pub fn acknowledged(&self, follower: NodeId, end: Seq, ts: Timestamp, target: Seq) {
+        if end >= target {
+            self.caught_up
+                .lock()
+                .insert(follower, std::time::Instant::now());
+        }
+        self.view.send_if_modified(|v| {
+            let old = v.acks.followers.insert(follower, (end, ts));
+            old != Some((end, ts))
+        });
+    }
+
+    /// Sets the members whose acks `all` waits for.
+    fn set_in_sync(&self, in_sync: Vec<NodeId>) {
+        self.view.send_if_modified(|v| {
+            let changed = v.acks.in_sync != in_sync;
+            v.acks.in_sync = in_sync;
+            changed
+        });
+    }
+
+    fn depose(&self) {
+        self.view.send_modify(|v| v.deposed = true);
+    }
+
+    /// Whether this node stopped mastering the tablet.
+    pub fn deposed(&self) -> bool {
+        self.view.borrow().deposed
+    }
+}
+
+/// The tablets this node masters, shared by the writer and the readers.
+pub(crate) type Leads = Arc<parking_lot::RwLock<HashMap<TabletId, Arc<Lead>>>>;
+
 /// The strong policy of one node.
 pub struct StrongPolicy {
     engine: Arc<dyn TabletEngine>,
     clock: Arc<HybridClock>,
     closed: Arc<AtomicU64>,
-    progress: Arc<parking_lot::RwLock<std::collections::HashMap<TabletId, TabletProgress>>>,
+    leads: Leads,
+    config: Config,
     tx: mpsc::Sender<writer::Command>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -190,13 +381,13 @@ impl StrongPolicy {
         config.validate()?;
         let (tx, rx) = mpsc::channel(config.write_queue_depth);
         let closed = Arc::new(AtomicU64::new(0));
-        let progress = Arc::new(parking_lot::RwLock::new(Default::default()));
+        let leads: Leads = Arc::default();
         let w = writer::Writer::new(
             engine.clone(),
             clock.clone(),
             closed.clone(),
-            progress.clone(),
-            config,
+            leads.clone(),
+            config.clone(),
         );
         let thread = std::thread::Builder::new()
             .name("strong-writer".into())
@@ -206,10 +397,16 @@ impl StrongPolicy {
             engine,
             clock,
             closed,
-            progress,
+            leads,
+            config,
             tx,
             thread: parking_lot::Mutex::new(Some(thread)),
         })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     async fn call<T>(
@@ -229,6 +426,29 @@ impl StrongPolicy {
             .await
     }
 
+    /// Serves a tablet as a follower of the descriptor's master (stepping down if this
+    /// node mastered it in an older epoch).
+    pub async fn follow_tablet(&self, tablet: &TabletDesc) -> Result<()> {
+        let tablet = tablet.clone();
+        self.call(|reply| writer::Command::Follow { tablet, reply })
+            .await
+    }
+
+    /// Appends a master's records to this replica; returns the durable log end and
+    /// the timestamp of its record.
+    pub async fn replicate(&self, req: Replicate) -> Result<(Seq, Timestamp)> {
+        self.call(|reply| writer::Command::Replicate { req, reply })
+            .await
+    }
+
+    /// Epoch of the last record and log end of this node's replica of `tablet`.
+    pub fn replica_position(&self, tablet: TabletId) -> Result<Option<(Epoch, Seq)>> {
+        Ok(self
+            .engine
+            .tablet_state(tablet)?
+            .map(|s| (s.last_epoch().unwrap_or(Epoch(0)), s.log_end)))
+    }
+
     /// Stops serving the tablets of a dropped table and deletes their data.
     pub async fn drop_table(&self, table: TableId, tablets: Vec<TabletId>) -> Result<()> {
         self.call(|reply| writer::Command::Drop {
@@ -239,43 +459,193 @@ impl StrongPolicy {
         .await
     }
 
-    /// Orders, applies and durably writes one command on `tablet`.
-    pub async fn write(&self, tablet: &TabletDesc, op: WriteOp) -> Result<Outcome> {
-        let (table, tablet) = (tablet.table, tablet.id);
-        self.call(|reply| writer::Command::Write {
-            table,
-            tablet,
-            op,
-            reply,
+    /// Oplog records of `tablet` from `from` on: at most `limit`, and about `max_bytes`.
+    pub async fn read_oplog(
+        &self,
+        tablet: TabletId,
+        from: Seq,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<datalayer_store::OplogRecord>> {
+        self.blocking(move |e| {
+            let mut records = e.read_oplog(tablet, from, limit)?;
+            let mut bytes = 0usize;
+            let keep = records
+                .iter()
+                .position(|r| {
+                    bytes += record_size(r);
+                    bytes > max_bytes
+                })
+                .map_or(records.len(), |i| i.max(1));
+            records.truncate(keep);
+            Ok(records)
         })
         .await
     }
 
-    /// The timestamp a read asked for (`None` = latest), checked against the table's
-    /// garbage-collection horizon and made safe to read at.
-    async fn read_ts(&self, table: &TableDesc, at: Option<Timestamp>) -> Result<Timestamp> {
-        let Some(at) = at else {
-            return Ok(Timestamp(self.closed.load(Ordering::Acquire)));
-        };
-        let horizon = gc_horizon(table, self.clock.peek());
-        if at <= horizon {
-            return Err(Error::TimestampCollected {
-                table: table.name.clone(),
-                requested: at.0,
-                horizon: horizon.0,
-            });
-        }
-        if at > self.clock.peek() {
+    /// The tablet's lead, if this node masters it.
+    pub fn lead(&self, tablet: TabletId) -> Option<Arc<Lead>> {
+        self.leads.read().get(&tablet).cloned()
+    }
+
+    /// Every tablet this node masters.
+    pub fn leads(&self) -> Vec<Arc<Lead>> {
+        self.leads.read().values().cloned().collect()
+    }
+
+    /// Orders, applies and durably writes one command on `tablet`, then waits until
+    /// `acks` replicas hold it. When they do not in time the answer is
+    /// [`Error::Ambiguous`] with the write's position.
+    pub async fn write(&self, tablet: &TabletDesc, op: WriteOp, acks: Acks) -> Result<Outcome> {
+        if let Acks::Count(n) = acks
+            && (n == 0 || n as usize > tablet.replicas.len().max(1))
+        {
             return Err(Error::invalid(
-                "at_timestamp",
-                format!("timestamp {at} is in the future"),
+                "acks",
+                format!(
+                    "acks {n} must be between 1 and the tablet's {} replicas",
+                    tablet.replicas.len()
+                ),
             ));
         }
-        if at.0 > self.closed.load(Ordering::Acquire) {
-            // Writes below `at` may still be in flight: wait until the writer closes it.
-            self.call(|reply| writer::Command::Close { reply }).await?;
+        let lead = self.lead(tablet.id);
+        let (table, id) = (tablet.table, tablet.id);
+        let outcome = self
+            .call(|reply| writer::Command::Write {
+                table,
+                tablet: id,
+                op,
+                reply,
+            })
+            .await?;
+        let (Some(position), Some(lead)) = (outcome.position, lead) else {
+            return Ok(outcome);
+        };
+        if acks == Acks::One {
+            return Ok(outcome);
         }
-        Ok(at)
+        let mut rx = lead.subscribe();
+        let waited = tokio::time::timeout(
+            Duration::from_millis(self.config.ack_timeout_ms),
+            rx.wait_for(|v| v.deposed || v.acks.satisfied(position.seq, acks)),
+        )
+        .await;
+        let ambiguous = |reason: &str| Error::Ambiguous {
+            tablet: position.tablet,
+            epoch: position.epoch,
+            seq: position.seq,
+            acks,
+            reason: reason.to_string(),
+        };
+        match waited {
+            Ok(Ok(v)) if !v.deposed => Ok(outcome),
+            Ok(_) => Err(ambiguous("the master stepped down")),
+            Err(_) => Err(ambiguous("timed out waiting for acks")),
+        }
+    }
+
+    /// Whether the write at `(epoch, seq)` of `tablet` committed, is pending or was
+    /// lost. Asked of the tablet's master.
+    pub async fn write_status(
+        &self,
+        tablet: TabletId,
+        epoch: Epoch,
+        seq: Seq,
+    ) -> Result<WriteState> {
+        let lead = self
+            .lead(tablet)
+            .ok_or_else(|| Error::Unavailable(format!("{tablet} is not mastered by this node")))?;
+        let view = lead.view();
+        let state = datalayer_store::TabletState {
+            epoch_history: view.history.clone(),
+            log_end: view.acks.master_end.0,
+            ..Default::default()
+        };
+        if state.epoch_at(seq) != Some(epoch) {
+            // The master's log holds another epoch's record there, or none yet: the
+            // write was cut, unless its epoch is still current and it is not durable
+            // yet (only possible within the ack timeout).
+            if epoch == lead.epoch && seq > state.log_end {
+                return Ok(WriteState::Pending);
+            }
+            return Ok(WriteState::Lost);
+        }
+        if view.acks.high_watermark().0 >= seq || lead.alone() {
+            Ok(WriteState::Committed)
+        } else {
+            Ok(WriteState::Pending)
+        }
+    }
+
+    /// The timestamp a read asked for (`None` = newest the level allows), checked
+    /// against the table's garbage-collection horizon and made safe to read at.
+    async fn read_ts(
+        &self,
+        table: &TableDesc,
+        tablet: TabletId,
+        at: Option<Timestamp>,
+        level: ReadLevel,
+    ) -> Result<Timestamp> {
+        if let Some(at) = at {
+            let horizon = gc_horizon(table, self.clock.peek());
+            if at <= horizon {
+                return Err(Error::TimestampCollected {
+                    table: table.name.clone(),
+                    requested: at.0,
+                    horizon: horizon.0,
+                });
+            }
+            if at > self.clock.peek() {
+                return Err(Error::invalid(
+                    "at_timestamp",
+                    format!("timestamp {at} is in the future"),
+                ));
+            }
+            if at.0 > self.closed.load(Ordering::Acquire) {
+                // Writes below `at` may still be in flight: wait until the writer closes it.
+                self.call(|reply| writer::Command::Close { reply }).await?;
+            }
+        }
+        let closed = Timestamp(self.closed.load(Ordering::Acquire));
+        let Some(lead) = self.lead(tablet) else {
+            return Err(Error::Unavailable(format!(
+                "{tablet} is not mastered by this node"
+            )));
+        };
+        if level == ReadLevel::Latest {
+            return Ok(at.unwrap_or(closed));
+        }
+        let committed = |v: &AckView| -> Option<Timestamp> {
+            let (hw, hw_ts) = v.acks.high_watermark();
+            if hw < v.epoch_first {
+                None // the epoch's no-op is not committed: older commits may be unknown
+            } else if hw >= v.acks.master_end.0 {
+                Some(closed)
+            } else {
+                Some(hw_ts)
+            }
+        };
+        let wanted = at.unwrap_or(Timestamp(0));
+        let mut rx = lead.subscribe();
+        let view = tokio::time::timeout(
+            Duration::from_millis(self.config.ack_timeout_ms),
+            rx.wait_for(|v| v.deposed || committed(v).is_some_and(|ts| ts >= wanted)),
+        )
+        .await
+        .map_err(|_| {
+            Error::Unavailable(format!(
+                "{tablet}: the in-sync replicas have not acknowledged enough to read committed data"
+            ))
+        })?
+        .map_err(|_| stopped())?
+        .clone();
+        if view.deposed {
+            return Err(Error::Unavailable(format!(
+                "{tablet} is no longer mastered by this node"
+            )));
+        }
+        let ts = committed(&view).unwrap_or(closed);
+        Ok(at.unwrap_or(ts))
     }
 
     async fn blocking<T: Send + 'static>(
@@ -289,15 +659,17 @@ impl StrongPolicy {
             .map_err(Error::from)
     }
 
-    /// The values of `keys` (in order) as of `at` (`None` = latest), and the
-    /// timestamp read at.
+    /// The values of `keys` (in order, all in `tablet`) as of `at` (`None` = the
+    /// newest `level` allows), and the timestamp read at.
     pub async fn get(
         &self,
         table: &TableDesc,
+        tablet: TabletId,
         keys: Vec<Vec<u8>>,
         at: Option<Timestamp>,
+        level: ReadLevel,
     ) -> Result<(Vec<Option<Versioned>>, Timestamp)> {
-        let ts = self.read_ts(table, at).await?;
+        let ts = self.read_ts(table, tablet, at, level).await?;
         let id = table.id;
         if keys.len() == 1 {
             // One point read is a memtable or block-cache lookup in the common case:
@@ -311,16 +683,19 @@ impl StrongPolicy {
         Ok((values, ts))
     }
 
-    /// One page of live rows of `range`.
+    /// One page of live rows of `range` (inside `tablet`).
+    #[allow(clippy::too_many_arguments)]
     pub async fn scan(
         &self,
         table: &TableDesc,
+        tablet: TabletId,
         range: KeyRange,
         limit: usize,
         reverse: bool,
         at: Option<Timestamp>,
+        level: ReadLevel,
     ) -> Result<ScanPage> {
-        let ts = self.read_ts(table, at).await?;
+        let ts = self.read_ts(table, tablet, at, level).await?;
         let req = ScanRequest {
             table: table.id,
             range,
@@ -354,14 +729,25 @@ impl StrongPolicy {
         Ok((removed, horizon))
     }
 
-    /// Whether this node serves the tablet as its master.
+    /// Whether this node masters the tablet now.
     pub fn serves(&self, tablet: TabletId) -> bool {
-        self.progress.read().contains_key(&tablet)
+        self.leads.read().contains_key(&tablet)
     }
 
-    /// Log end and high watermark of a served tablet.
+    /// Log end and high watermark of a tablet this node masters.
     pub fn progress(&self, tablet: TabletId) -> Option<TabletProgress> {
-        self.progress.read().get(&tablet).copied()
+        let lead = self.lead(tablet)?;
+        let v = lead.view();
+        let log_end = v.acks.master_end.0;
+        let high_watermark = if lead.alone() {
+            log_end
+        } else {
+            v.acks.high_watermark().0
+        };
+        Some(TabletProgress {
+            log_end,
+            high_watermark,
+        })
     }
 
     /// The node's clock now.
@@ -371,6 +757,9 @@ impl StrongPolicy {
 
     /// Stops the writer after the commands already queued, and waits for it.
     pub async fn stop(&self) {
+        for lead in self.leads() {
+            lead.depose();
+        }
         let _ = self.call(|reply| writer::Command::Stop { reply }).await;
         let thread = self.thread.lock().take();
         if let Some(thread) = thread {
@@ -387,6 +776,22 @@ pub fn resume_key(last: &[u8], reverse: bool) -> Vec<u8> {
         next.push(0);
     }
     next
+}
+
+/// Roughly how many bytes a record takes on the wire.
+fn record_size(r: &datalayer_store::OplogRecord) -> usize {
+    match &r.body {
+        datalayer_store::RecordBody::Noop => 32,
+        datalayer_store::RecordBody::Write(ms) => {
+            32 + ms
+                .iter()
+                .map(|m| match m {
+                    Mutation::Put { key, value } => key.len() + value.len() + 8,
+                    Mutation::Delete { key } => key.len() + 8,
+                })
+                .sum::<usize>()
+        }
+    }
 }
 
 /// Versions at or below this are no longer guaranteed to exist.

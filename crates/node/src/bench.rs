@@ -562,6 +562,7 @@ async fn cluster_bench(
                     c.write(pb::WriteRequest {
                         table: "fwd".into(),
                         mutations: vec![datalayer_client::put(&key(client, i), &v)],
+                        ..Default::default()
                     })
                     .await?;
                     Ok(1)
@@ -588,6 +589,7 @@ async fn cluster_bench(
                         table: "fwd".into(),
                         key: key(client, i % 1000),
                         at_timestamp: 0,
+                        ..Default::default()
                     })
                     .await?;
                     Ok(1)

@@ -24,6 +24,14 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Acks of writes: 1 (the master), N (replicas), or all (the in-sync set).
+    /// Default: the table's (all unless it says otherwise).
+    #[arg(long, global = true)]
+    acks: Option<String>,
+    /// What reads see: committed (default) or latest (the master's newest, including
+    /// writes not yet on the in-sync set).
+    #[arg(long, global = true, default_value = "committed")]
+    consistency: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -98,6 +106,14 @@ enum Command {
         #[arg(default_value_t = 1, allow_negative_numbers = true)]
         delta: i64,
     },
+    /// Whether the write at a position (printed by an ambiguous write) committed,
+    /// is pending, or was lost (exit 1 when lost).
+    WriteStatus {
+        table: String,
+        tablet: u64,
+        epoch: u64,
+        seq: u64,
+    },
     /// The node's status and limits.
     Status,
     /// Manage the cluster's nodes.
@@ -135,6 +151,10 @@ struct StartArgs {
     /// Seconds a metadata voter may stay unreachable before a learner replaces it.
     #[arg(long)]
     dead_voter_secs: Option<u64>,
+    /// Milliseconds a tablet master may stay unreachable before another in-sync
+    /// replica is appointed (default 1500).
+    #[arg(long)]
+    master_failover_ms: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +180,9 @@ enum TableCmd {
         /// Succeed when the table exists already.
         #[arg(long)]
         if_not_exists: bool,
+        /// Default acks of the table's writes: 1, N or all (default all).
+        #[arg(long = "default-acks")]
+        default_acks: Option<String>,
     },
     /// List tables.
     List,
@@ -208,7 +231,19 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => crate::bench::run(&cli.addr, args, json)
                 .await
                 .map(|()| Done::Ok),
-            command => client_command(&cli.addr, json, command).await,
+            command => {
+                let opts = ClientOpts {
+                    acks: cli.acks.as_deref().map(parse_acks).transpose()?,
+                    consistency: match cli.consistency.as_str() {
+                        "committed" => pb::ReadConsistency::Committed,
+                        "latest" => pb::ReadConsistency::Latest,
+                        other => {
+                            anyhow::bail!("unknown consistency {other:?}: use committed or latest")
+                        }
+                    },
+                };
+                client_command(&cli.addr, json, opts, command).await
+            }
         }
     });
     match result {
@@ -217,7 +252,8 @@ pub fn main() -> ExitCode {
         Err(e) => {
             if json {
                 let detail = e.downcast_ref::<ClientError>().map(|c| {
-                    json!({"kind": c.kind.as_str_name(), "retryable": c.retryable, "field": c.field})
+                    json!({"kind": c.kind.as_str_name(), "retryable": c.retryable, "field": c.field,
+                        "position": c.position.map(|p| json!({"tablet": p.tablet_id, "epoch": p.epoch, "seq": p.seq}))})
                 });
                 println!("{}", json!({"error": format!("{e:#}"), "detail": detail}));
             }
@@ -259,6 +295,9 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.dead_voter_secs {
         config.dead_voter_secs = v;
+    }
+    if let Some(v) = args.master_failover_ms {
+        config.master_failover_ms = v;
     }
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
@@ -335,7 +374,9 @@ fn table_json(t: &pb::TableInfo) -> serde_json::Value {
             "master_epoch": tb.master_epoch,
             "log_end": tb.log_end,
             "high_watermark": tb.high_watermark,
+            "in_sync": tb.in_sync,
         })).collect::<Vec<_>>(),
+        "default_acks": t.default_acks,
     })
 }
 
@@ -351,10 +392,34 @@ fn print_table(t: &pb::TableInfo) {
     );
 }
 
-async fn client_command(addr: &str, json_out: bool, command: Command) -> anyhow::Result<Done> {
+/// Settings every client command shares.
+struct ClientOpts {
+    acks: Option<pb::Acks>,
+    consistency: pb::ReadConsistency,
+}
+
+/// `1`, `N` or `all`.
+fn parse_acks(s: &str) -> anyhow::Result<pb::Acks> {
+    match s {
+        "all" => Ok(datalayer_client::acks_all()),
+        n => match n.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(datalayer_client::acks_count(n)),
+            _ => anyhow::bail!("acks must be 1, a number of replicas, or all (got {s:?})"),
+        },
+    }
+}
+
+async fn client_command(
+    addr: &str,
+    json_out: bool,
+    opts: ClientOpts,
+    command: Command,
+) -> anyhow::Result<Done> {
     let mut c = Client::connect(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach a node at {addr}: {e}"))?;
+    c.set_acks(opts.acks);
+    c.set_consistency(opts.consistency);
     let print = |v: serde_json::Value| println!("{v}");
     match command {
         Command::Start(_) | Command::Bench(_) => unreachable!("handled before connecting"),
@@ -364,6 +429,7 @@ async fn client_command(addr: &str, json_out: bool, command: Command) -> anyhow:
             replication_factor,
             policy,
             if_not_exists,
+            default_acks,
         }) => {
             let policy = match policy.as_str() {
                 "strong" => pb::Policy::Strong,
@@ -379,6 +445,7 @@ async fn client_command(addr: &str, json_out: bool, command: Command) -> anyhow:
                 replication_factor,
                 version_retention_secs: retention_secs,
                 if_not_exists,
+                default_acks: default_acks.as_deref().map(parse_acks).transpose()?,
             };
             let (t, created) = c.create_table(&name, opts).await?;
             if json_out {
@@ -405,7 +472,7 @@ async fn client_command(addr: &str, json_out: bool, command: Command) -> anyhow:
                 print_table(&t);
                 for tb in &t.tablets {
                     println!(
-                        "  tablet {} [{:?}, {:?}) generation={} master={} epoch={} replicas={:?} log_end={} hw={}",
+                        "  tablet {} [{:?}, {:?}) generation={} master={} epoch={} replicas={:?} in_sync={:?} log_end={} hw={}",
                         tb.id,
                         text(&tb.start),
                         text(&tb.end),
@@ -413,6 +480,7 @@ async fn client_command(addr: &str, json_out: bool, command: Command) -> anyhow:
                         tb.master,
                         tb.master_epoch,
                         tb.replicas,
+                        tb.in_sync,
                         tb.log_end,
                         tb.high_watermark
                     );
@@ -534,6 +602,33 @@ async fn client_command(addr: &str, json_out: bool, command: Command) -> anyhow:
                 print(json!({"value": v}));
             } else {
                 println!("{v}");
+            }
+        }
+        Command::WriteStatus {
+            table,
+            tablet,
+            epoch,
+            seq,
+        } => {
+            let position = pb::WritePosition {
+                tablet_id: tablet,
+                epoch,
+                seq,
+            };
+            let state = c.write_status(&table, position).await?;
+            let name = match state {
+                pb::WriteState::Committed => "committed",
+                pb::WriteState::Pending => "pending",
+                pb::WriteState::Lost => "lost",
+                pb::WriteState::Unspecified => "unknown",
+            };
+            if json_out {
+                print(json!({"state": name}));
+            } else {
+                println!("{name}");
+            }
+            if state == pb::WriteState::Lost {
+                return Ok(Done::NotFound);
             }
         }
         Command::Status => {

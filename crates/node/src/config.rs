@@ -29,6 +29,9 @@ pub struct Config {
     /// Seconds a metadata voter may stay unreachable before a live learner takes its
     /// place. Default 10.
     pub dead_voter_secs: u64,
+    /// Milliseconds a tablet master may stay unreachable before the metadata leader
+    /// appoints another in-sync replica. Default 1500.
+    pub master_failover_ms: u64,
     /// Request limits.
     pub limits: Limits,
     /// The RocksDB instance.
@@ -48,6 +51,7 @@ impl Default for Config {
             advertise_addr: None,
             meta_voters: 3,
             dead_voter_secs: 10,
+            master_failover_ms: 1500,
             limits: Limits::default(),
             store: Default::default(),
             strong: Default::default(),
@@ -75,6 +79,9 @@ impl Config {
         }
         if self.dead_voter_secs == 0 {
             anyhow::bail!("dead_voter_secs must be at least 1");
+        }
+        if self.master_failover_ms < 300 {
+            anyhow::bail!("master_failover_ms must be at least 300");
         }
         if self.gc_interval_secs == 0 {
             anyhow::bail!("gc_interval_secs must be at least 1");

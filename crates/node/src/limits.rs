@@ -239,6 +239,7 @@ mod tests {
         pb::WriteRequest {
             table: "t".into(),
             mutations,
+            ..Default::default()
         }
     }
 

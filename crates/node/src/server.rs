@@ -6,6 +6,7 @@ use crate::http;
 use crate::metrics::Metrics;
 use crate::service::admin::{AdminService, NodeInfo};
 use crate::service::kv::KvService;
+use crate::service::replication::ReplicationService;
 use anyhow::Context;
 use datalayer_api::v1 as pb;
 use datalayer_cluster::meta::network::RaftService;
@@ -100,6 +101,7 @@ pub async fn run(
         bootstrap,
         config.meta_voters,
         Duration::from_secs(config.dead_voter_secs),
+        Duration::from_millis(config.master_failover_ms),
     )
     .await?;
     let clock = Arc::new(HybridClock::new());
@@ -154,6 +156,13 @@ pub async fn run(
         .add_service(pb::raft_server::RaftServer::new(RaftService::new(
             catalog.clone(),
         )))
+        .add_service(
+            pb::replication_server::ReplicationServer::new(ReplicationService {
+                router: router.clone(),
+            })
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20),
+        )
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

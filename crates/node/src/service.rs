@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod kv;
+pub mod replication;
 
 use crate::metrics::Metrics;
 use std::future::Future;

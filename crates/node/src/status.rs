@@ -22,6 +22,9 @@ pub fn to_status(err: &Error) -> Status {
         ErrorKind::Corruption => (Code::DataLoss, pb::ErrorKind::Corruption),
         ErrorKind::Internal => (Code::Internal, pb::ErrorKind::Internal),
         ErrorKind::NotMaster => (Code::FailedPrecondition, pb::ErrorKind::NotMaster),
+        // gRPC's own code for "may or may not have happened".
+        ErrorKind::Ambiguous => (Code::DeadlineExceeded, pb::ErrorKind::Ambiguous),
+        ErrorKind::StaleEpoch => (Code::Aborted, pb::ErrorKind::StaleEpoch),
     };
     if matches!(err.kind(), ErrorKind::Internal | ErrorKind::Corruption) {
         tracing::error!(error = %err, "request failed");
@@ -32,6 +35,16 @@ pub fn to_status(err: &Error) -> Status {
         message: err.to_string(),
         field: err.field().unwrap_or_default().to_string(),
         hint: err.hint().unwrap_or_default().to_string(),
+        position: match err {
+            Error::Ambiguous {
+                tablet, epoch, seq, ..
+            } => Some(pb::WritePosition {
+                tablet_id: tablet.0,
+                epoch: epoch.0,
+                seq: seq.0,
+            }),
+            _ => None,
+        },
     };
     Status::with_details(code, err.to_string(), detail.encode_to_vec().into())
 }

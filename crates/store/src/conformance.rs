@@ -12,7 +12,7 @@ type Check<E> = (&'static str, fn(&E));
 /// Runs every check, each on a fresh engine from `make`. The second value `make`
 /// returns is kept alive while the engine is used (a temporary directory, say).
 pub fn run_all<E: TabletEngine, G>(make: impl Fn() -> (E, G)) {
-    let checks: [Check<E>; 9] = [
+    let checks: [Check<E>; 10] = [
         ("get_latest_and_at_timestamp", get_latest_and_at_timestamp),
         (
             "tombstone_hides_older_versions",
@@ -29,6 +29,10 @@ pub fn run_all<E: TabletEngine, G>(make: impl Fn() -> (E, G)) {
             out_of_order_append_writes_nothing,
         ),
         ("oplog_read_and_trim", oplog_read_and_trim),
+        (
+            "truncate_removes_exactly_the_cut_records",
+            truncate_removes_exactly_the_cut_records,
+        ),
         (
             "garbage_collection_keeps_visible_versions",
             garbage_collection_keeps_visible_versions,
@@ -343,6 +347,60 @@ fn oplog_read_and_trim<E: TabletEngine>(engine: &E) {
     );
     let stats = engine.stats();
     assert_eq!((stats.group_commits, stats.records_appended), (2, 5));
+}
+
+fn truncate_removes_exactly_the_cut_records<E: TabletEngine>(engine: &E) {
+    let (t, tab) = (TableId(1), TabletId(1));
+    // seq 1: a=1 (ts 10), 2: b=2 (ts 20), 3: a=3 (ts 30), 4: c=4 (ts 40)
+    let kvs: Vec<(&[u8], &[u8])> = vec![(b"a", b"1"), (b"b", b"2"), (b"a", b"3"), (b"c", b"4")];
+    append_puts(engine, t, tab, &kvs, 1);
+    append_puts(engine, TableId(2), TabletId(2), &[(b"a", b"other")], 1);
+    let state = engine.tablet_state(tab).expect("state").expect("exists");
+    let cut = state.truncated(Seq(2), Timestamp(20));
+    assert_eq!(cut.log_end, Seq(2));
+    assert_eq!(cut.epoch_history, vec![(Epoch(1), Seq(1))]);
+    let removed = engine.truncate(t, tab, Seq(2), &cut).expect("truncate");
+    assert_eq!(removed, 2);
+    assert_eq!(value_at(engine, t, b"a", u64::MAX), Some(b"1".to_vec()));
+    assert_eq!(value_at(engine, t, b"b", u64::MAX), Some(b"2".to_vec()));
+    assert_eq!(value_at(engine, t, b"c", u64::MAX), None);
+    assert_eq!(engine.tablet_state(tab).expect("state"), Some(cut.clone()));
+    let left = engine.read_oplog(tab, Seq(0), 100).expect("read");
+    assert_eq!(left.iter().map(|r| r.seq.0).collect::<Vec<_>>(), vec![1, 2]);
+    // The log continues right after the cut, in a new epoch.
+    let mut state = cut;
+    let record = OplogRecord {
+        epoch: Epoch(2),
+        seq: Seq(3),
+        ts: Timestamp(50),
+        body: RecordBody::Write(vec![Mutation::Put {
+            key: b"a".to_vec(),
+            value: b"5".to_vec(),
+        }]),
+    };
+    state.advance(&record);
+    engine
+        .append(&[TabletAppend {
+            table: t,
+            tablet: tab,
+            records: vec![record],
+            state,
+        }])
+        .expect("append after truncate");
+    assert_eq!(value_at(engine, t, b"a", u64::MAX), Some(b"5".to_vec()));
+    assert_eq!(value_at(engine, t, b"a", 30), Some(b"1".to_vec()));
+    assert_eq!(
+        engine
+            .read_oplog(TabletId(2), Seq(0), 10)
+            .expect("read")
+            .len(),
+        1,
+        "other tablets keep their logs"
+    );
+    assert_eq!(
+        value_at(engine, TableId(2), b"a", u64::MAX),
+        Some(b"other".to_vec())
+    );
 }
 
 fn garbage_collection_keeps_visible_versions<E: TabletEngine>(engine: &E) {

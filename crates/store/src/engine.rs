@@ -85,6 +85,17 @@ pub trait TabletEngine: Send + Sync + 'static {
     /// Oplog records of a tablet from seq `from` on, at most `limit`.
     fn read_oplog(&self, tablet: TabletId, from: Seq, limit: usize) -> Result<Vec<OplogRecord>>;
 
+    /// Cuts a tablet's log after seq `after`: removes the later records and exactly
+    /// the versions they wrote, and stores `state`, atomically and durably. Used when a
+    /// follower's divergent suffix is cut at failover. Returns how many records went.
+    fn truncate(
+        &self,
+        table: TableId,
+        tablet: TabletId,
+        after: Seq,
+        state: &TabletState,
+    ) -> Result<u64>;
+
     /// Drops oplog records below `below` (they stay applied in the data).
     fn trim_oplog(&self, tablet: TabletId, below: Seq) -> Result<()>;
 

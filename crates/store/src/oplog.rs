@@ -75,6 +75,30 @@ impl TabletState {
         self.epoch_history.last().map(|(e, _)| *e)
     }
 
+    /// The epoch of the record at `seq`, when the log holds it (or held it before
+    /// trimming).
+    pub fn epoch_at(&self, seq: Seq) -> Option<Epoch> {
+        if seq.0 == 0 || seq > self.log_end {
+            return None;
+        }
+        self.epoch_history
+            .iter()
+            .rev()
+            .find(|(_, first)| *first <= seq)
+            .map(|(e, _)| *e)
+    }
+
+    /// The state after cutting the log after `after`, whose record has timestamp
+    /// `last_ts` (the clock restarts above the records that remain).
+    pub fn truncated(&self, after: Seq, last_ts: Timestamp) -> TabletState {
+        let mut state = self.clone();
+        state.epoch_history.retain(|(_, first)| *first <= after);
+        state.log_end = state.log_end.min(after);
+        state.high_watermark = state.high_watermark.min(after);
+        state.last_ts = last_ts;
+        state
+    }
+
     /// Advances the state over `record`, which must be the next in the log.
     pub fn advance(&mut self, record: &OplogRecord) {
         debug_assert_eq!(record.seq, self.log_end.next(), "records are dense");

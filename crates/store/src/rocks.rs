@@ -351,6 +351,39 @@ impl TabletEngine for RocksTabletEngine {
         Ok(out)
     }
 
+    fn truncate(
+        &self,
+        table: TableId,
+        tablet: TabletId,
+        after: Seq,
+        state: &TabletState,
+    ) -> Result<u64> {
+        let (data, oplog, tablet_cf) = (self.cf(CF_DATA), self.cf(CF_OPLOG), self.cf(CF_TABLET));
+        let mut batch = WriteBatch::default();
+        let mut removed = 0u64;
+        let mut next = after.next();
+        loop {
+            let records = self.read_oplog(tablet, next, 1024)?;
+            let Some(last) = records.last() else {
+                break;
+            };
+            next = last.seq.next();
+            for record in &records {
+                if let RecordBody::Write(mutations) = &record.body {
+                    for m in mutations {
+                        batch.delete_cf(&data, codec::version_key(table, m.key(), record.ts));
+                    }
+                }
+                batch.delete_cf(&oplog, codec::oplog_key(tablet, record.seq));
+                removed += 1;
+            }
+        }
+        let encoded = postcard::to_allocvec(state).map_err(|e| Error::corruption(e.to_string()))?;
+        batch.put_cf(&tablet_cf, codec::tablet_state_key(tablet), encoded);
+        self.db.write_opt(batch, &Self::synced())?;
+        Ok(removed)
+    }
+
     fn trim_oplog(&self, tablet: TabletId, below: Seq) -> Result<()> {
         self.db.delete_range_cf(
             &self.cf(CF_OPLOG),

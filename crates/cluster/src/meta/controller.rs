@@ -2,12 +2,16 @@
 //! a learner of the group, learners that caught up are promoted until the group has
 //! its target number of voters, and a voter that stays unreachable past the
 //! configured timeout is replaced by a live, caught-up learner (it stays a learner and
-//! can be promoted again later). Liveness comes from pings. Runs on every node, acts
-//! only on the leader.
+//! can be promoted again later). Liveness comes from pings. Tablet masters silent past
+//! the failover timeout are replaced ([`failover`]). Runs on every node, acts only on
+//! the leader.
 
 use super::raft_catalog::RaftCatalog;
+use crate::catalog::TabletDesc;
+use crate::strong::protocol::{ReplicaPosition, choose_master};
+use datalayer_store::{NodeId, TabletId};
 use openraft::{BasicNode, ChangeMembers};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
@@ -69,6 +73,7 @@ async fn step(catalog: &RaftCatalog, last_seen: &mut HashMap<u64, Instant>) -> R
     for id in &live {
         last_seen.insert(*id, now);
     }
+    failover(catalog, &live, last_seen, now).await;
     let membership = m.membership_config.membership().clone();
     for node in catalog.state().nodes.values() {
         let known = membership.get_node(&node.id.0);
@@ -150,4 +155,72 @@ async fn step(catalog: &RaftCatalog, last_seen: &mut HashMap<u64, Instant>) -> R
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Appoints a new master for every tablet whose master has been silent past the
+/// failover timeout: the live in-sync replica with the highest `(last epoch, log end)`
+/// (DESIGN §6), in the next epoch. A tablet with no live in-sync replica waits for one.
+async fn failover(
+    catalog: &RaftCatalog,
+    live: &BTreeSet<u64>,
+    last_seen: &mut HashMap<u64, Instant>,
+    now: Instant,
+) {
+    let state = catalog.state();
+    let timeout = catalog.failover_timeout();
+    let dead = |n: u64, last_seen: &mut HashMap<u64, Instant>| {
+        !live.contains(&n) && now.duration_since(*last_seen.entry(n).or_insert(now)) > timeout
+    };
+    let orphans: Vec<TabletDesc> = state
+        .tables
+        .values()
+        .flat_map(|t| t.tablets.iter())
+        .filter(|tb| dead(tb.master.0, last_seen))
+        .cloned()
+        .collect();
+    if orphans.is_empty() {
+        return;
+    }
+    // Ask each live candidate once for all the tablets it may take.
+    let mut asks: BTreeMap<NodeId, Vec<TabletId>> = BTreeMap::new();
+    for tb in &orphans {
+        for r in tb
+            .in_sync
+            .iter()
+            .filter(|r| **r != tb.master && live.contains(&r.0))
+        {
+            asks.entry(*r).or_default().push(tb.id);
+        }
+    }
+    let mut positions: HashMap<TabletId, Vec<ReplicaPosition>> = HashMap::new();
+    for (node, tablets) in asks {
+        let Some(addr) = state.nodes.get(&node).map(|n| n.grpc_addr.clone()) else {
+            continue;
+        };
+        match crate::replicator::replica_status(&addr, &tablets).await {
+            Ok(answers) => {
+                for (tablet, last_epoch, log_end) in answers {
+                    positions.entry(tablet).or_default().push(ReplicaPosition {
+                        node,
+                        last_epoch,
+                        log_end,
+                    });
+                }
+            }
+            Err(e) => tracing::debug!(%node, error = %e, "replica status failed"),
+        }
+    }
+    for tb in orphans {
+        let candidates = positions.remove(&tb.id).unwrap_or_default();
+        let Some(next) = choose_master(&candidates) else {
+            tracing::warn!(tablet = %tb.id, master = %tb.master, in_sync = ?tb.in_sync,
+                "master is dead and no in-sync replica is live: the tablet waits");
+            continue;
+        };
+        tracing::warn!(tablet = %tb.id, dead = %tb.master, new = %next, epoch = tb.master_epoch.0 + 1,
+            "master is dead: appointing the most advanced in-sync replica");
+        if let Err(e) = catalog.appoint_master(tb.id, tb.master_epoch, next).await {
+            tracing::warn!(tablet = %tb.id, error = %e, "failover proposal failed");
+        }
+    }
 }

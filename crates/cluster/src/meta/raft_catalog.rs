@@ -9,7 +9,7 @@ use super::state::{MetaCommand, MetaError, MetaResponse, MetaState};
 use super::storage::{LogStore, StateMachine};
 use crate::catalog::{Catalog, Policy, TableDesc, TableSpec, validate_table_name};
 use crate::error::{Error, Result};
-use datalayer_store::{NodeId, TableId, TabletEngine};
+use datalayer_store::{Epoch, NodeId, TableId, TabletEngine, TabletId};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use parking_lot::RwLock;
@@ -29,6 +29,7 @@ pub struct RaftCatalog {
     state: Arc<RwLock<MetaState>>,
     voters: usize,
     dead_voter_timeout: Duration,
+    failover_timeout: Duration,
     applied: tokio::sync::watch::Receiver<u64>,
 }
 
@@ -57,6 +58,7 @@ impl RaftCatalog {
         bootstrap: bool,
         voters: usize,
         dead_voter_timeout: Duration,
+        failover_timeout: Duration,
     ) -> Result<Arc<RaftCatalog>> {
         let state = Arc::new(RwLock::new(MetaState::default()));
         let (applied_tx, applied) = tokio::sync::watch::channel(0);
@@ -88,6 +90,7 @@ impl RaftCatalog {
             state,
             voters: voters.max(1),
             dead_voter_timeout,
+            failover_timeout,
             applied,
         });
         tokio::spawn(super::controller::run(Arc::downgrade(&catalog)));
@@ -143,6 +146,11 @@ impl RaftCatalog {
     /// How long a voter may stay silent before a learner takes its place.
     pub fn dead_voter_timeout(&self) -> Duration {
         self.dead_voter_timeout
+    }
+
+    /// How long a tablet master may stay silent before the controller replaces it.
+    pub fn failover_timeout(&self) -> Duration {
+        self.failover_timeout
     }
 
     /// Voters the group aims for.
@@ -201,6 +209,42 @@ impl RaftCatalog {
             .propose(MetaCommand::RemoveNode { id: node }, true)
             .await?
         {
+            MetaResponse::Rejected(e) => Err(rejected(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Appoints `master` for `tablet` in the epoch after `expect_epoch`.
+    pub async fn appoint_master(
+        &self,
+        tablet: TabletId,
+        expect_epoch: Epoch,
+        master: NodeId,
+    ) -> Result<()> {
+        let cmd = MetaCommand::AppointMaster {
+            tablet,
+            expect_epoch,
+            master,
+        };
+        match self.propose(cmd, true).await? {
+            MetaResponse::Rejected(e) => Err(rejected(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets the in-sync set of a tablet this node masters at `expect_epoch`.
+    pub async fn set_in_sync(
+        &self,
+        tablet: TabletId,
+        expect_epoch: Epoch,
+        in_sync: Vec<NodeId>,
+    ) -> Result<()> {
+        let cmd = MetaCommand::SetInSync {
+            tablet,
+            expect_epoch,
+            in_sync,
+        };
+        match self.propose(cmd, true).await? {
             MetaResponse::Rejected(e) => Err(rejected(e)),
             _ => Ok(()),
         }
@@ -272,6 +316,7 @@ fn rejected(e: MetaError) -> Error {
         MetaError::NotFound(name) => Error::TableNotFound { name },
         MetaError::Invalid { field, message } => Error::InvalidArgument { field, message },
         MetaError::NotSupported(what) => Error::NotSupported { what },
+        MetaError::Conflict(what) => Error::Unavailable(format!("metadata changed: {what}")),
     }
 }
 
@@ -351,6 +396,7 @@ mod tests {
             policy: Policy::Strong,
             replication_factor: 0,
             version_retention_secs: 0,
+            default_acks: Default::default(),
         }
     }
 
@@ -365,6 +411,7 @@ mod tests {
             true,
             1,
             Duration::from_secs(10),
+            Duration::from_millis(1500),
         )
         .await
         .expect("single-node group starts");

@@ -43,6 +43,27 @@ pub enum MetaCommand {
     },
     /// Changes nothing; its log index tells a follower how far to catch up.
     Sync,
+    /// Failover or planned transfer: `master` (a member of the in-sync set) masters
+    /// the tablet in the next epoch, and the old master leaves the in-sync set.
+    /// Refused unless the tablet is still at `expect_epoch`.
+    AppointMaster {
+        /// The tablet.
+        tablet: TabletId,
+        /// The epoch the proposer read.
+        expect_epoch: Epoch,
+        /// The new master.
+        master: NodeId,
+    },
+    /// The master changes its tablet's in-sync set. Refused unless the tablet is still
+    /// at `expect_epoch` (a deposed master cannot change it).
+    SetInSync {
+        /// The tablet.
+        tablet: TabletId,
+        /// The epoch the proposer read (its own).
+        expect_epoch: Epoch,
+        /// The new set: the master and replicas caught up with it.
+        in_sync: Vec<NodeId>,
+    },
     /// A node announces where it listens. A node already known by `id` (or, without
     /// an id, by its gRPC address) keeps its id and gets the new addresses; a new one
     /// gets the next id.
@@ -83,6 +104,8 @@ pub enum MetaError {
     },
     /// The policy is not built yet.
     NotSupported(String),
+    /// What the proposer read has changed since (compare-and-set failed).
+    Conflict(String),
 }
 
 /// The answer to a command, as applied.
@@ -210,6 +233,73 @@ impl MetaState {
         MetaResponse::Done
     }
 
+    fn tablet_mut(&mut self, id: TabletId) -> Option<&mut TabletDesc> {
+        self.tables
+            .values_mut()
+            .find(|t| t.tablets.iter().any(|tb| tb.id == id))
+            .and_then(|t| Arc::make_mut(t).tablets.iter_mut().find(|tb| tb.id == id))
+    }
+
+    /// The tablet with that id, if its table is live.
+    pub fn tablet(&self, id: TabletId) -> Option<&TabletDesc> {
+        self.tables
+            .values()
+            .flat_map(|t| &t.tablets)
+            .find(|tb| tb.id == id)
+    }
+
+    fn appoint_master(&mut self, id: TabletId, expect: Epoch, master: NodeId) -> MetaResponse {
+        let Some(tablet) = self.tablet_mut(id) else {
+            return MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")));
+        };
+        if tablet.master_epoch != expect {
+            return MetaResponse::Rejected(MetaError::Conflict(format!(
+                "{id} is at {} now, not {expect}",
+                tablet.master_epoch
+            )));
+        }
+        if !tablet.in_sync.contains(&master) {
+            return MetaResponse::Rejected(MetaError::Invalid {
+                field: "master".into(),
+                message: format!("{master} is not in the in-sync set of {id}"),
+            });
+        }
+        let old = tablet.master;
+        if old != master {
+            tablet.in_sync.retain(|n| *n != old);
+        }
+        tablet.master = master;
+        tablet.master_epoch = Epoch(expect.0 + 1);
+        MetaResponse::Done
+    }
+
+    fn set_in_sync(&mut self, id: TabletId, expect: Epoch, in_sync: &[NodeId]) -> MetaResponse {
+        let Some(tablet) = self.tablet_mut(id) else {
+            return MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")));
+        };
+        if tablet.master_epoch != expect {
+            return MetaResponse::Rejected(MetaError::Conflict(format!(
+                "{id} is at {} now, not {expect}",
+                tablet.master_epoch
+            )));
+        }
+        if !in_sync.contains(&tablet.master) || in_sync.iter().any(|n| !tablet.replicas.contains(n))
+        {
+            return MetaResponse::Rejected(MetaError::Invalid {
+                field: "in_sync".into(),
+                message: format!(
+                    "{in_sync:?} must hold the master {} and only replicas of {id}",
+                    tablet.master
+                ),
+            });
+        }
+        let mut set = in_sync.to_vec();
+        set.sort();
+        set.dedup();
+        tablet.in_sync = set;
+        MetaResponse::Done
+    }
+
     /// Applies one committed command.
     pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
         match cmd {
@@ -229,6 +319,20 @@ impl MetaState {
                         "policy {:?} (only strong tables exist so far)",
                         spec.policy
                     )));
+                }
+                let factor = match spec.replication_factor {
+                    0 => DEFAULT_REPLICATION_FACTOR,
+                    n => n,
+                };
+                if let crate::strong::Acks::Count(n) = spec.default_acks
+                    && (n == 0 || n > factor)
+                {
+                    return MetaResponse::Rejected(MetaError::Invalid {
+                        field: "default_acks".into(),
+                        message: format!(
+                            "acks {n} must be between 1 and the replication factor {factor}"
+                        ),
+                    });
                 }
                 if let Some(existing) = self.tables.get(&spec.name) {
                     return if *if_not_exists {
@@ -255,6 +359,7 @@ impl MetaState {
                         0 => DEFAULT_VERSION_RETENTION_SECS,
                         n => n,
                     },
+                    default_acks: spec.default_acks,
                     tablets: vec![TabletDesc {
                         id: tablet,
                         table,
@@ -290,6 +395,16 @@ impl MetaState {
                 MetaResponse::Done
             }
             MetaCommand::RemoveNode { id } => self.remove_node(*id),
+            MetaCommand::AppointMaster {
+                tablet,
+                expect_epoch,
+                master,
+            } => self.appoint_master(*tablet, *expect_epoch, *master),
+            MetaCommand::SetInSync {
+                tablet,
+                expect_epoch,
+                in_sync,
+            } => self.set_in_sync(*tablet, *expect_epoch, in_sync),
             // The state machine answers with the entry's index.
             MetaCommand::Sync => MetaResponse::Done,
             MetaCommand::RegisterNode {
@@ -330,6 +445,7 @@ mod tests {
                 policy: Policy::Strong,
                 replication_factor: 0,
                 version_retention_secs: 0,
+                default_acks: Default::default(),
             },
             if_not_exists,
             proposer: NodeId(7),
@@ -490,6 +606,7 @@ mod tests {
                 policy: Policy::Crdt,
                 replication_factor: 0,
                 version_retention_secs: 0,
+                default_acks: Default::default(),
             },
             if_not_exists: false,
             proposer: NodeId(1),

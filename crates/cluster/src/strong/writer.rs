@@ -1,8 +1,9 @@
 //! The writer thread of the strong policy: ordering, read-modify-write evaluation and
-//! group commit. It owns every served tablet's [`TabletState`]; nothing else writes
-//! tablet data.
+//! group commit on masters, and appending the master's records on followers. It owns
+//! every served tablet's [`TabletState`]; nothing else writes tablet data.
 
-use super::{Config, Expected, OpResult, Outcome, Position, TabletProgress, WriteOp};
+use super::protocol::{AckState, agreement};
+use super::{AckView, Config, Expected, Lead, Leads, OpResult, Outcome, Position, WriteOp};
 use crate::catalog::TabletDesc;
 use crate::error::{Error, Result};
 use datalayer_store::{
@@ -24,9 +25,20 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 
 /// What the writer is asked to do.
 pub(super) enum Command {
+    /// Serve the tablet as its master in the descriptor's epoch.
     Open {
         tablet: TabletDesc,
         reply: Reply<()>,
+    },
+    /// Serve the tablet as a follower of the descriptor's master.
+    Follow {
+        tablet: TabletDesc,
+        reply: Reply<()>,
+    },
+    /// Append a master's records (follower side).
+    Replicate {
+        req: Replicate,
+        reply: Reply<(Seq, Timestamp)>,
     },
     Drop {
         table: TableId,
@@ -48,9 +60,35 @@ pub(super) enum Command {
     },
 }
 
+/// Records a master sends to a follower, with what the follower checks them against.
+#[derive(Debug, Clone)]
+pub struct Replicate {
+    /// The tablet's table.
+    pub table: TableId,
+    /// The tablet.
+    pub tablet: TabletId,
+    /// The master's epoch.
+    pub epoch: Epoch,
+    /// The master's epoch history.
+    pub history: Vec<(Epoch, Seq)>,
+    /// The master's durable log end.
+    pub log_end: Seq,
+    /// The master's high watermark.
+    pub high_watermark: Seq,
+    /// Records in seq order (possibly some the follower has already).
+    pub records: Vec<OplogRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Master,
+    Follower,
+}
+
 struct Served {
     table: TableId,
     epoch: Epoch,
+    role: Role,
     state: TabletState,
     trimmed_below: Seq,
 }
@@ -59,9 +97,11 @@ pub(super) struct Writer {
     engine: Arc<dyn TabletEngine>,
     clock: Arc<HybridClock>,
     closed: Arc<AtomicU64>,
-    progress: Arc<parking_lot::RwLock<HashMap<TabletId, TabletProgress>>>,
+    leads: Leads,
     config: Config,
     served: HashMap<TabletId, Served>,
+    /// Tablets of dropped tables: replication never brings them back.
+    dropped: std::collections::HashSet<TabletId>,
 }
 
 /// Commands evaluated but not yet durable.
@@ -71,6 +111,8 @@ struct Group {
     /// What the group's own writes left at each key, for later commands to read.
     overlay: HashMap<(TableId, Vec<u8>), Option<Versioned>>,
     replies: Vec<(Reply<Outcome>, Result<Outcome>)>,
+    /// Follower appends answered with the tablet's log end once durable.
+    replicated: Vec<(Reply<(Seq, Timestamp)>, TabletId)>,
     barriers: Vec<Reply<()>>,
 }
 
@@ -79,16 +121,17 @@ impl Writer {
         engine: Arc<dyn TabletEngine>,
         clock: Arc<HybridClock>,
         closed: Arc<AtomicU64>,
-        progress: Arc<parking_lot::RwLock<HashMap<TabletId, TabletProgress>>>,
+        leads: Leads,
         config: Config,
     ) -> Writer {
         Writer {
             engine,
             clock,
             closed,
-            progress,
+            leads,
             config,
             served: HashMap::new(),
+            dropped: Default::default(),
         }
     }
 
@@ -114,6 +157,19 @@ impl Writer {
                     Command::Open { tablet, reply } => {
                         self.commit(std::mem::take(&mut group));
                         let _ = reply.send(self.open(&tablet));
+                    }
+                    Command::Follow { tablet, reply } => {
+                        self.commit(std::mem::take(&mut group));
+                        let _ = reply.send(self.follow(&tablet));
+                    }
+                    Command::Replicate { req, reply } => {
+                        let tablet = req.tablet;
+                        match self.stage_replica(&mut group, req) {
+                            Ok(()) => group.replicated.push((reply, tablet)),
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
+                        }
                     }
                     Command::Drop {
                         table,
@@ -142,9 +198,44 @@ impl Writer {
         self.closed.fetch_max(self.clock.now().0, Ordering::AcqRel);
     }
 
+    /// The tablet's state: as served, or as persisted.
+    fn load(&self, tablet: TabletId) -> Result<(TabletState, Seq)> {
+        if let Some(s) = self.served.get(&tablet) {
+            return Ok((s.state.clone(), s.trimmed_below));
+        }
+        let state = self.engine.tablet_state(tablet)?.unwrap_or_default();
+        let trimmed_below = self
+            .engine
+            .read_oplog(tablet, Seq(0), 1)?
+            .first()
+            .map_or(Seq(0), |r| r.seq);
+        Ok((state, trimmed_below))
+    }
+
     fn open(&mut self, desc: &TabletDesc) -> Result<()> {
-        let mut state = self.engine.tablet_state(desc.id)?.unwrap_or_default();
+        if let Some(s) = self.served.get(&desc.id) {
+            if s.role == Role::Master && s.epoch == desc.master_epoch {
+                return Ok(());
+            }
+            if s.epoch > desc.master_epoch {
+                return Err(Error::StaleEpoch {
+                    tablet: desc.id,
+                    got: desc.master_epoch,
+                    current: s.epoch,
+                });
+            }
+        }
+        let (mut state, trimmed_below) = self.load(desc.id)?;
         self.clock.observe(state.last_ts);
+        if let Some(last) = state.last_epoch()
+            && last > desc.master_epoch
+        {
+            return Err(Error::StaleEpoch {
+                tablet: desc.id,
+                got: desc.master_epoch,
+                current: last,
+            });
+        }
         if state.last_epoch() != Some(desc.master_epoch) {
             let record = OplogRecord {
                 epoch: desc.master_epoch,
@@ -153,7 +244,9 @@ impl Writer {
                 body: RecordBody::Noop,
             };
             state.advance(&record);
-            state.high_watermark = state.log_end;
+            if desc.in_sync.iter().all(|n| *n == desc.master) {
+                state.high_watermark = state.log_end;
+            }
             self.engine.append(&[TabletAppend {
                 table: desc.table,
                 tablet: desc.id,
@@ -161,17 +254,31 @@ impl Writer {
                 state: state.clone(),
             }])?;
         }
-        let trimmed_below = self
-            .engine
-            .read_oplog(desc.id, Seq(0), 1)?
-            .first()
-            .map_or(Seq(0), |r| r.seq);
-        self.publish(desc.id, &state);
+        let epoch_first = state
+            .epoch_history
+            .last()
+            .map_or(Seq(1), |(_, first)| *first);
+        let view = AckView {
+            acks: AckState {
+                master: desc.master,
+                master_end: (state.log_end, state.last_ts),
+                followers: Default::default(),
+                in_sync: desc.in_sync.clone(),
+            },
+            history: state.epoch_history.clone(),
+            epoch_first,
+            deposed: false,
+        };
+        let lead = Arc::new(Lead::new(desc, view, self.config.replica_lag_ms));
+        if let Some(old) = self.leads.write().insert(desc.id, lead) {
+            old.depose();
+        }
         self.served.insert(
             desc.id,
             Served {
                 table: desc.table,
                 epoch: desc.master_epoch,
+                role: Role::Master,
                 state,
                 trimmed_below,
             },
@@ -180,23 +287,163 @@ impl Writer {
         Ok(())
     }
 
+    fn demote(&mut self, tablet: TabletId) {
+        if let Some(lead) = self.leads.write().remove(&tablet) {
+            lead.depose();
+        }
+    }
+
+    fn follow(&mut self, desc: &TabletDesc) -> Result<()> {
+        if let Some(s) = self.served.get_mut(&desc.id) {
+            if desc.master_epoch > s.epoch
+                || (s.role == Role::Follower && desc.master_epoch == s.epoch)
+            {
+                let was_master = s.role == Role::Master;
+                s.epoch = desc.master_epoch;
+                s.role = Role::Follower;
+                if was_master {
+                    tracing::info!(tablet = %desc.id, epoch = %desc.master_epoch, "no longer master: following the new master");
+                    self.demote(desc.id);
+                }
+            }
+            return Ok(());
+        }
+        let (state, trimmed_below) = self.load(desc.id)?;
+        self.clock.observe(state.last_ts);
+        self.served.insert(
+            desc.id,
+            Served {
+                table: desc.table,
+                epoch: desc.master_epoch,
+                role: Role::Follower,
+                state,
+                trimmed_below,
+            },
+        );
+        Ok(())
+    }
+
+    /// Checks a master's records and stages those that extend this replica's log.
+    /// A suffix that disagrees with the master's history is cut first.
+    fn stage_replica(&mut self, group: &mut Group, req: Replicate) -> Result<()> {
+        if self.dropped.contains(&req.tablet) {
+            return Err(Error::Unavailable(format!("{} was dropped", req.tablet)));
+        }
+        if !self.served.contains_key(&req.tablet) {
+            // The metadata naming this node a replica has not reached it yet.
+            let (state, trimmed_below) = self.load(req.tablet)?;
+            self.served.insert(
+                req.tablet,
+                Served {
+                    table: req.table,
+                    epoch: req.epoch,
+                    role: Role::Follower,
+                    state,
+                    trimmed_below,
+                },
+            );
+        }
+        let served = self.served.get_mut(&req.tablet).expect("inserted above");
+        if req.epoch < served.epoch || (req.epoch == served.epoch && served.role == Role::Master) {
+            return Err(Error::StaleEpoch {
+                tablet: req.tablet,
+                got: req.epoch,
+                current: served.epoch,
+            });
+        }
+        if served.role == Role::Master {
+            tracing::info!(tablet = %req.tablet, epoch = %req.epoch, "a newer master replicates to this node: following it");
+            served.role = Role::Follower;
+            self.demote(req.tablet);
+        }
+        let served = self.served.get_mut(&req.tablet).expect("served");
+        served.epoch = req.epoch;
+        let table = served.table;
+        let current = group
+            .appends
+            .get(&req.tablet)
+            .map_or_else(|| served.state.clone(), |a| a.state.clone());
+        let agreed = agreement(&current, &req.history, req.log_end);
+        if agreed < current.log_end {
+            // Cut the divergent suffix: commit what is pending, then truncate.
+            self.commit(std::mem::take(group));
+            self.truncate(table, req.tablet, agreed)?;
+        }
+        let served = self.served.get(&req.tablet).expect("served");
+        let mut state = group
+            .appends
+            .get(&req.tablet)
+            .map_or_else(|| served.state.clone(), |a| a.state.clone());
+        let fresh: Vec<OplogRecord> = req
+            .records
+            .into_iter()
+            .filter(|r| r.seq > state.log_end)
+            .collect();
+        if let Some(first) = fresh.first()
+            && first.seq != state.log_end.next()
+        {
+            // A gap: the answer (our log end) tells the master where to resume.
+            return Ok(());
+        }
+        if let Some(bad) = fresh.iter().find(|r| r.epoch > req.epoch) {
+            return Err(Error::invalid(
+                "records",
+                format!(
+                    "record {} of {} is from epoch {} above the master's {}",
+                    bad.seq, req.tablet, bad.epoch, req.epoch
+                ),
+            ));
+        }
+        for r in &fresh {
+            state.advance(r);
+            self.clock.observe(r.ts);
+        }
+        state.high_watermark = req.high_watermark.min(state.log_end);
+        let append = group
+            .appends
+            .entry(req.tablet)
+            .or_insert_with(|| TabletAppend {
+                table,
+                tablet: req.tablet,
+                records: Vec::new(),
+                state: state.clone(),
+            });
+        append.records.extend(fresh);
+        append.state = state;
+        Ok(())
+    }
+
+    /// Cuts a follower's log after `after`, deleting exactly the cut records' versions.
+    fn truncate(&mut self, table: TableId, tablet: TabletId, after: Seq) -> Result<()> {
+        let served = self.served.get_mut(&tablet).expect("served");
+        let last_ts = if after.0 == 0 {
+            Timestamp(0)
+        } else {
+            let rec = self.engine.read_oplog(tablet, after, 1)?;
+            match rec.first() {
+                Some(r) if r.seq == after => r.ts,
+                _ => {
+                    return Err(Error::Internal(format!(
+                        "{tablet}: cannot cut the log after {after}: that record was trimmed"
+                    )));
+                }
+            }
+        };
+        let cut = served.state.truncated(after, last_ts);
+        let removed = self.engine.truncate(table, tablet, after, &cut)?;
+        tracing::warn!(%tablet, %after, removed, "cut records the master does not hold");
+        served.state = cut;
+        Ok(())
+    }
+
     fn drop_table(&mut self, table: TableId, tablets: &[TabletId]) -> Result<()> {
         self.engine.drop_table(table, tablets)?;
         for t in tablets {
             self.served.remove(t);
-            self.progress.write().remove(t);
+            self.demote(*t);
+            self.dropped.insert(*t);
         }
         Ok(())
-    }
-
-    fn publish(&self, tablet: TabletId, state: &TabletState) {
-        self.progress.write().insert(
-            tablet,
-            TabletProgress {
-                log_end: state.log_end,
-                high_watermark: state.high_watermark,
-            },
-        );
     }
 
     /// The current value of a key, seen through the group's pending writes.
@@ -218,9 +465,11 @@ impl Writer {
         let served = self
             .served
             .get(&tablet)
-            .filter(|s| s.table == table)
+            .filter(|s| s.table == table && s.role == Role::Master)
             .ok_or_else(|| {
-                Error::Unavailable(format!("{tablet} is not served by this node (dropped?)"))
+                Error::Unavailable(format!(
+                    "{tablet} is not mastered by this node (moved or dropped)"
+                ))
             })?;
         let epoch = served.epoch;
         let ts = self.clock.now();
@@ -340,9 +589,19 @@ impl Writer {
     fn commit(&mut self, mut group: Group) {
         let mut appends: Vec<TabletAppend> =
             std::mem::take(&mut group.appends).into_values().collect();
-        // One node is the whole in-sync set: durable here is committed.
-        for a in &mut appends {
-            a.state.high_watermark = a.state.log_end;
+        {
+            let leads = self.leads.read();
+            for a in &mut appends {
+                if let Some(lead) = leads.get(&a.tablet) {
+                    // The master's high watermark as its followers acknowledged it (a
+                    // master alone in its in-sync set commits what is durable).
+                    let hw = lead.view().acks.high_watermark().0;
+                    a.state.high_watermark = hw.max(a.state.high_watermark).min(a.state.log_end);
+                    if lead.alone() {
+                        a.state.high_watermark = a.state.log_end;
+                    }
+                }
+            }
         }
         let written = if appends.is_empty() {
             Ok(())
@@ -352,7 +611,9 @@ impl Writer {
         match written {
             Ok(()) => {
                 for a in appends {
-                    self.publish(a.tablet, &a.state);
+                    if let Some(lead) = self.leads.read().get(&a.tablet) {
+                        lead.appended(&a.state);
+                    }
                     if let Some(s) = self.served.get_mut(&a.tablet) {
                         s.state = a.state;
                     }
@@ -361,6 +622,15 @@ impl Writer {
                 self.close_now();
                 for (reply, result) in group.replies {
                     let _ = reply.send(result);
+                }
+                for (reply, tablet) in group.replicated {
+                    let end = self
+                        .served
+                        .get(&tablet)
+                        .map_or((Seq(0), Timestamp(0)), |s| {
+                            (s.state.log_end, s.state.last_ts)
+                        });
+                    let _ = reply.send(Ok(end));
                 }
                 for b in group.barriers {
                     let _ = b.send(Ok(()));
@@ -371,6 +641,9 @@ impl Writer {
                 for (reply, result) in group.replies {
                     let _ =
                         reply.send(result.and(Err(Error::Internal(format!("write failed: {e}")))));
+                }
+                for (reply, _) in group.replicated {
+                    let _ = reply.send(Err(Error::Internal(format!("append failed: {e}"))));
                 }
                 for b in group.barriers {
                     let _ = b.send(Err(Error::Internal(format!("write failed: {e}"))));

@@ -64,6 +64,7 @@ pub fn table_info(t: &TableDesc, strong: &StrongPolicy) -> pb::TableInfo {
         policy: policy_to_proto(t.policy) as i32,
         replication_factor: t.replication_factor,
         version_retention_secs: t.version_retention_secs,
+        default_acks: t.default_acks.to_string(),
         tablets: t
             .tablets
             .iter()
@@ -79,6 +80,7 @@ pub fn table_info(t: &TableDesc, strong: &StrongPolicy) -> pb::TableInfo {
                     master_epoch: tablet.master_epoch.0,
                     log_end: progress.log_end.0,
                     high_watermark: progress.high_watermark.0,
+                    in_sync: tablet.in_sync.iter().map(|n| n.0).collect(),
                 }
             })
             .collect(),
@@ -151,6 +153,7 @@ impl AdminService {
             policy,
             replication_factor: req.replication_factor,
             version_retention_secs: req.version_retention_secs,
+            default_acks: crate::service::kv::acks(req.default_acks)?.unwrap_or_default(),
         };
         let (table, created) = self.router.create_table(spec, req.if_not_exists).await?;
         Ok(pb::CreateTableResponse {

@@ -6,9 +6,9 @@ use crate::metrics::Metrics;
 use crate::status::IntoStatus;
 use datalayer_api::v1 as pb;
 use datalayer_api::v1::kv_client::KvClient;
-use datalayer_cluster::strong::resume_key;
+use datalayer_cluster::strong::{Acks, ReadLevel, WriteState, resume_key};
 use datalayer_cluster::{Error, Expected, OpResult, Outcome, Router};
-use datalayer_store::{KeyRange, Mutation, Timestamp};
+use datalayer_store::{Epoch, KeyRange, Mutation, Seq, TabletId, Timestamp};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,6 +86,33 @@ fn at(ts: u64) -> Option<Timestamp> {
     (ts != 0).then_some(Timestamp(ts))
 }
 
+/// The acks a write asked for (`None`: the table's default).
+pub fn acks(acks: Option<pb::Acks>) -> Result<Option<Acks>, Error> {
+    let Some(acks) = acks else {
+        return Ok(None);
+    };
+    match acks.level {
+        Some(pb::acks::Level::All(true)) => Ok(Some(Acks::All)),
+        Some(pb::acks::Level::Count(1)) => Ok(Some(Acks::One)),
+        Some(pb::acks::Level::Count(n)) if n > 1 => Ok(Some(Acks::Count(n))),
+        _ => Err(Error::invalid(
+            "acks",
+            "give a count of at least 1, or all = true (or leave acks out for the table's default)",
+        )),
+    }
+}
+
+fn level(consistency: i32) -> Result<ReadLevel, Error> {
+    match pb::ReadConsistency::try_from(consistency) {
+        Ok(pb::ReadConsistency::Committed) => Ok(ReadLevel::Committed),
+        Ok(pb::ReadConsistency::Latest) => Ok(ReadLevel::Latest),
+        Err(_) => Err(Error::invalid(
+            "consistency",
+            format!("unknown read consistency {consistency}"),
+        )),
+    }
+}
+
 fn range(start: Vec<u8>, end: Vec<u8>) -> KeyRange {
     KeyRange {
         start,
@@ -125,7 +152,8 @@ impl KvService {
                 },
             })
             .collect();
-        let outcome = self.router.write(&req.table, mutations).await?;
+        let acks = acks(req.acks)?;
+        let outcome = self.router.write(&req.table, mutations, acks).await?;
         Ok(pb::WriteResponse {
             version: outcome.ts.0,
             position: position(&outcome),
@@ -134,6 +162,7 @@ impl KvService {
 
     async fn scan(&self, req: pb::ScanRequest) -> Result<pb::ScanResponse, Error> {
         let limit = self.limits.scan(&req)?;
+        let level = level(req.consistency)?;
         let mut page = self
             .router
             .scan(
@@ -142,6 +171,7 @@ impl KvService {
                 limit,
                 req.reverse,
                 at(req.at_timestamp),
+                level,
             )
             .await?;
         // Keep the page well under the message limit, however large the values.
@@ -197,9 +227,10 @@ impl KvService {
             return Err(Error::invalid("new_value", "a delete carries no new value"));
         }
         let new = (!req.delete).then_some(req.new_value);
+        let acks = acks(req.acks)?;
         let outcome = self
             .router
-            .compare_and_set(&req.table, req.key, expected, new)
+            .compare_and_set(&req.table, req.key, expected, new, acks)
             .await?;
         Ok(match outcome.result {
             OpResult::Mismatch(current) => pb::CompareAndSetResponse {
@@ -229,9 +260,10 @@ impl pb::kv_server::Kv for KvService {
         timed(&self.metrics, "Get", async {
             self.limits.table(&req.table).status()?;
             self.limits.key("key", &req.key).status()?;
+            let level = level(req.consistency).status()?;
             let (mut values, ts) = self
                 .router
-                .get(&req.table, vec![req.key], at(req.at_timestamp))
+                .get(&req.table, vec![req.key], at(req.at_timestamp), level)
                 .await
                 .status()?;
             Ok(match values.pop().flatten() {
@@ -263,9 +295,10 @@ impl pb::kv_server::Kv for KvService {
         timed(&self.metrics, "BatchGet", async {
             self.limits.batch_get(&req).status()?;
             let keys = req.keys.clone();
+            let level = level(req.consistency).status()?;
             let (values, ts) = self
                 .router
-                .get(&req.table, req.keys, at(req.at_timestamp))
+                .get(&req.table, req.keys, at(req.at_timestamp), level)
                 .await
                 .status()?;
             let results = keys
@@ -332,9 +365,10 @@ impl pb::kv_server::Kv for KvService {
             self.limits.table(&req.table).status()?;
             self.limits.bound("start", &req.start).status()?;
             self.limits.bound("end", &req.end).status()?;
+            let acks = acks(req.acks).status()?;
             let outcome = self
                 .router
-                .delete_range(&req.table, range(req.start, req.end))
+                .delete_range(&req.table, range(req.start, req.end), acks)
                 .await
                 .status()?;
             let deleted = match outcome.result {
@@ -376,9 +410,10 @@ impl pb::kv_server::Kv for KvService {
         timed(&self.metrics, "Increment", async {
             self.limits.table(&req.table).status()?;
             self.limits.key("key", &req.key).status()?;
+            let acks = acks(req.acks).status()?;
             let outcome = self
                 .router
-                .increment(&req.table, req.key, req.delta)
+                .increment(&req.table, req.key, req.delta, acks)
                 .await
                 .status()?;
             let value = match outcome.result {
@@ -388,6 +423,53 @@ impl pb::kv_server::Kv for KvService {
             Ok(pb::IncrementResponse {
                 value,
                 version: outcome.ts.0,
+            })
+        })
+        .await
+    }
+
+    async fn write_status(
+        &self,
+        request: Request<pb::WriteStatusRequest>,
+    ) -> Result<Response<pb::WriteStatusResponse>, Status> {
+        let router = self.router.clone();
+        let start_key = |r: &pb::WriteStatusRequest| {
+            let tablet = r.position.as_ref().map_or(0, |p| p.tablet_id);
+            router
+                .catalog()
+                .state()
+                .tablet(TabletId(tablet))
+                .map(|t| t.start.clone())
+                .unwrap_or_default()
+        };
+        let request = forward_if_remote!(self, request, write_status, start_key);
+        let req = request;
+        timed(&self.metrics, "WriteStatus", async {
+            self.limits.table(&req.table).status()?;
+            let Some(p) = req.position else {
+                return Err(Error::invalid(
+                    "position",
+                    "the write's position is required",
+                ))
+                .status();
+            };
+            let state = self
+                .router
+                .write_status(
+                    &req.table,
+                    TabletId(p.tablet_id),
+                    Epoch(p.epoch),
+                    Seq(p.seq),
+                )
+                .await
+                .status()?;
+            let state = match state {
+                WriteState::Committed => pb::WriteState::Committed,
+                WriteState::Pending => pb::WriteState::Pending,
+                WriteState::Lost => pb::WriteState::Lost,
+            };
+            Ok(pb::WriteStatusResponse {
+                state: state as i32,
             })
         })
         .await

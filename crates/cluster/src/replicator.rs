@@ -1,0 +1,290 @@
+//! The master side of strong replication on the network: one shipper task per
+//! (tablet, follower) streams the master's oplog to the follower over gRPC
+//! (`datalayer.v1.Replication`), and one keeper task per tablet grows and shrinks the
+//! in-sync set through the metadata group.
+//!
+//! A shipper reads durable records from the oplog, so a follower never holds a record
+//! its master could lose in a crash. Each call carries the master's epoch history; the
+//! follower cuts any suffix that disagrees ([`crate::strong::protocol::agreement`]) and
+//! answers with its durable log end, which is both its acknowledgement and where the
+//! next call starts.
+
+use crate::error::{Error, Result};
+use crate::meta::RaftCatalog;
+use crate::strong::{Lead, StrongPolicy};
+use datalayer_api::v1 as pb;
+use datalayer_store::{NodeId, OplogRecord, Seq, Timestamp};
+use pb::replication_client::ReplicationClient;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+
+/// Most records in one replication call.
+const MAX_RECORDS: usize = 512;
+/// Most record bytes (roughly) in one replication call.
+const MAX_BYTES: usize = 2 << 20;
+/// An idle shipper sends an empty call this often (the follower learns the high
+/// watermark, the master learns the follower is alive).
+const HEARTBEAT: Duration = Duration::from_millis(300);
+/// How long one replication call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the keeper looks at the in-sync set.
+const KEEPER_TICK: Duration = Duration::from_millis(200);
+
+/// Starts the shippers and the keeper of a tablet this node masters. They stop when
+/// the lead is deposed.
+pub fn start(catalog: &Arc<RaftCatalog>, strong: &Arc<StrongPolicy>, lead: &Arc<Lead>) {
+    let me = catalog.node();
+    for follower in lead.replicas.iter().copied().filter(|n| *n != me) {
+        tokio::spawn(ship(
+            Arc::downgrade(catalog),
+            Arc::downgrade(strong),
+            lead.clone(),
+            follower,
+        ));
+    }
+    if lead.replicas.iter().any(|n| *n != me) {
+        tokio::spawn(keep(Arc::downgrade(catalog), lead.clone()));
+    }
+}
+
+async fn connect(addr: &str) -> Result<ReplicationClient<Channel>> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Error::Internal(format!("bad address {addr}: {e}")))?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| Error::Unavailable(format!("connect to {addr}: {e}")))?;
+    Ok(ReplicationClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+/// Streams `lead`'s oplog to `follower` until the lead is deposed.
+async fn ship(
+    catalog: Weak<RaftCatalog>,
+    strong: Weak<StrongPolicy>,
+    lead: Arc<Lead>,
+    follower: NodeId,
+) {
+    let mut client: Option<(String, ReplicationClient<Channel>)> = None;
+    // Where the follower's log ends; unknown until it answers.
+    let mut next: Option<Seq> = None;
+    let mut rx = lead.subscribe();
+    let mut backoff = Duration::from_millis(50);
+    let mut warned_trim = false;
+    while !lead.deposed() {
+        let (Some(catalog), Some(strong)) = (catalog.upgrade(), strong.upgrade()) else {
+            return;
+        };
+        let view = lead.view();
+        let master_end = view.acks.master_end.0;
+        let records: Vec<OplogRecord> = match next {
+            Some(n) if n <= master_end => {
+                let tablet = lead.tablet;
+                match strong.read_oplog(tablet, n, MAX_RECORDS, MAX_BYTES).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(%tablet, error = %e, "reading the oplog to ship failed");
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                }
+            }
+            Some(n) => {
+                // Caught up: wait for new records, or send a heartbeat when none come.
+                if wait_for_records(&lead, &mut rx, n).await {
+                    continue;
+                }
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        if let (Some(n), Some(first)) = (next, records.first())
+            && first.seq != n
+        {
+            if !warned_trim {
+                tracing::error!(tablet = %lead.tablet, %follower, from = %n, first = %first.seq,
+                    "follower needs records already trimmed from the oplog; it stays out of the in-sync set");
+                warned_trim = true;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let Some(addr) = catalog.node_addr(follower) else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        if client.as_ref().is_none_or(|(a, _)| *a != addr) {
+            match connect(&addr).await {
+                Ok(c) => client = Some((addr.clone(), c)),
+                Err(e) => {
+                    tracing::debug!(%follower, error = %e, "replication connect failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            }
+        }
+        let sent_end = records.last().map(|r| r.seq);
+        let encoded = match postcard::to_allocvec(&records) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "encoding records failed");
+                return;
+            }
+        };
+        let req = pb::ReplicateRequest {
+            table_id: lead.table.0,
+            tablet_id: lead.tablet.0,
+            epoch: lead.epoch.0,
+            history: view
+                .history
+                .iter()
+                .map(|(e, s)| pb::EpochStart {
+                    epoch: e.0,
+                    first_seq: s.0,
+                })
+                .collect(),
+            log_end: master_end.max(sent_end.unwrap_or(Seq(0))).0,
+            high_watermark: view.acks.high_watermark().0.0,
+            records: encoded,
+        };
+        let c = &mut client.as_mut().expect("connected above").1;
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(CALL_TIMEOUT);
+        match tokio::time::timeout(CALL_TIMEOUT, c.replicate(request)).await {
+            Ok(Ok(resp)) => {
+                let resp = resp.into_inner();
+                let end = Seq(resp.log_end);
+                lead.acknowledged(follower, end, Timestamp(resp.last_ts), master_end);
+                next = Some(end.next());
+                backoff = Duration::from_millis(50);
+            }
+            Ok(Err(status)) => {
+                let stale = status.code() == tonic::Code::Aborted;
+                tracing::debug!(tablet = %lead.tablet, %follower, %status, "replication call refused");
+                if stale {
+                    // The follower knows a newer master: stop; the metadata will tell
+                    // this node to step down.
+                    tracing::warn!(tablet = %lead.tablet, %follower, "follower follows a newer epoch; shipping stops");
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(_) => {
+                tracing::debug!(tablet = %lead.tablet, %follower, "replication call timed out");
+                client = None;
+                next = None;
+            }
+        }
+    }
+}
+
+/// Waits until the master's log reaches `next` (true) or a heartbeat is due (false).
+async fn wait_for_records(
+    lead: &Lead,
+    rx: &mut tokio::sync::watch::Receiver<crate::strong::AckView>,
+    next: Seq,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + HEARTBEAT;
+    loop {
+        if lead.deposed() || lead.view().acks.master_end.0 >= next {
+            return true;
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Grows and shrinks the in-sync set of `lead`'s tablet. A follower joins once it
+/// held everything the master had (the master waits for its acks before the metadata
+/// says so, so no committed write misses it); one that has not caught up for
+/// `replica_lag_ms` leaves (the metadata says so before the master stops waiting).
+async fn keep(catalog: Weak<RaftCatalog>, lead: Arc<Lead>) {
+    let mut tick = tokio::time::interval(KEEPER_TICK);
+    let started = Instant::now();
+    while !lead.deposed() {
+        tick.tick().await;
+        let Some(catalog) = catalog.upgrade() else {
+            return;
+        };
+        let Some(desc) = catalog.state().tablet(lead.tablet).cloned() else {
+            return;
+        };
+        if desc.master_epoch != lead.epoch {
+            continue;
+        }
+        let lag = Duration::from_millis(lead.replica_lag_ms);
+        let view = lead.view();
+        let caught_up: HashMap<NodeId, Instant> = lead.caught_up();
+        let now = Instant::now();
+        let mut next = desc.in_sync.clone();
+        for r in desc.replicas.iter().copied().filter(|r| *r != desc.master) {
+            let last = caught_up.get(&r).copied().unwrap_or(started);
+            let behind = now.duration_since(last) > lag;
+            let in_set = desc.in_sync.contains(&r);
+            let end = view.acks.followers.get(&r).map_or(Seq(0), |(s, _)| *s);
+            if !in_set && behind {
+                lead.drop_adding(r);
+            }
+            if in_set && behind {
+                tracing::warn!(tablet = %desc.id, follower = %r, "follower fell behind; removing it from the in-sync set");
+                next.retain(|n| *n != r);
+            } else if !in_set && !behind && end >= view.epoch_first && caught_up.contains_key(&r) {
+                tracing::info!(tablet = %desc.id, follower = %r, "follower caught up; adding it to the in-sync set");
+                lead.add_in_sync(r);
+                next.push(r);
+            }
+        }
+        next.sort();
+        next.dedup();
+        let mut current = desc.in_sync.clone();
+        current.sort();
+        if next != current
+            && let Err(e) = catalog
+                .set_in_sync(desc.id, desc.master_epoch, next.clone())
+                .await
+        {
+            tracing::warn!(tablet = %desc.id, error = %e, "changing the in-sync set failed");
+            for r in next.iter().filter(|r| !current.contains(r)) {
+                lead.drop_adding(*r);
+            }
+        }
+    }
+}
+
+/// Where the replicas of `tablets` on the node at `addr` stand: `(tablet, epoch of
+/// the last record, log end)` for each it holds.
+pub async fn replica_status(
+    addr: &str,
+    tablets: &[datalayer_store::TabletId],
+) -> Result<Vec<(datalayer_store::TabletId, datalayer_store::Epoch, Seq)>> {
+    let mut client = connect(addr).await?;
+    let mut request = tonic::Request::new(pb::ReplicaStatusRequest {
+        tablet_ids: tablets.iter().map(|t| t.0).collect(),
+    });
+    request.set_timeout(Duration::from_secs(1));
+    let resp = tokio::time::timeout(Duration::from_secs(1), client.replica_status(request))
+        .await
+        .map_err(|_| Error::Unavailable(format!("replica status from {addr} timed out")))?
+        .map_err(|s| Error::Unavailable(format!("replica status from {addr}: {s}")))?;
+    Ok(resp
+        .into_inner()
+        .tablets
+        .into_iter()
+        .map(|t| {
+            (
+                datalayer_store::TabletId(t.tablet_id),
+                datalayer_store::Epoch(t.last_epoch),
+                Seq(t.log_end),
+            )
+        })
+        .collect())
+}

@@ -1,0 +1,275 @@
+//! Strong replication on real node processes: writes acknowledged by the in-sync set
+//! survive the master's `kill -9`, the controller appoints the most advanced in-sync
+//! replica, a restarted replica catches up and rejoins, and writes whose acks do not
+//! arrive answer "ambiguous" with a position whose fate can be asked later.
+
+use datalayer_api::v1 as pb;
+use datalayer_client::{Client, ErrorKind, TableOptions};
+use datalayer_tests::{CLUSTER_WAIT, TestCluster, wait_until};
+use std::collections::BTreeMap;
+
+/// The table's only tablet as node `i` describes it.
+async fn tablet(cluster: &TestCluster, i: usize, table: &str) -> Option<pb::TabletInfo> {
+    let mut c = cluster.client(i).await.ok()?;
+    c.describe_table(table)
+        .await
+        .ok()?
+        .tablets
+        .into_iter()
+        .next()
+}
+
+/// Waits until node `i` sees the tablet in a state `pred` accepts; returns it.
+async fn wait_tablet(
+    cluster: &TestCluster,
+    i: usize,
+    table: &str,
+    what: &str,
+    pred: impl Fn(&pb::TabletInfo) -> bool,
+) -> pb::TabletInfo {
+    let pred = &pred;
+    wait_until(what, CLUSTER_WAIT, || async move {
+        tablet(cluster, i, table).await.is_some_and(|t| pred(&t))
+    })
+    .await
+    .expect(what);
+    tablet(cluster, i, table).await.expect("tablet")
+}
+
+/// Writes `keys` with `acks=all` through `c`; returns what was acknowledged.
+async fn write_all(
+    c: &mut Client,
+    table: &str,
+    keys: std::ops::Range<u32>,
+) -> BTreeMap<String, String> {
+    let mut acked = BTreeMap::new();
+    for k in keys {
+        let (key, value) = (format!("k{k:05}"), format!("v{k}"));
+        c.put(table, key.as_bytes(), value.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e}"));
+        acked.insert(key, value);
+    }
+    acked
+}
+
+/// Every acknowledged key reads back through `c` with its value.
+async fn assert_all_present(c: &mut Client, table: &str, acked: &BTreeMap<String, String>) {
+    let rows = c.scan(table, b"", b"", 0, false).await.expect("scan");
+    let got: BTreeMap<String, String> = rows
+        .into_iter()
+        .map(|r| {
+            (
+                String::from_utf8(r.key).expect("utf8"),
+                String::from_utf8(r.value).expect("utf8"),
+            )
+        })
+        .collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_eq!(got.len(), acked.len(), "no unexpected keys");
+}
+
+fn node_index(id: u64) -> usize {
+    id as usize - 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_master_kills_and_replicas_catch_up() {
+    let mut cluster = TestCluster::builder()
+        .nodes(3)
+        .build()
+        .await
+        .expect("cluster forms");
+    let mut c = cluster.client(0).await.expect("connect");
+    c.create_table("t", TableOptions::default())
+        .await
+        .expect("create");
+    let first = wait_tablet(&cluster, 0, "t", "three replicas, all in sync", |t| {
+        t.replicas.len() == 3 && t.in_sync.len() == 3
+    })
+    .await;
+    assert_eq!(first.master_epoch, 1);
+
+    // Acknowledged with acks=all (the table's default): on every replica.
+    let mut acked = write_all(&mut c, "t", 0..200).await;
+    let master = node_index(first.master);
+    let before = wait_tablet(
+        &cluster,
+        master,
+        "t",
+        "the master's high watermark reaches its log end",
+        |t| t.high_watermark == t.log_end && t.log_end > 200,
+    )
+    .await;
+    assert!(before.log_end >= 201, "{before:?}");
+
+    cluster.node_mut(master).kill();
+    let survivor = (master + 1) % 3;
+    let second = wait_tablet(&cluster, survivor, "t", "a new master in epoch 2", |t| {
+        t.master != first.master && t.master_epoch == 2
+    })
+    .await;
+    assert!(
+        !second.in_sync.contains(&first.master),
+        "the dead master left the in-sync set: {second:?}"
+    );
+    let mut c = cluster.client(survivor).await.expect("connect");
+    assert_all_present(&mut c, "t", &acked).await;
+    // Writes go on under the new master (with the dead node out of the in-sync set).
+    acked.extend(write_all(&mut c, "t", 200..300).await);
+
+    // The old master comes back as a follower, catches up and rejoins the in-sync set.
+    cluster.node_mut(master).restart().expect("restart");
+    wait_tablet(
+        &cluster,
+        survivor,
+        "t",
+        "the restarted node rejoins the in-sync set",
+        |t| t.in_sync.len() == 3,
+    )
+    .await;
+
+    // Now kill the second master: the third appointment must still hold everything.
+    let second_master = node_index(second.master);
+    cluster.node_mut(second_master).kill();
+    let other = (0..3)
+        .find(|i| *i != second_master && cluster.node(*i).is_running())
+        .expect("a live node");
+    let third = wait_tablet(&cluster, other, "t", "a new master in epoch 3", |t| {
+        t.master != second.master && t.master_epoch == 3
+    })
+    .await;
+    let mut c = cluster.client(other).await.expect("connect");
+    assert_all_present(&mut c, "t", &acked).await;
+    acked.extend(write_all(&mut c, "t", 300..320).await);
+    assert_all_present(&mut c, "t", &acked).await;
+    assert_ne!(third.master, second.master);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_without_their_acks_are_ambiguous_and_their_fate_can_be_asked() {
+    let mut cluster = TestCluster::builder()
+        .nodes(3)
+        .build()
+        .await
+        .expect("cluster forms");
+    let mut c = cluster.client(0).await.expect("connect");
+    c.create_table("t", TableOptions::default())
+        .await
+        .expect("create");
+    let t = wait_tablet(&cluster, 0, "t", "three replicas, all in sync", |t| {
+        t.in_sync.len() == 3
+    })
+    .await;
+    let master = node_index(t.master);
+    // Bad acks are refused and change nothing.
+    let o = cluster
+        .node(master)
+        .cli(&["--acks", "4", "put", "t", "k", "v"]);
+    assert_eq!(o.status.code(), Some(2), "{}", datalayer_tests::stderr(&o));
+    assert!(
+        datalayer_tests::stderr(&o).contains("acks"),
+        "{}",
+        datalayer_tests::stderr(&o)
+    );
+    let o = cluster
+        .node(master)
+        .cli(&["--acks", "zero", "put", "t", "k", "v"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = cluster.node(master).cli(&["get", "t", "k"]);
+    assert_eq!(o.status.code(), Some(1), "nothing was written");
+
+    // A follower dies: a write that needs all 3 replicas cannot get its acks.
+    let dead = (master + 1) % 3;
+    cluster.node_mut(dead).kill();
+    let o = cluster
+        .node(master)
+        .cli(&["--json", "--acks", "3", "put", "t", "lonely", "v"]);
+    assert_eq!(o.status.code(), Some(2), "{}", datalayer_tests::stderr(&o));
+    let v = datalayer_tests::json(&o);
+    assert_eq!(v["detail"]["kind"], "ERROR_KIND_AMBIGUOUS", "{v}");
+    let pos = &v["detail"]["position"];
+    let (tablet, epoch, seq) = (
+        pos["tablet"].as_u64().expect("tablet"),
+        pos["epoch"].as_u64().expect("epoch"),
+        pos["seq"].as_u64().expect("seq"),
+    );
+    assert_eq!(tablet, t.id);
+    // acks=1 writes are acknowledged by the master alone, and `latest` reads see them.
+    let o = cluster
+        .node(master)
+        .cli(&["--acks", "1", "put", "t", "solo", "v1"]);
+    assert!(o.status.success(), "{}", datalayer_tests::stderr(&o));
+    let o = cluster
+        .node(master)
+        .cli(&["--consistency", "latest", "get", "t", "solo"]);
+    assert_eq!(datalayer_tests::stdout(&o).trim(), "v1");
+
+    // The master drops the dead follower from the in-sync set; the write at the
+    // ambiguous position is then held by the whole (smaller) set: committed.
+    let mut c = cluster.client(master).await.expect("connect");
+    let tablet_id = tablet;
+    let dead_id = dead as u64 + 1;
+    wait_until(
+        "the dead follower leaves the in-sync set",
+        CLUSTER_WAIT,
+        || {
+            let mut c = c.clone();
+            async move {
+                c.describe_table("t").await.is_ok_and(|d| {
+                    d.tablets[0].in_sync.len() == 2 && !d.tablets[0].in_sync.contains(&dead_id)
+                })
+            }
+        },
+    )
+    .await
+    .expect("shrink");
+    let state = c
+        .write_status(
+            "t",
+            pb::WritePosition {
+                tablet_id,
+                epoch,
+                seq,
+            },
+        )
+        .await
+        .expect("write status");
+    assert_eq!(state, pb::WriteState::Committed);
+    let args = [
+        "write-status".to_string(),
+        "t".into(),
+        tablet.to_string(),
+        epoch.to_string(),
+        seq.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = cluster.node(master).cli(&args);
+    assert_eq!(datalayer_tests::stdout(&o).trim(), "committed");
+    // A position never written in this epoch's log was lost.
+    let o = cluster.node(master).cli(&[
+        "write-status",
+        "t",
+        &tablet.to_string(),
+        &(epoch + 7).to_string(),
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(datalayer_tests::stdout(&o).trim(), "lost");
+    // Committed reads see the write now.
+    assert_eq!(
+        c.get("t", b"lonely").await.expect("get").map(|v| v.value),
+        Some(b"v".to_vec())
+    );
+    let err = {
+        let mut c = c.clone();
+        c.set_acks(Some(datalayer_client::acks_count(0)));
+        c.put("t", b"x", b"y").await.expect_err("acks 0 is invalid")
+    };
+    assert_eq!(err.kind, ErrorKind::InvalidArgument);
+}
