@@ -592,6 +592,75 @@ mod tests {
     }
 
     #[test]
+    fn master_appointments_and_in_sync_changes_check_the_epoch_they_read() {
+        let mut s = MetaState::default();
+        for (i, addr) in ["a:1", "b:1", "c:1"].iter().enumerate() {
+            register(&mut s, Some(i as u64 + 1), addr);
+        }
+        let MetaResponse::Table { table, .. } = s.apply(&create("t", false)) else {
+            panic!("create");
+        };
+        let id = table.tablets[0].id;
+        let tablet = |s: &MetaState| s.tablet(id).expect("tablet").clone();
+        // The master shrinks its in-sync set in its own epoch.
+        let shrink = MetaCommand::SetInSync {
+            tablet: id,
+            expect_epoch: Epoch(1),
+            in_sync: vec![NodeId(1), NodeId(2)],
+        };
+        assert_eq!(s.apply(&shrink), MetaResponse::Done);
+        assert_eq!(tablet(&s).in_sync, vec![NodeId(1), NodeId(2)]);
+        // Only a member of the in-sync set can be appointed.
+        let refused = s.apply(&MetaCommand::AppointMaster {
+            tablet: id,
+            expect_epoch: Epoch(1),
+            master: NodeId(3),
+        });
+        assert!(matches!(
+            refused,
+            MetaResponse::Rejected(MetaError::Invalid { .. })
+        ));
+        let appoint = MetaCommand::AppointMaster {
+            tablet: id,
+            expect_epoch: Epoch(1),
+            master: NodeId(2),
+        };
+        assert_eq!(s.apply(&appoint), MetaResponse::Done);
+        let t = tablet(&s);
+        assert_eq!((t.master, t.master_epoch), (NodeId(2), Epoch(2)));
+        assert_eq!(t.in_sync, vec![NodeId(2)], "the old master leaves the set");
+        // The same proposal again, or the deposed master's, read an old epoch.
+        assert!(matches!(
+            s.apply(&appoint),
+            MetaResponse::Rejected(MetaError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.apply(&shrink),
+            MetaResponse::Rejected(MetaError::Conflict(_))
+        ));
+        // The new master's set must hold it, and only replicas.
+        for bad in [vec![NodeId(1)], vec![NodeId(2), NodeId(9)]] {
+            let r = s.apply(&MetaCommand::SetInSync {
+                tablet: id,
+                expect_epoch: Epoch(2),
+                in_sync: bad,
+            });
+            assert!(
+                matches!(r, MetaResponse::Rejected(MetaError::Invalid { .. })),
+                "{r:?}"
+            );
+        }
+        assert_eq!(tablet(&s).in_sync, vec![NodeId(2)]);
+        let grow = MetaCommand::SetInSync {
+            tablet: id,
+            expect_epoch: Epoch(2),
+            in_sync: vec![NodeId(3), NodeId(2), NodeId(1)],
+        };
+        assert_eq!(s.apply(&grow), MetaResponse::Done);
+        assert_eq!(tablet(&s).in_sync, vec![NodeId(1), NodeId(2), NodeId(3)]);
+    }
+
+    #[test]
     fn bad_names_and_policies_change_nothing() {
         let mut s = MetaState::default();
         for bad in ["", "1a", "a b", &"x".repeat(65)] {
