@@ -273,3 +273,80 @@ async fn writes_without_their_acks_are_ambiguous_and_their_fate_can_be_asked() {
     };
     assert_eq!(err.kind, ErrorKind::InvalidArgument);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_master_stops_serving_once_its_lease_lapses() {
+    let cluster = TestCluster::builder()
+        .nodes(3)
+        .build()
+        .await
+        .expect("cluster forms");
+    let mut c = cluster.client(0).await.expect("connect");
+    c.create_table("t", TableOptions::default())
+        .await
+        .expect("create");
+    let first = wait_tablet(&cluster, 0, "t", "three replicas, all in sync", |t| {
+        t.in_sync.len() == 3
+    })
+    .await;
+    c.put("t", b"k", b"old").await.expect("put");
+    let master = node_index(first.master);
+    // A pause longer than the failover timeout: the others appoint a new master, which
+    // takes a newer write.
+    cluster.node(master).pause().expect("pause");
+    let other = (master + 1) % 3;
+    let second = wait_tablet(&cluster, other, "t", "a new master in epoch 2", |t| {
+        t.master_epoch == 2
+    })
+    .await;
+    let mut c2 = cluster
+        .client(node_index(second.master))
+        .await
+        .expect("connect");
+    c2.put("t", b"k", b"new")
+        .await
+        .expect("put on the new master");
+    // The old master wakes up believing it still masters the tablet. Asked straight
+    // away (marked as forwarded, so it answers itself), it must not serve the old
+    // value: its lease lapsed while it was paused.
+    cluster.node(master).resume().expect("resume");
+    let mut stub = cluster.client(master).await.expect("connect").kv().clone();
+    let mut req = tonic::Request::new(pb::GetRequest {
+        table: "t".into(),
+        key: b"k".to_vec(),
+        ..Default::default()
+    });
+    req.metadata_mut().insert(
+        "x-datalayer-forwarded",
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    match stub.get(req).await {
+        Ok(r) => assert_ne!(
+            r.into_inner().value,
+            b"old",
+            "a stale read from a deposed master"
+        ),
+        Err(status) => assert!(
+            matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::FailedPrecondition
+            ),
+            "{status:?}"
+        ),
+    }
+    // Once it hears of the new epoch it follows, and reads through it see the new value.
+    wait_until(
+        "the old master follows the new one",
+        CLUSTER_WAIT,
+        || async {
+            let Ok(mut c) = cluster.client(master).await else {
+                return false;
+            };
+            c.get("t", b"k")
+                .await
+                .is_ok_and(|v| v.is_some_and(|v| v.value == b"new"))
+        },
+    )
+    .await
+    .expect("the old master catches up");
+}

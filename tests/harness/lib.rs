@@ -195,6 +195,30 @@ impl TestNode {
         }
     }
 
+    /// Stops the process in its tracks (SIGSTOP), as a long pause would.
+    pub fn pause(&self) -> Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> Result<()> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| anyhow!("node is not running"))?;
+        let status = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill {sig} failed");
+        }
+        Ok(())
+    }
+
     /// Whether the process is running.
     pub fn is_running(&self) -> bool {
         self.child.is_some()

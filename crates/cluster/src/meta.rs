@@ -10,12 +10,14 @@
 //! ```
 
 pub mod controller;
+pub mod lease;
 pub mod network;
 pub mod raft_catalog;
 pub mod state;
 pub mod storage;
 
-pub use raft_catalog::{RaftCatalog, join};
+pub use lease::Lease;
+pub use raft_catalog::{MetaOptions, RaftCatalog, join};
 pub use state::{MetaCommand, MetaError, MetaResponse, MetaState, NodeInfo};
 
 // The macro names `Cursor` unqualified.

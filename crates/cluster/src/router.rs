@@ -89,7 +89,12 @@ impl Router {
     /// and serves the tablets it masters. Call once before serving requests; it then
     /// runs again whenever the metadata changes.
     pub async fn start(self: &Arc<Self>) -> Result<()> {
-        self.reconcile().await?;
+        // A tablet that cannot be reconciled yet (this node's metadata is behind a
+        // newer master that already replicates to it) is retried on the next change;
+        // it does not keep the node from serving the others.
+        if let Err(e) = self.reconcile().await {
+            tracing::warn!(error = %e, "some tablets wait for newer metadata");
+        }
         let router = Arc::downgrade(self);
         let mut applied = self.catalog.applied();
         tokio::spawn(async move {
@@ -180,7 +185,17 @@ impl Router {
         }
         if !self.strong.serves(tablet.id) {
             let _one = self.reconciling.lock().await;
-            self.lead(tablet).await?;
+            match self.lead(tablet).await {
+                Err(Error::StaleEpoch { .. }) => {
+                    // A newer master already replicates to this node: the metadata
+                    // here is behind. The client retries and finds the new master.
+                    return Err(Error::Unavailable(format!(
+                        "{} has a newer master than this node's metadata says; retry",
+                        tablet.id
+                    )));
+                }
+                other => other?,
+            }
         }
         Ok(tablet)
     }

@@ -299,6 +299,12 @@ impl Lead {
         self.view.subscribe()
     }
 
+    /// Whether another node could be appointed master (a member of the in-sync set
+    /// besides this one): only then must this node hold a lease to serve.
+    fn needs_lease(&self) -> bool {
+        !self.alone()
+    }
+
     /// Whether the master is the whole in-sync set.
     fn alone(&self) -> bool {
         let v = self.view.borrow();
@@ -350,6 +356,7 @@ pub(crate) type Leads = Arc<parking_lot::RwLock<HashMap<TabletId, Arc<Lead>>>>;
 
 /// The strong policy of one node.
 pub struct StrongPolicy {
+    lease: Arc<crate::meta::Lease>,
     engine: Arc<dyn TabletEngine>,
     clock: Arc<HybridClock>,
     closed: Arc<AtomicU64>,
@@ -377,6 +384,7 @@ impl StrongPolicy {
         engine: Arc<dyn TabletEngine>,
         clock: Arc<HybridClock>,
         config: Config,
+        lease: Arc<crate::meta::Lease>,
     ) -> Result<StrongPolicy> {
         config.validate()?;
         let (tx, rx) = mpsc::channel(config.write_queue_depth);
@@ -394,6 +402,7 @@ impl StrongPolicy {
             .spawn(move || w.run(rx))
             .map_err(|e| Error::Internal(format!("spawn writer thread: {e}")))?;
         Ok(StrongPolicy {
+            lease,
             engine,
             clock,
             closed,
@@ -509,6 +518,9 @@ impl StrongPolicy {
             ));
         }
         let lead = self.lead(tablet.id);
+        if let Some(lead) = &lead {
+            self.check_lease(lead)?;
+        }
         let (table, id) = (tablet.table, tablet.id);
         let outcome = self
             .call(|reply| writer::Command::Write {
@@ -521,7 +533,17 @@ impl StrongPolicy {
         let (Some(position), Some(lead)) = (outcome.position, lead) else {
             return Ok(outcome);
         };
+        let lapsed = |lead: &Lead| lead.needs_lease() && !self.lease.valid();
         if acks == Acks::One {
+            if lapsed(&lead) {
+                return Err(Error::Ambiguous {
+                    tablet: position.tablet,
+                    epoch: position.epoch,
+                    seq: position.seq,
+                    acks,
+                    reason: "the master's lease lapsed while writing".into(),
+                });
+            }
             return Ok(outcome);
         }
         let mut rx = lead.subscribe();
@@ -538,7 +560,10 @@ impl StrongPolicy {
             reason: reason.to_string(),
         };
         match waited {
-            Ok(Ok(v)) if !v.deposed => Ok(outcome),
+            // Held by every in-sync replica: committed, whatever happens to this master.
+            Ok(Ok(v)) if !v.deposed && acks == Acks::All => Ok(outcome),
+            Ok(Ok(v)) if !v.deposed && !lapsed(&lead) => Ok(outcome),
+            Ok(Ok(v)) if !v.deposed => Err(ambiguous("the master's lease lapsed while writing")),
             Ok(_) => Err(ambiguous("the master stepped down")),
             Err(_) => Err(ambiguous("timed out waiting for acks")),
         }
@@ -612,6 +637,7 @@ impl StrongPolicy {
                 "{tablet} is not mastered by this node"
             )));
         };
+        self.check_lease(&lead)?;
         if level == ReadLevel::Latest {
             return Ok(at.unwrap_or(closed));
         }
@@ -648,6 +674,28 @@ impl StrongPolicy {
         Ok(at.unwrap_or(ts))
     }
 
+    /// Refuses to serve a tablet another node could be mastering by now.
+    fn check_lease(&self, lead: &Lead) -> Result<()> {
+        if lead.needs_lease() && !self.lease.valid() {
+            return Err(Error::Unavailable(format!(
+                "{}: this master's lease lapsed (it lost touch with the metadata leader)",
+                lead.tablet
+            )));
+        }
+        Ok(())
+    }
+
+    /// After a read: the answer counts only if the lease still held at its end (a
+    /// master paused mid-read may have been replaced meanwhile).
+    fn check_lease_after(&self, tablet: TabletId) -> Result<()> {
+        match self.lead(tablet) {
+            Some(lead) => self.check_lease(&lead),
+            None => Err(Error::Unavailable(format!(
+                "{tablet} is no longer mastered by this node"
+            ))),
+        }
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn TabletEngine) -> datalayer_store::Result<T> + Send + 'static,
@@ -675,11 +723,13 @@ impl StrongPolicy {
             // One point read is a memtable or block-cache lookup in the common case:
             // cheaper inline than the two thread hops of a blocking task.
             let value = self.engine.get(id, &keys[0], ts)?;
+            self.check_lease_after(tablet)?;
             return Ok((vec![value], ts));
         }
         let values = self
             .blocking(move |e| keys.iter().map(|k| e.get(id, k, ts)).collect())
             .await?;
+        self.check_lease_after(tablet)?;
         Ok((values, ts))
     }
 
@@ -704,6 +754,7 @@ impl StrongPolicy {
             reverse,
         };
         let mut rows = self.blocking(move |e| e.scan(&req)).await?;
+        self.check_lease_after(tablet)?;
         let more = rows.len() > limit;
         rows.truncate(limit);
         let resume_key = match (more, rows.last()) {

@@ -32,6 +32,9 @@ pub struct Config {
     /// Milliseconds a tablet master may stay unreachable before the metadata leader
     /// appoints another in-sync replica. Default 1500.
     pub master_failover_ms: u64,
+    /// The most two nodes' wall clocks may differ, in milliseconds. A master's lease
+    /// (two thirds of `master_failover_ms`) is shortened by it. Default 250.
+    pub max_clock_offset_ms: u64,
     /// Request limits.
     pub limits: Limits,
     /// The RocksDB instance.
@@ -52,6 +55,7 @@ impl Default for Config {
             meta_voters: 3,
             dead_voter_secs: 10,
             master_failover_ms: 1500,
+            max_clock_offset_ms: 250,
             limits: Limits::default(),
             store: Default::default(),
             strong: Default::default(),
@@ -72,6 +76,12 @@ impl Config {
         Ok(toml::from_str(text)?)
     }
 
+    /// How long a master may serve after its last lease grant: two thirds of the
+    /// failover timeout, so it stops before another node is appointed.
+    pub fn master_lease_ms(&self) -> u64 {
+        self.master_failover_ms * 2 / 3
+    }
+
     /// Checks every section.
     pub fn validate(&self) -> anyhow::Result<()> {
         if ![1, 3, 5].contains(&self.meta_voters) {
@@ -80,8 +90,12 @@ impl Config {
         if self.dead_voter_secs == 0 {
             anyhow::bail!("dead_voter_secs must be at least 1");
         }
-        if self.master_failover_ms < 300 {
-            anyhow::bail!("master_failover_ms must be at least 300");
+        // The lease must outlast the clock offset by more than one controller tick.
+        if self.master_lease_ms() < self.max_clock_offset_ms + 300 {
+            anyhow::bail!(
+                "master_failover_ms must be at least 1.5 × (max_clock_offset_ms + 300) = {} ms",
+                (self.max_clock_offset_ms + 300) * 3 / 2
+            );
         }
         if self.gc_interval_secs == 0 {
             anyhow::bail!("gc_interval_secs must be at least 1");

@@ -94,14 +94,21 @@ pub async fn run(
 
     let (node, bootstrap) =
         node_identity(&engine, &config, &advertised, &http_addr.to_string()).await?;
+    let lease = Arc::new(datalayer_cluster::meta::Lease::new(
+        Duration::from_millis(config.master_lease_ms()),
+        Duration::from_millis(config.max_clock_offset_ms),
+    ));
     let catalog = RaftCatalog::start(
         engine.clone(),
         node,
         advertised.clone(),
         bootstrap,
-        config.meta_voters,
-        Duration::from_secs(config.dead_voter_secs),
-        Duration::from_millis(config.master_failover_ms),
+        datalayer_cluster::meta::MetaOptions {
+            voters: config.meta_voters,
+            dead_voter_timeout: Duration::from_secs(config.dead_voter_secs),
+            failover_timeout: Duration::from_millis(config.master_failover_ms),
+            lease: lease.clone(),
+        },
     )
     .await?;
     let clock = Arc::new(HybridClock::new());
@@ -109,6 +116,7 @@ pub async fn run(
         engine.clone(),
         clock,
         config.strong.clone(),
+        lease,
     )?);
     let router = Arc::new(Router::new(catalog.clone(), strong.clone(), node));
 

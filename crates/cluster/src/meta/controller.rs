@@ -6,6 +6,7 @@
 //! the failover timeout are replaced ([`failover`]). Runs on every node, acts only on
 //! the leader.
 
+use super::lease::{LeaseGrant, wall_ms};
 use super::raft_catalog::RaftCatalog;
 use crate::catalog::TabletDesc;
 use crate::strong::protocol::{ReplicaPosition, choose_master};
@@ -38,8 +39,9 @@ pub async fn run(catalog: Weak<RaftCatalog>) {
     }
 }
 
-/// Pings every registered node; returns the ids that answered (this node included).
-async fn probe(catalog: &RaftCatalog) -> BTreeSet<u64> {
+/// Pings every registered node, granting leases when `grant`; returns the ids that
+/// answered (this node included).
+async fn probe(catalog: &RaftCatalog, grant: Option<LeaseGrant>) -> BTreeSet<u64> {
     let mut pings = tokio::task::JoinSet::new();
     for node in catalog.state().nodes.into_values() {
         if node.id == catalog.node() {
@@ -48,7 +50,7 @@ async fn probe(catalog: &RaftCatalog) -> BTreeSet<u64> {
         pings.spawn(async move {
             (
                 node.id.0,
-                super::network::ping(&node.grpc_addr, PING_TIMEOUT).await,
+                super::network::ping(&node.grpc_addr, PING_TIMEOUT, grant).await,
             )
         });
     }
@@ -69,7 +71,21 @@ async fn step(catalog: &RaftCatalog, last_seen: &mut HashMap<u64, Instant>) -> R
         return Ok(());
     }
     let now = Instant::now();
-    let live = probe(catalog).await;
+    // Leases are granted only by a leader a quorum still follows.
+    let sent_ms = wall_ms();
+    let confirmed = tokio::time::timeout(PING_TIMEOUT * 2, raft.ensure_linearizable()).await;
+    let grant = match confirmed {
+        Ok(Ok(_)) => {
+            let grant = LeaseGrant {
+                term: m.current_term,
+                sent_ms,
+            };
+            catalog.grant(grant);
+            Some(grant)
+        }
+        _ => None,
+    };
+    let live = probe(catalog, grant).await;
     for id in &live {
         last_seen.insert(*id, now);
     }

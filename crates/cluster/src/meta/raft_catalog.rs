@@ -22,6 +22,19 @@ const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a starting node without a metadata leader says it is still waiting.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
+/// How a node's member of the metadata group behaves.
+#[derive(Debug, Clone)]
+pub struct MetaOptions {
+    /// Voters the group aims for (1, 3 or 5).
+    pub voters: usize,
+    /// How long a voter may stay silent before a learner replaces it.
+    pub dead_voter_timeout: Duration,
+    /// How long a tablet master may stay silent before another is appointed.
+    pub failover_timeout: Duration,
+    /// This node's master lease, renewed by the leader's grants.
+    pub lease: Arc<super::Lease>,
+}
+
 /// The catalog of a node, replicated by the metadata group.
 pub struct RaftCatalog {
     raft: MetaRaft,
@@ -30,6 +43,7 @@ pub struct RaftCatalog {
     voters: usize,
     dead_voter_timeout: Duration,
     failover_timeout: Duration,
+    lease: Arc<super::Lease>,
     applied: tokio::sync::watch::Receiver<u64>,
 }
 
@@ -56,10 +70,14 @@ impl RaftCatalog {
         node: NodeId,
         addr: String,
         bootstrap: bool,
-        voters: usize,
-        dead_voter_timeout: Duration,
-        failover_timeout: Duration,
+        options: MetaOptions,
     ) -> Result<Arc<RaftCatalog>> {
+        let MetaOptions {
+            voters,
+            dead_voter_timeout,
+            failover_timeout,
+            lease,
+        } = options;
         let state = Arc::new(RwLock::new(MetaState::default()));
         let (applied_tx, applied) = tokio::sync::watch::channel(0);
         let sm = StateMachine::open(engine.clone(), state.clone(), applied_tx)
@@ -91,6 +109,7 @@ impl RaftCatalog {
             voters: voters.max(1),
             dead_voter_timeout,
             failover_timeout,
+            lease,
             applied,
         });
         tokio::spawn(super::controller::run(Arc::downgrade(&catalog)));
@@ -151,6 +170,20 @@ impl RaftCatalog {
     /// How long a tablet master may stay silent before the controller replaces it.
     pub fn failover_timeout(&self) -> Duration {
         self.failover_timeout
+    }
+
+    /// This node's master lease.
+    pub fn lease(&self) -> &Arc<super::Lease> {
+        &self.lease
+    }
+
+    /// Renews this node's lease from a leader's grant, unless the grant comes from a
+    /// term older than this node knows.
+    pub fn grant(&self, grant: super::lease::LeaseGrant) {
+        let term = self.raft.metrics().borrow().current_term;
+        if grant.term >= term {
+            self.lease.renew(grant.sent_ms);
+        }
     }
 
     /// Voters the group aims for.
@@ -409,9 +442,15 @@ mod tests {
             NodeId(1),
             "127.0.0.1:1".into(),
             true,
-            1,
-            Duration::from_secs(10),
-            Duration::from_millis(1500),
+            MetaOptions {
+                voters: 1,
+                dead_voter_timeout: Duration::from_secs(10),
+                failover_timeout: Duration::from_millis(1500),
+                lease: Arc::new(crate::meta::Lease::new(
+                    Duration::from_secs(1),
+                    Duration::from_millis(250),
+                )),
+            },
         )
         .await
         .expect("single-node group starts");
