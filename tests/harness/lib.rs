@@ -9,6 +9,7 @@
 
 mod cluster;
 mod docker;
+pub mod linearizability;
 
 pub use cluster::{CLUSTER_WAIT, TestCluster};
 pub use docker::DockerCluster;
