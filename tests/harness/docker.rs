@@ -14,6 +14,7 @@ pub struct DockerCluster {
     prefix: String,
     image: String,
     nodes: usize,
+    clients: Vec<String>,
 }
 
 fn docker(args: &[&str]) -> Result<Output> {
@@ -59,6 +60,7 @@ impl DockerCluster {
             prefix,
             image,
             nodes: 0,
+            clients: Vec::new(),
         };
         docker_ok(&["network", "create", &cluster.prefix])?;
         let mut cluster = cluster;
@@ -150,6 +152,70 @@ impl DockerCluster {
         docker_ok(&["network", "connect", "--alias", &name, &self.prefix, &name]).map(|_| ())
     }
 
+    /// Kills node `i`'s process with SIGKILL (the container stops, its disk stays).
+    pub fn kill(&self, i: usize) -> Result<()> {
+        docker_ok(&["kill", "-s", "KILL", &self.name(i)]).map(|_| ())
+    }
+
+    /// Starts node `i`'s container again (after [`DockerCluster::kill`]).
+    pub fn start_node(&self, i: usize) -> Result<()> {
+        docker_ok(&["start", &self.name(i)]).map(|_| ())
+    }
+
+    /// Stops node `i` with SIGTERM and starts it again.
+    pub fn restart(&self, i: usize) -> Result<()> {
+        docker_ok(&["restart", "-t", "10", &self.name(i)]).map(|_| ())
+    }
+
+    /// Freezes every process of node `i` (`docker pause`).
+    pub fn pause(&self, i: usize) -> Result<()> {
+        docker_ok(&["pause", &self.name(i)]).map(|_| ())
+    }
+
+    /// Thaws node `i`.
+    pub fn unpause(&self, i: usize) -> Result<()> {
+        docker_ok(&["unpause", &self.name(i)]).map(|_| ())
+    }
+
+    /// Starts `datalayer` with `args` in a container of its own on the cluster's
+    /// network (a client, such as `workload`); returns its name.
+    pub fn run_client(&mut self, name: &str, args: &[&str]) -> Result<String> {
+        let name = format!("{}-{name}", self.prefix);
+        let mut all = vec![
+            "run",
+            "-d",
+            "--name",
+            name.as_str(),
+            "--network",
+            self.prefix.as_str(),
+            self.image.as_str(),
+        ];
+        all.extend_from_slice(args);
+        docker_ok(&all)?;
+        self.clients.push(name.clone());
+        Ok(name)
+    }
+
+    /// The standard output of a client container so far.
+    pub fn client_output(&self, name: &str) -> Result<String> {
+        let out = docker(&["logs", name])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits for a client container to exit; returns its standard output.
+    pub fn wait_client(&self, name: &str) -> Result<String> {
+        docker_ok(&["wait", name])?;
+        self.client_output(name)
+    }
+
+    /// The gRPC addresses of every node, as the containers reach them.
+    pub fn addrs(&self) -> String {
+        (1..=self.nodes)
+            .map(|i| format!("{}:7700", self.name(i)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The logs of node `i`.
     pub fn logs(&self, i: usize) -> String {
         docker(&["logs", &self.name(i)])
@@ -160,6 +226,9 @@ impl DockerCluster {
 
 impl Drop for DockerCluster {
     fn drop(&mut self) {
+        for c in &self.clients {
+            let _ = docker(&["rm", "-f", c]);
+        }
         for i in 1..=self.nodes {
             let _ = docker(&["rm", "-f", &self.name(i)]);
         }

@@ -50,7 +50,11 @@ fn step(state: &Option<String>, op: &RegOp) -> Option<Option<String>> {
                 Some(true) => matches.then(|| Some(to.clone())),
                 Some(false) => (!matches).then(|| state.clone()),
                 // Unknown: it took effect if the register held `from` at its point.
-                None => Some(if matches { Some(to.clone()) } else { state.clone() }),
+                None => Some(if matches {
+                    Some(to.clone())
+                } else {
+                    state.clone()
+                }),
             }
         }
     }
@@ -75,7 +79,10 @@ pub fn check_register(history: &[RegEvent]) -> Result<(), usize> {
     let head = len;
     const NIL: usize = usize::MAX;
     let mut next: Vec<usize> = (1..len).chain([NIL, 0]).collect();
-    let mut prev: Vec<usize> = std::iter::once(head).chain(0..len - 1).chain([NIL]).collect();
+    let mut prev: Vec<usize> = std::iter::once(head)
+        .chain(0..len - 1)
+        .chain([NIL])
+        .collect();
     let mut ret_of = vec![0usize; n];
     let mut call_of = vec![0usize; n];
     for (pos, (_, is_ret, op)) in entries.iter().enumerate() {

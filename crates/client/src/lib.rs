@@ -213,6 +213,15 @@ impl Client {
         self.consistency = consistency;
     }
 
+    /// A digest of the seed node's replicas of a table's tablets.
+    pub async fn table_digest(&mut self, name: &str) -> Result<pb::TableDigestResponse> {
+        Ok(self
+            .admin
+            .table_digest(pb::TableDigestRequest { name: name.into() })
+            .await?
+            .into_inner())
+    }
+
     /// Whether the write at `position` (from an `Ambiguous` error) committed, is
     /// pending or was lost.
     pub async fn write_status(

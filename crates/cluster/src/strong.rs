@@ -450,6 +450,32 @@ impl StrongPolicy {
             .await
     }
 
+    /// This node's replica of `tablet`: its log end, a hash of its live rows (key,
+    /// value, version) and how many there are; `None` when it holds no replica.
+    pub async fn replica_digest(
+        &self,
+        table: &TableDesc,
+        tablet: &TabletDesc,
+    ) -> Result<Option<(Seq, u64, u64)>> {
+        let Some(state) = self.engine.tablet_state(tablet.id)? else {
+            return Ok(None);
+        };
+        let req = ScanRequest {
+            table: table.id,
+            range: tablet.range(),
+            at: Timestamp::MAX,
+            limit: usize::MAX,
+            reverse: false,
+        };
+        let rows = self.blocking(move |e| e.scan(&req)).await?;
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        for (k, v) in &rows {
+            (k, &v.value, v.ts.0).hash(&mut h);
+        }
+        Ok(Some((state.log_end, h.finish(), rows.len() as u64)))
+    }
+
     /// Epoch of the last record and log end of this node's replica of `tablet`.
     pub fn replica_position(&self, tablet: TabletId) -> Result<Option<(Epoch, Seq)>> {
         Ok(self

@@ -123,6 +123,9 @@ enum Command {
     Gc { table: String },
     /// Measure throughput against a running node and peers (see BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
+    /// Run a Jepsen-style workload against a cluster and print its history as JSON
+    /// lines (for fault tests).
+    Workload(crate::workload::WorkloadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -188,6 +191,9 @@ enum TableCmd {
     List,
     /// Show a table and its tablets.
     Describe { name: String },
+    /// A digest of this node's replicas of the table's tablets (equal digests at equal
+    /// log ends mean equal data).
+    Digest { name: String },
     /// Drop a table and all its data.
     Drop {
         name: String,
@@ -231,6 +237,7 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => crate::bench::run(&cli.addr, args, json)
                 .await
                 .map(|()| Done::Ok),
+            Command::Workload(args) => crate::workload::run(args).await.map(|()| Done::Ok),
             command => {
                 let opts = ClientOpts {
                     acks: cli.acks.as_deref().map(parse_acks).transpose()?,
@@ -422,7 +429,9 @@ async fn client_command(
     c.set_consistency(opts.consistency);
     let print = |v: serde_json::Value| println!("{v}");
     match command {
-        Command::Start(_) | Command::Bench(_) => unreachable!("handled before connecting"),
+        Command::Start(_) | Command::Bench(_) | Command::Workload(_) => {
+            unreachable!("handled before connecting")
+        }
         Command::Table(TableCmd::Create {
             name,
             retention_secs,
@@ -483,6 +492,21 @@ async fn client_command(
                         tb.in_sync,
                         tb.log_end,
                         tb.high_watermark
+                    );
+                }
+            }
+        }
+        Command::Table(TableCmd::Digest { name }) => {
+            let r = c.table_digest(&name).await?;
+            if json_out {
+                print(json!({"tablets": r.tablets.iter().map(|t| json!({
+                    "tablet": t.tablet_id, "log_end": t.log_end, "digest": t.digest, "rows": t.rows,
+                })).collect::<Vec<_>>()}));
+            } else {
+                for t in &r.tablets {
+                    println!(
+                        "tablet {} log_end={} rows={} digest={:016x}",
+                        t.tablet_id, t.log_end, t.rows, t.digest
                     );
                 }
             }

@@ -13,6 +13,7 @@ mod metrics;
 mod server;
 mod service;
 mod status;
+mod workload;
 
 fn main() -> std::process::ExitCode {
     cli::main()

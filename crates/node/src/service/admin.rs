@@ -271,6 +271,36 @@ impl pb::admin_server::Admin for AdminService {
         .await
     }
 
+    async fn table_digest(
+        &self,
+        request: Request<pb::TableDigestRequest>,
+    ) -> Result<Response<pb::TableDigestResponse>, Status> {
+        let req = request.into_inner();
+        timed(&self.metrics, "TableDigest", async {
+            self.limits.table(&req.name).status()?;
+            let table = self.router.table_synced(&req.name).await.status()?;
+            let mut tablets = Vec::new();
+            for tablet in &table.tablets {
+                if let Some((log_end, digest, rows)) = self
+                    .router
+                    .strong()
+                    .replica_digest(&table, tablet)
+                    .await
+                    .status()?
+                {
+                    tablets.push(pb::TabletDigest {
+                        tablet_id: tablet.id.0,
+                        log_end: log_end.0,
+                        digest,
+                        rows,
+                    });
+                }
+            }
+            Ok(pb::TableDigestResponse { tablets })
+        })
+        .await
+    }
+
     async fn collect_garbage(
         &self,
         request: Request<pb::CollectGarbageRequest>,

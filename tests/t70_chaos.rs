@@ -1,0 +1,375 @@
+//! The chaos suite: three nodes in Docker containers, a Jepsen-style workload in a
+//! fourth (`datalayer workload`: registers read, written and compare-and-set with
+//! unique values, and unique ids added with `acks=all`), and one fault per scenario:
+//! kill -9 the master, kill -9 a follower, cut the master off past its lease, pause
+//! the master past its lease, cut off the metadata leader, shrink the in-sync set then
+//! kill the master, and a rolling restart of every node.
+//!
+//! Each scenario passes when the workload ran at 50 ops/s or more before the fault,
+//! made progress again after it, every register's history is linearizable, no id
+//! acknowledged with `acks=all` is missing (and none appears that was never sent), and
+//! the three replicas hold equal data within 30 s of healing. A failing scenario
+//! leaves its history and the node logs under `$CARGO_TARGET_DIR/chaos-artifacts`.
+
+use datalayer_tests::linearizability::{RegEvent, RegOp, check_register};
+use datalayer_tests::{DockerCluster, wait_until};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    KillMaster,
+    KillFollower,
+    PartitionMaster,
+    PauseMaster,
+    PartitionMetaLeader,
+    ShrinkInSyncThenKillMaster,
+    RollingRestart,
+}
+
+/// A parsed history.
+#[derive(Default)]
+struct History {
+    registers: BTreeMap<String, Vec<RegEvent>>,
+    acked_ids: BTreeSet<String>,
+    sent_ids: BTreeSet<String>,
+    /// Return times of the operations that completed.
+    completed: Vec<u64>,
+}
+
+fn parse(text: &str) -> History {
+    let mut h = History::default();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let call = v["call"].as_u64().unwrap_or(0);
+        let ret = v["ret"].as_u64();
+        if let Some(r) = ret {
+            h.completed.push(r);
+        }
+        let s = |f: &str| v[f].as_str().map(String::from);
+        let op = match v["f"].as_str() {
+            Some("id") => {
+                let id = s("id").expect("id");
+                h.sent_ids.insert(id.clone());
+                if ret.is_some() {
+                    h.acked_ids.insert(id);
+                }
+                continue;
+            }
+            Some("read") => RegOp::Read(s("v")),
+            Some("write") => RegOp::Write(s("v").expect("v")),
+            Some("cas") => RegOp::Cas {
+                from: s("from").expect("from"),
+                to: s("to").expect("to"),
+                ok: v["ok"].as_bool(),
+            },
+            _ => continue,
+        };
+        let key = s("k").expect("k");
+        h.registers
+            .entry(key)
+            .or_default()
+            .push(RegEvent { op, call, ret });
+    }
+    h.completed.sort_unstable();
+    h
+}
+
+/// The latest time (µs of the workload) in its output so far.
+fn last_time(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["ret"].as_u64().or(v["call"].as_u64()))
+        .max()
+        .unwrap_or(0)
+}
+
+fn describe(c: &DockerCluster, i: usize, table: &str) -> Option<Value> {
+    let o = c.cli(i, &["--json", "table", "describe", table]).ok()?;
+    if !o.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+    Some(v["tablets"][0].clone())
+}
+
+/// The tablet as the first live node in `nodes` describes it.
+fn tablet(c: &DockerCluster, nodes: &[usize], table: &str) -> Option<Value> {
+    nodes.iter().find_map(|i| describe(c, *i, table))
+}
+
+fn ids(v: &Value, field: &str) -> Vec<usize> {
+    v[field]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_u64())
+                .map(|n| n as usize)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn save_artifacts(c: &DockerCluster, scenario: &str, history: &str) -> String {
+    let base = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir());
+    let dir = base.join("chaos-artifacts").join(scenario);
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("history.jsonl"), history);
+    for i in 1..=3 {
+        let _ = std::fs::write(dir.join(format!("n{i}.log")), c.logs(i));
+    }
+    dir.display().to_string()
+}
+
+/// Waits until the workload's output has grown by `ops` lines since `from` lines.
+async fn wait_progress(c: &DockerCluster, client: &str, what: &str, ops: usize) -> String {
+    let base = c.client_output(client).unwrap_or_default().lines().count();
+    wait_until(what, WAIT, || async {
+        c.client_output(client)
+            .map(|o| o.lines().count() >= base + ops)
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    c.client_output(client).unwrap_or_default()
+}
+
+async fn wait_tablet(
+    c: &DockerCluster,
+    nodes: &[usize],
+    table: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let pred = &pred;
+    wait_until(what, WAIT, || async move {
+        tablet(c, nodes, table).is_some_and(|t| pred(&t))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tablet(c, nodes, table).expect("tablet")
+}
+
+/// Runs one scenario on table `table`; returns the reasons it failed.
+async fn scenario(c: &mut DockerCluster, fault: Fault, table: &str) -> Vec<String> {
+    let all = [1usize, 2, 3];
+    let addrs = c.addrs();
+    let secs = if fault == Fault::RollingRestart {
+        "45"
+    } else {
+        "25"
+    };
+    let client = c
+        .run_client(
+            &format!("{table}-client"),
+            &[
+                "workload", "--nodes", &addrs, "--table", table, "--secs", secs,
+            ],
+        )
+        .expect("workload starts");
+    // Warm up: the table exists on every node and the workload is running.
+    let before = wait_tablet(c, &all, table, "three in-sync replicas", |t| {
+        ids(t, "in_sync").len() == 3
+    })
+    .await;
+    let out = wait_progress(c, &client, "the workload warms up", 300).await;
+    let fault_at = last_time(&out);
+    let master = before["master"].as_u64().expect("master") as usize;
+    let follower = all.into_iter().find(|i| *i != master).expect("follower");
+    let others: Vec<usize> = all.into_iter().filter(|i| *i != master).collect();
+    let epoch = before["master_epoch"].as_u64().expect("epoch");
+    let new_master = |t: &Value| t["master_epoch"].as_u64() > Some(epoch);
+    match fault {
+        Fault::KillMaster => {
+            c.kill(master).expect("kill");
+            wait_tablet(c, &others, table, "a new master", new_master).await;
+            wait_progress(c, &client, "progress after the failover", 100).await;
+            c.start_node(master).expect("restart");
+        }
+        Fault::KillFollower => {
+            c.kill(follower).expect("kill");
+            wait_progress(c, &client, "progress without the follower", 100).await;
+            c.start_node(follower).expect("restart");
+        }
+        Fault::PartitionMaster => {
+            c.disconnect(master).expect("cut off");
+            wait_tablet(c, &others, table, "a new master", new_master).await;
+            wait_progress(c, &client, "progress after the failover", 100).await;
+            c.connect(master).expect("heal");
+        }
+        Fault::PauseMaster => {
+            c.pause(master).expect("pause");
+            wait_tablet(c, &others, table, "a new master", new_master).await;
+            wait_progress(c, &client, "progress after the failover", 100).await;
+            c.unpause(master).expect("unpause");
+        }
+        Fault::PartitionMetaLeader => {
+            let leader = c
+                .status(1)
+                .and_then(|s| s["meta_leader"].as_u64())
+                .expect("leader") as usize;
+            c.disconnect(leader).expect("cut off");
+            let rest: Vec<usize> = all.into_iter().filter(|i| *i != leader).collect();
+            wait_until("a new metadata leader", WAIT, || async {
+                c.status(rest[0])
+                    .and_then(|s| s["meta_leader"].as_u64())
+                    .is_some_and(|l| l != 0 && l as usize != leader)
+            })
+            .await
+            .expect("new leader");
+            wait_progress(c, &client, "progress under the new leader", 100).await;
+            c.connect(leader).expect("heal");
+        }
+        Fault::ShrinkInSyncThenKillMaster => {
+            c.kill(follower).expect("kill follower");
+            wait_tablet(c, &[master], table, "the in-sync set shrinks", |t| {
+                ids(t, "in_sync").len() == 2
+            })
+            .await;
+            c.kill(master).expect("kill master");
+            let last: Vec<usize> = all
+                .into_iter()
+                .filter(|i| *i != master && *i != follower)
+                .collect();
+            wait_tablet(c, &last, table, "the last in-sync replica masters", |t| {
+                new_master(t) && t["master"].as_u64() == Some(last[0] as u64)
+            })
+            .await;
+            wait_progress(c, &client, "progress on the last replica", 100).await;
+            c.start_node(follower).expect("restart follower");
+            c.start_node(master).expect("restart master");
+        }
+        Fault::RollingRestart => {
+            for i in all {
+                c.restart(i).expect("restart");
+                wait_tablet(c, &all, table, "every replica back in sync", |t| {
+                    ids(t, "in_sync").len() == 3
+                })
+                .await;
+                wait_progress(c, &client, "progress after a restart", 50).await;
+            }
+        }
+    }
+    let history_text = c.wait_client(&client).expect("workload ends");
+    let h = parse(&history_text);
+    let mut failures = Vec::new();
+
+    // The workload was busy before the fault: at least 50 ops/s over 2 s.
+    let window = h
+        .completed
+        .iter()
+        .filter(|t| **t <= fault_at && **t + 2_000_000 > fault_at)
+        .count();
+    if window < 100 {
+        failures.push(format!("only {window} ops in the 2 s before the fault"));
+    }
+    for (key, events) in &h.registers {
+        if let Err(op) = check_register(events) {
+            failures.push(format!(
+                "register {key} is not linearizable (stuck at {:?})",
+                events.get(op)
+            ));
+        }
+    }
+    // Every id acknowledged with acks=all is there, and nothing that was never sent.
+    let read_ids = || {
+        all.iter().find_map(|i| {
+            let o = c
+                .cli(
+                    *i,
+                    &["--json", "scan", table, "--start", "id/", "--end", "id0"],
+                )
+                .ok()?;
+            let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+            let rows = v["rows"].as_array()?;
+            Some(
+                rows.iter()
+                    .filter_map(|r| r["key"].as_str().map(String::from))
+                    .collect::<BTreeSet<String>>(),
+            )
+        })
+    };
+    wait_until("a full read of the ids", WAIT, || async {
+        read_ids().is_some()
+    })
+    .await
+    .expect("ids readable after healing");
+    let seen = read_ids().expect("read");
+    let lost: Vec<&String> = h.acked_ids.difference(&seen).collect();
+    if !lost.is_empty() {
+        failures.push(format!("{} acknowledged ids lost: {lost:?}", lost.len()));
+    }
+    let unexpected: Vec<&String> = seen.difference(&h.sent_ids).collect();
+    if !unexpected.is_empty() {
+        failures.push(format!("unexpected ids: {unexpected:?}"));
+    }
+    // Replicas agree within 30 s of healing.
+    let agreed = wait_until("replicas agree", Duration::from_secs(30), || async {
+        let digests: Vec<Option<(u64, u64)>> = all
+            .iter()
+            .map(|i| {
+                let o = c.cli(*i, &["--json", "table", "digest", table]).ok()?;
+                let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+                let t = &v["tablets"][0];
+                Some((t["log_end"].as_u64()?, t["digest"].as_u64()?))
+            })
+            .collect();
+        digests.iter().all(|d| d.is_some() && *d == digests[0])
+    })
+    .await;
+    if let Err(e) = agreed {
+        failures.push(format!("{e}"));
+    }
+    if !failures.is_empty() {
+        let dir = save_artifacts(c, table, &history_text);
+        failures.push(format!("history and logs in {dir}"));
+    }
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_suite() {
+    let mut c = DockerCluster::start(3).expect("containers start");
+    wait_until("three nodes, three voters", WAIT, || async {
+        c.status(1).is_some_and(|s| {
+            let nodes = s["nodes"].as_array().cloned().unwrap_or_default();
+            nodes.len() == 3 && nodes.iter().all(|n| n["meta_role"] == "voter")
+        })
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.logs(1)));
+    let faults = [
+        Fault::KillMaster,
+        Fault::KillFollower,
+        Fault::PartitionMaster,
+        Fault::PauseMaster,
+        Fault::PartitionMetaLeader,
+        Fault::ShrinkInSyncThenKillMaster,
+        Fault::RollingRestart,
+    ];
+    let mut failed = Vec::new();
+    for (i, fault) in faults.into_iter().enumerate() {
+        let table = format!("chaos{i}");
+        let started = std::time::Instant::now();
+        let run = tokio::time::timeout(Duration::from_secs(240), scenario(&mut c, fault, &table));
+        match run.await {
+            Ok(f) if f.is_empty() => {
+                eprintln!("chaos {fault:?}: passed in {:?}", started.elapsed());
+            }
+            Ok(f) => failed.push(format!("{fault:?}: {}", f.join("; "))),
+            Err(_) => failed.push(format!("{fault:?}: did not finish within 240 s")),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "scenarios failed:\n{}",
+        failed.join("\n")
+    );
+}
