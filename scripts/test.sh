@@ -10,6 +10,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 # cargo call here and in the other scripts selects the same packages and targets
 # (--workspace --all-targets): a different selection unifies features differently and
 # rebuilds RocksDB from scratch.
+# The chaos suite proves its checkers on a deliberately broken build (acks before
+# replication): build it first and keep it beside the real binary.
+cargo build --workspace --all-targets --features datalayer/unsafe-early-ack
+cp "$CARGO_TARGET_DIR/debug/datalayer" "$CARGO_TARGET_DIR/debug/datalayer-unsafe-early-ack"
 cargo build --workspace --all-targets
 # Cluster tests start 3 to 5 node processes each: at most 3 tests at a time keeps a
 # 2-core machine responsive enough for Raft's timeouts.

@@ -19,6 +19,9 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// The suites of this file run one at a time: each keeps a 2-core machine busy.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
     KillMaster,
@@ -228,22 +231,21 @@ async fn scenario(c: &mut DockerCluster, fault: Fault, table: &str) -> Vec<Strin
             c.connect(leader).expect("heal");
         }
         Fault::ShrinkInSyncThenKillMaster => {
+            // A follower dies and leaves the in-sync set; it comes back (the metadata
+            // group needs two of its three voters) and the master dies before the
+            // follower has rejoined: the one remaining in-sync replica takes over.
             c.kill(follower).expect("kill follower");
             wait_tablet(c, &[master], table, "the in-sync set shrinks", |t| {
                 ids(t, "in_sync").len() == 2
             })
             .await;
+            c.start_node(follower).expect("restart follower");
             c.kill(master).expect("kill master");
-            let last: Vec<usize> = all
-                .into_iter()
-                .filter(|i| *i != master && *i != follower)
-                .collect();
-            wait_tablet(c, &last, table, "the last in-sync replica masters", |t| {
-                new_master(t) && t["master"].as_u64() == Some(last[0] as u64)
+            wait_tablet(c, &others, table, "a new master", |t| {
+                new_master(t) && t["master"].as_u64() != Some(master as u64)
             })
             .await;
-            wait_progress(c, &client, "progress on the last replica", 100).await;
-            c.start_node(follower).expect("restart follower");
+            wait_progress(c, &client, "progress after the failover", 100).await;
             c.start_node(master).expect("restart master");
         }
         Fault::RollingRestart => {
@@ -334,9 +336,7 @@ async fn scenario(c: &mut DockerCluster, fault: Fault, table: &str) -> Vec<Strin
     failures
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_suite() {
-    let mut c = DockerCluster::start(3).expect("containers start");
+async fn formed(c: &DockerCluster) {
     wait_until("three nodes, three voters", WAIT, || async {
         c.status(1).is_some_and(|s| {
             let nodes = s["nodes"].as_array().cloned().unwrap_or_default();
@@ -345,6 +345,55 @@ async fn chaos_suite() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", c.logs(1)));
+}
+
+/// The checkers are worth something only if they catch a broken build: one that
+/// acknowledges writes before replicating them (`--features
+/// datalayer/unsafe-early-ack`, built by `scripts/test.sh` as
+/// `datalayer-unsafe-early-ack`) must lose acknowledged ids or break linearizability
+/// when its master is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkers_catch_a_build_that_acknowledges_before_replicating() {
+    let broken = datalayer_tests::binary().with_file_name("datalayer-unsafe-early-ack");
+    assert!(
+        broken.exists(),
+        "{} is missing: scripts/test.sh builds it",
+        broken.display()
+    );
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = DockerCluster::start_with(3, &broken, "broken").expect("containers start");
+    formed(&c).await;
+    let mut caught = Vec::new();
+    for round in 0..3 {
+        let table = format!("broken{round}");
+        let failures = scenario(&mut c, Fault::KillMaster, &table).await;
+        // The checkers must report lost writes or a non-linearizable register (not
+        // merely a slow or idle run).
+        caught.extend(
+            failures
+                .into_iter()
+                .filter(|f| f.contains("lost") || f.contains("not linearizable")),
+        );
+        if !caught.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        !caught.is_empty(),
+        "three master kills under a build that acknowledges before replicating went unnoticed"
+    );
+    eprintln!(
+        "the checkers caught the broken build ({} findings), e.g. {:?}",
+        caught.len(),
+        &caught[..caught.len().min(3)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_suite() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = DockerCluster::start(3).expect("containers start");
+    formed(&c).await;
     let faults = [
         Fault::KillMaster,
         Fault::KillFollower,
@@ -363,7 +412,10 @@ async fn chaos_suite() {
             Ok(f) if f.is_empty() => {
                 eprintln!("chaos {fault:?}: passed in {:?}", started.elapsed());
             }
-            Ok(f) => failed.push(format!("{fault:?}: {}", f.join("; "))),
+            Ok(f) => {
+                eprintln!("chaos {fault:?}: FAILED: {}", f.join("; "));
+                failed.push(format!("{fault:?}: {}", f.join("; ")));
+            }
             Err(_) => failed.push(format!("{fault:?}: did not finish within 240 s")),
         }
     }
@@ -371,5 +423,42 @@ async fn chaos_suite() {
         failed.is_empty(),
         "scenarios failed:\n{}",
         failed.join("\n")
+    );
+}
+
+/// Re-checks a saved history: `CHAOS_HISTORY=path cargo test --test t70_chaos
+/// recheck_saved_history -- --ignored --nocapture`.
+#[test]
+#[ignore = "a tool for saved histories"]
+fn recheck_saved_history() {
+    let path = std::env::var("CHAOS_HISTORY").expect("CHAOS_HISTORY names a history.jsonl");
+    let h = parse(&std::fs::read_to_string(path).expect("read"));
+    let mut bad = 0;
+    for (key, events) in &h.registers {
+        if check_register(events).is_err() {
+            bad += 1;
+            // The shortest failing prefix (by call time) shows where it went wrong.
+            let mut sorted = events.clone();
+            sorted.sort_by_key(|e| e.call);
+            let (mut lo, mut hi) = (1, sorted.len());
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if check_register(&sorted[..mid]).is_err() {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            eprintln!("{key}: the first {lo} operations are not linearizable; the last ones:");
+            for e in &sorted[lo.saturating_sub(8)..lo] {
+                eprintln!("  {e:?}");
+            }
+        }
+    }
+    eprintln!(
+        "{} registers, {bad} not linearizable; {} ids sent, {} acknowledged",
+        h.registers.len(),
+        h.sent_ids.len(),
+        h.acked_ids.len()
     );
 }

@@ -40,13 +40,19 @@ impl DockerCluster {
     /// Builds the image and starts `nodes` containers: node 1 founds the cluster, the
     /// others join through it.
     pub fn start(nodes: usize) -> Result<DockerCluster> {
-        let prefix = format!("dltest{}", std::process::id());
+        DockerCluster::start_with(nodes, &binary(), "")
+    }
+
+    /// Like [`DockerCluster::start`], with another build of the binary; `tag`
+    /// distinguishes its containers from other clusters of the same test process.
+    pub fn start_with(nodes: usize, bin: &std::path::Path, tag: &str) -> Result<DockerCluster> {
+        let prefix = format!("dltest{}{tag}", std::process::id());
         let image = format!("datalayer-test:{prefix}");
         let script =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/docker-image.sh");
         let built = Command::new("bash")
             .arg(&script)
-            .arg(binary())
+            .arg(bin)
             .arg(&image)
             .output()
             .context("build the image")?;

@@ -222,6 +222,48 @@ mod tests {
         assert!(check_register(&h).is_err());
     }
 
+    /// Histories of a real register (each operation takes effect at a random point
+    /// between its call and its return) are linearizable, however they overlap.
+    #[test]
+    fn histories_of_an_atomic_register_pass() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..200u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            // (effect time, call, ret, op template)
+            let mut ops: Vec<(u64, u64, u64, u8)> = (0..300)
+                .map(|_| {
+                    let call = rng.random_range(0..10_000u64);
+                    let effect = call + rng.random_range(0..50);
+                    let ret = effect + rng.random_range(0..50);
+                    (effect, call, ret, rng.random_range(0..3u8))
+                })
+                .collect();
+            ops.sort();
+            let mut state: Option<String> = None;
+            let mut h = Vec::new();
+            for (i, (_, call, ret, kind)) in ops.into_iter().enumerate() {
+                let op = match (kind, &state) {
+                    (0, _) => RegOp::Read(state.clone()),
+                    (1, Some(cur)) if i % 2 == 0 => {
+                        let to = format!("c{i}");
+                        let op = cas(cur, &to, Some(true));
+                        state = Some(to);
+                        op
+                    }
+                    (1, _) => cas("nope", "x", Some(false)),
+                    _ => {
+                        let v = format!("w{i}");
+                        state = Some(v.clone());
+                        RegOp::Write(v)
+                    }
+                };
+                let ret = (i % 17 != 0 || kind == 0).then_some(ret);
+                h.push(ev(op, call, ret));
+            }
+            assert_eq!(check_register(&h), Ok(()), "seed {seed}");
+        }
+    }
+
     #[test]
     fn unknown_outcomes_may_or_may_not_take_effect() {
         // Never took effect.

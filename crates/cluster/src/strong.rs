@@ -157,6 +157,10 @@ pub struct Outcome {
     pub ts: Timestamp,
     /// Where it was written; `None` when nothing was.
     pub position: Option<Position>,
+    /// The tablet's log end the command was evaluated against (its own record when it
+    /// wrote one). A command that wrote nothing (a failed compare-and-set) may have
+    /// seen records not yet committed; it is answered once they are.
+    pub observed: Seq,
     /// The command's result.
     pub result: OpResult,
 }
@@ -556,7 +560,19 @@ impl StrongPolicy {
                 reply,
             })
             .await?;
-        let (Some(position), Some(lead)) = (outcome.position, lead) else {
+        let Some(lead) = lead else {
+            return Ok(outcome);
+        };
+        if cfg!(feature = "unsafe-early-ack") {
+            // The broken build: acknowledge before replicating.
+            return Ok(outcome);
+        }
+        let Some(position) = outcome.position else {
+            // Nothing written, but the answer rests on what the log held: wait until
+            // that is committed, so no later read can see an older state.
+            if acks != Acks::One {
+                self.wait_committed(&lead, outcome.observed, acks).await?;
+            }
             return Ok(outcome);
         };
         let lapsed = |lead: &Lead| lead.needs_lease() && !self.lease.valid();
@@ -592,6 +608,25 @@ impl StrongPolicy {
             Ok(Ok(v)) if !v.deposed => Err(ambiguous("the master's lease lapsed while writing")),
             Ok(_) => Err(ambiguous("the master stepped down")),
             Err(_) => Err(ambiguous("timed out waiting for acks")),
+        }
+    }
+
+    /// Waits until the log up to `seq` has `acks`; a command that wrote nothing fails
+    /// as unavailable (retryable: nothing changed) when it does not in time.
+    async fn wait_committed(&self, lead: &Lead, seq: Seq, acks: Acks) -> Result<()> {
+        let mut rx = lead.subscribe();
+        let waited = tokio::time::timeout(
+            Duration::from_millis(self.config.ack_timeout_ms),
+            rx.wait_for(|v| v.deposed || v.acks.satisfied(seq, acks)),
+        )
+        .await;
+        match waited {
+            Ok(Ok(v)) if !v.deposed => Ok(()),
+            _ => Err(Error::Unavailable(format!(
+                "{}: the replicas did not confirm the state the answer rests on in time; \
+                 nothing was written",
+                lead.tablet
+            ))),
         }
     }
 

@@ -542,9 +542,14 @@ impl Writer {
             }
         };
         if records.is_empty() {
+            let observed = group
+                .appends
+                .get(&tablet)
+                .map_or(served.state.log_end, |a| a.state.log_end);
             return Ok(Outcome {
                 ts,
                 position: None,
+                observed,
                 result,
             });
         }
@@ -581,6 +586,7 @@ impl Writer {
                 epoch,
                 seq: append.state.log_end,
             }),
+            observed: append.state.log_end,
             result,
         })
     }
