@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// sent to another node (forwarded), instead of the single-node workloads.
     #[arg(long, value_delimiter = ',')]
     cluster: Vec<String>,
+    /// Cluster mode: also run the same puts on this single node (a cluster of its own),
+    /// for comparison with replicated puts.
+    #[arg(long)]
+    single_node: Option<String>,
 }
 
 /// One measured workload.
@@ -600,6 +604,69 @@ async fn cluster_bench(
         results.push(m);
     }
     admin.drop_table("fwd", true).await?;
+
+    // Replication: puts to a 3-replica tablet's master with acks=1 and acks=all, the
+    // same on a single node, and the same on a 3-node etcd cluster.
+    admin.drop_table("rep", true).await?;
+    let (table, _) = admin.create_table("rep", TableOptions::default()).await?;
+    let master_addr = addr_of(table.tablets[0].master).context("master address")?;
+    // Wait until every replica is in sync, so acks=all waits for all three.
+    for _ in 0..100 {
+        let t = admin.describe_table("rep").await?;
+        if t.tablets[0].in_sync.len() >= 3.min(status.nodes.len()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let put_with = |acks: pb::Acks, table: &'static str| -> OpFn<RawKv> {
+        let v = value.clone();
+        Arc::new(move |mut c: RawKv, client, i| {
+            let v = v.clone();
+            Box::pin(async move {
+                c.write(pb::WriteRequest {
+                    table: table.into(),
+                    mutations: vec![datalayer_client::put(&key(client, i), &v)],
+                    acks: Some(acks),
+                })
+                .await?;
+                Ok(1)
+            })
+        })
+    };
+    for (label, acks) in [
+        ("put acks=1", datalayer_client::acks_one()),
+        ("put acks=all", datalayer_client::acks_all()),
+    ] {
+        eprintln!("replication: {label}");
+        let conns = raw_kv(&master_addr, args.clients).await?;
+        let (m, _) = drive("datalayer 3 nodes", label, &conns, dur, put_with(acks, "rep")).await?;
+        results.push(m);
+    }
+    admin.drop_table("rep", true).await?;
+    if let Some(single) = &args.single_node {
+        eprintln!("replication: single node");
+        let mut c = Client::connect(single).await?;
+        c.drop_table("rep", true).await?;
+        c.create_table("rep", TableOptions::default()).await?;
+        let conns = raw_kv(single, args.clients).await?;
+        let (m, _) = drive(
+            "datalayer 1 node",
+            "put",
+            &conns,
+            dur,
+            put_with(datalayer_client::acks_all(), "rep"),
+        )
+        .await?;
+        results.push(m);
+        c.drop_table("rep", true).await?;
+    }
+    if let Some(etcd) = &args.etcd {
+        eprintln!("replication: etcd 3 nodes");
+        let mut m = etcd_bench(etcd, args.clients, value, dur).await?;
+        m.truncate(1);
+        m[0].system = "etcd 3 nodes";
+        results.extend(m);
+    }
     Ok(results)
 }
 
@@ -613,7 +680,7 @@ fn report(results: &[Measure], args: &BenchArgs, json_out: bool) {
     let ratio = |a: (&str, &str), b: (&str, &str)| -> Option<f64> {
         Some(find(results, a.0, a.1)?.ops_per_sec / find(results, b.0, b.1)?.ops_per_sec)
     };
-    let ratios = [
+    let single_ratios = [
         (
             "durable puts vs redis-server SET (fsync always)",
             ratio(("datalayer", "put"), ("redis", "put")),
@@ -639,7 +706,23 @@ fn report(results: &[Measure], args: &BenchArgs, json_out: bool) {
             ratio(("datalayer", "get"), ("redis", "get")),
             0.5,
         ),
-        // Cluster mode: reported without a target.
+    ];
+    let cluster_ratios = [
+        (
+            "3-node puts acks=all vs 3-node etcd put",
+            ratio(("datalayer 3 nodes", "put acks=all"), ("etcd 3 nodes", "put")),
+            2.0,
+        ),
+        (
+            "3-node puts acks=1 vs single-node puts",
+            ratio(("datalayer 3 nodes", "put acks=1"), ("datalayer 1 node", "put")),
+            0.0,
+        ),
+        (
+            "3-node puts acks=all vs single-node puts",
+            ratio(("datalayer 3 nodes", "put acks=all"), ("datalayer 1 node", "put")),
+            0.0,
+        ),
         (
             "puts forwarded by another node vs sent to the master",
             ratio(
@@ -657,6 +740,11 @@ fn report(results: &[Measure], args: &BenchArgs, json_out: bool) {
             0.0,
         ),
     ];
+    let ratios = if args.cluster.is_empty() {
+        single_ratios.to_vec()
+    } else {
+        cluster_ratios.to_vec()
+    };
     if json_out {
         let rows: Vec<_> = results
             .iter()
