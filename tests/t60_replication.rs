@@ -350,3 +350,142 @@ async fn a_paused_master_stops_serving_once_its_lease_lapses() {
     .await
     .expect("the old master catches up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommissioned_master_hands_over_and_a_new_replica_catches_up() {
+    let cluster = TestCluster::builder()
+        .nodes(4)
+        .build()
+        .await
+        .expect("cluster forms");
+    let mut c = cluster.client(0).await.expect("connect");
+    c.create_table("t", TableOptions::default())
+        .await
+        .expect("create");
+    let t = wait_tablet(&cluster, 0, "t", "three replicas, all in sync", |t| {
+        t.in_sync.len() == 3
+    })
+    .await;
+    let spare = (1..=4u64)
+        .find(|n| !t.replicas.contains(n))
+        .expect("a node without a replica");
+    let master = node_index(t.master);
+    // Writes acknowledged by the master alone must survive the hand-over too.
+    let mut w = cluster.client(master).await.expect("connect");
+    w.set_acks(Some(datalayer_client::acks_one()));
+    let mut acked = BTreeMap::new();
+    for k in 0..300u32 {
+        let (key, value) = (format!("k{k:05}"), format!("v{k}"));
+        w.put("t", key.as_bytes(), value.as_bytes())
+            .await
+            .expect("put");
+        acked.insert(key, value);
+    }
+    let via = (0..4)
+        .find(|i| *i != master && *i as u64 + 1 != spare)
+        .expect("a third node");
+    let o = cluster
+        .node(via)
+        .cli(&["node", "decommission", &t.master.to_string()]);
+    assert!(o.status.success(), "{}", datalayer_tests::stderr(&o));
+    // The spare node takes the freed replica slot, catches up from the new master's
+    // oplog and joins the in-sync set.
+    let after = wait_tablet(
+        &cluster,
+        via,
+        "t",
+        "the spare node is an in-sync replica",
+        |t| t.in_sync.len() == 3 && t.in_sync.contains(&spare),
+    )
+    .await;
+    assert!(!after.replicas.contains(&t.master), "{after:?}");
+    assert_eq!(after.master_epoch, t.master_epoch + 1);
+    let mut c = cluster.client(via).await.expect("connect");
+    assert_all_present(&mut c, "t", &acked).await;
+    // Every replica holds the same data.
+    let digest = |i: usize| {
+        let o = cluster.node(i).cli(&["--json", "table", "digest", "t"]);
+        let v = datalayer_tests::json(&o);
+        (
+            v["tablets"][0]["log_end"].as_u64(),
+            v["tablets"][0]["digest"].as_u64(),
+        )
+    };
+    let replicas: Vec<usize> = after.replicas.iter().map(|n| node_index(*n)).collect();
+    wait_until("replicas agree", CLUSTER_WAIT, || async {
+        let d: Vec<_> = replicas.iter().map(|i| digest(*i)).collect();
+        d.iter().all(|x| x.0.is_some() && *x == d[0])
+    })
+    .await
+    .expect("equal replicas");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_reads_are_served_by_replicas_and_say_how_stale_they_are() {
+    // No failover during the pause below: the test is about staleness.
+    let cluster = TestCluster::builder()
+        .nodes(3)
+        .args(&["--master-failover-ms", "60000"])
+        .build()
+        .await
+        .expect("cluster forms");
+    let mut c = cluster.client(0).await.expect("connect");
+    c.create_table("t", TableOptions::default())
+        .await
+        .expect("create");
+    let t = wait_tablet(&cluster, 0, "t", "three replicas, all in sync", |t| {
+        t.in_sync.len() == 3
+    })
+    .await;
+    c.put("t", b"k", b"v").await.expect("put");
+    let read = |i: usize, max: &str| {
+        cluster.node(i).cli(&[
+            "--json",
+            "--consistency",
+            "follower",
+            "--max-staleness-ms",
+            max,
+            "get",
+            "t",
+            "k",
+        ])
+    };
+    // Every node serves it from its own replica once that replica knows it committed.
+    for i in 0..3 {
+        wait_until(
+            "a follower read sees the write",
+            CLUSTER_WAIT,
+            || async move {
+                let o = read(i, "10000");
+                o.status.success() && datalayer_tests::json(&o)["value"] == "v"
+            },
+        )
+        .await
+        .expect("follower read");
+    }
+    // The master stops: a follower keeps answering, and says how stale it is.
+    let master = node_index(t.master);
+    let follower = (master + 1) % 3;
+    cluster.node(master).pause().expect("pause");
+    wait_until(
+        "the replica is more than 500 ms behind",
+        CLUSTER_WAIT,
+        || async {
+            let o = read(follower, "500");
+            o.status.code() == Some(2) && datalayer_tests::stderr(&o).contains("ms ago")
+        },
+    )
+    .await
+    .expect("bounded staleness");
+    let o = read(follower, "60000");
+    assert!(o.status.success(), "{}", datalayer_tests::stderr(&o));
+    let v = datalayer_tests::json(&o);
+    assert_eq!(v["value"], "v");
+    assert!(v["staleness_ms"].as_u64().is_some_and(|s| s >= 500), "{v}");
+    cluster.node(master).resume().expect("resume");
+    wait_until("the replica is fresh again", CLUSTER_WAIT, || async {
+        read(follower, "500").status.success()
+    })
+    .await
+    .expect("fresh again");
+}

@@ -16,6 +16,7 @@ pub struct Builder {
     nodes: usize,
     meta_voters: usize,
     dead_voter_secs: u64,
+    extra: Vec<String>,
 }
 
 /// Several nodes forming one cluster.
@@ -71,6 +72,12 @@ impl Builder {
         self
     }
 
+    /// More `datalayer start` flags for every node.
+    pub fn args(mut self, args: &[&str]) -> Builder {
+        self.extra.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
     /// Starts node 1, then the others joining through it, and waits until every node
     /// is registered and the metadata group has its voters.
     fn node_args(&self, join: Option<&TestNode>) -> Result<Vec<String>> {
@@ -88,6 +95,7 @@ impl Builder {
             args.push("--join".into());
             args.push(seed.grpc.to_string());
         }
+        args.extend(self.extra.iter().cloned());
         Ok(args)
     }
 
@@ -123,6 +131,7 @@ impl TestCluster {
             nodes: 3,
             meta_voters: 3,
             dead_voter_secs: 10,
+            extra: Vec::new(),
         }
     }
 

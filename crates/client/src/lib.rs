@@ -143,6 +143,8 @@ pub struct Value {
     pub value: Vec<u8>,
     /// The write's timestamp.
     pub version: u64,
+    /// Follower reads: how long since the replica read last heard its master (ms).
+    pub staleness_ms: u64,
 }
 
 mod routes;
@@ -159,6 +161,8 @@ pub struct Client {
     acks: Option<pb::Acks>,
     /// What this client's reads see.
     consistency: pb::ReadConsistency,
+    /// Follower reads: the most staleness accepted, in ms (0: the server's default).
+    max_staleness_ms: u32,
 }
 
 fn kv_client(channel: Channel) -> KvClient<Channel> {
@@ -200,7 +204,13 @@ impl Client {
             routes: Default::default(),
             acks: None,
             consistency: pb::ReadConsistency::Committed,
+            max_staleness_ms: 0,
         })
+    }
+
+    /// Follower reads: the most staleness accepted (0: the server's default, 10 s).
+    pub fn set_max_staleness_ms(&mut self, ms: u32) {
+        self.max_staleness_ms = ms;
     }
 
     /// Sends every later write with these acks (`None`: each table's default).
@@ -208,7 +218,8 @@ impl Client {
         self.acks = acks;
     }
 
-    /// Reads committed data (the default) or the master's latest.
+    /// Reads committed data at the master (the default), the master's latest, or
+    /// committed data from the replica on the seed node (follower reads).
     pub fn set_consistency(&mut self, consistency: pb::ReadConsistency) {
         self.consistency = consistency;
     }
@@ -439,18 +450,27 @@ impl Client {
             key: key.to_vec(),
             at_timestamp,
             consistency: self.consistency as i32,
+            max_staleness_ms: self.max_staleness_ms,
         };
-        let r = self
-            .routed(table, key, req, |mut c, r| async move { c.get(r).await })
-            .await?;
+        let r = if self.consistency == pb::ReadConsistency::Follower {
+            // Follower reads go to the seed: it serves from its own replica.
+            self.kv.get(req).await?.into_inner()
+        } else {
+            self.routed(table, key, req, |mut c, r| async move { c.get(r).await })
+                .await?
+        };
         Ok(r.found.then_some(Value {
             value: r.value,
             version: r.version,
+            staleness_ms: r.staleness_ms,
         }))
     }
 
     /// One page of a scan, as the server returns it.
     pub async fn scan_page(&mut self, req: pb::ScanRequest) -> Result<pb::ScanResponse> {
+        if req.consistency == pb::ReadConsistency::Follower as i32 {
+            return Ok(self.kv.scan(req).await?.into_inner());
+        }
         let (table, key) = (req.table.clone(), req.start.clone());
         self.routed(&table, &key, req, |mut c, r| async move { c.scan(r).await })
             .await
@@ -474,6 +494,7 @@ impl Client {
             reverse,
             at_timestamp: 0,
             consistency: self.consistency as i32,
+            max_staleness_ms: self.max_staleness_ms,
         };
         let mut rows = Vec::new();
         loop {

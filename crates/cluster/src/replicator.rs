@@ -36,16 +36,26 @@ const KEEPER_TICK: Duration = Duration::from_millis(200);
 /// the lead is deposed.
 pub fn start(catalog: &Arc<RaftCatalog>, strong: &Arc<StrongPolicy>, lead: &Arc<Lead>) {
     let me = catalog.node();
-    for follower in lead.replicas.iter().copied().filter(|n| *n != me) {
+    let followers: Vec<NodeId> = lead.replicas().into_iter().filter(|n| *n != me).collect();
+    add_followers(catalog, strong, lead, &followers);
+    tokio::spawn(keep(Arc::downgrade(catalog), lead.clone()));
+}
+
+/// Starts shipping `lead`'s oplog to new followers (the metadata gave the tablet new
+/// replicas); each starts from wherever its log ends.
+pub fn add_followers(
+    catalog: &Arc<RaftCatalog>,
+    strong: &Arc<StrongPolicy>,
+    lead: &Arc<Lead>,
+    followers: &[NodeId],
+) {
+    for follower in followers.iter().copied().filter(|n| *n != catalog.node()) {
         tokio::spawn(ship(
             Arc::downgrade(catalog),
             Arc::downgrade(strong),
             lead.clone(),
             follower,
         ));
-    }
-    if lead.replicas.iter().any(|n| *n != me) {
-        tokio::spawn(keep(Arc::downgrade(catalog), lead.clone()));
     }
 }
 
@@ -79,6 +89,9 @@ async fn ship(
         let (Some(catalog), Some(strong)) = (catalog.upgrade(), strong.upgrade()) else {
             return;
         };
+        if !lead.replicas().contains(&follower) {
+            return; // no longer a replica
+        }
         let view = lead.view();
         let master_end = view.acks.master_end.0;
         let records: Vec<OplogRecord> = match next {
@@ -151,6 +164,7 @@ async fn ship(
             log_end: master_end.max(sent_end.unwrap_or(Seq(0))).0,
             high_watermark: view.acks.high_watermark().0.0,
             records: encoded,
+            committed_ts: strong.committed_ts(&lead).0,
         };
         let c = &mut client.as_mut().expect("connected above").1;
         let mut request = tonic::Request::new(req);
@@ -287,4 +301,23 @@ pub async fn replica_status(
             )
         })
         .collect())
+}
+
+/// Asks the master at `addr` to hand `tablet` over to `target`.
+pub async fn hand_over_at(
+    addr: &str,
+    tablet: datalayer_store::TabletId,
+    target: NodeId,
+) -> Result<()> {
+    let mut client = connect(addr).await?;
+    client
+        .hand_over(pb::HandOverRequest {
+            tablet_id: tablet.0,
+            target: target.0,
+        })
+        .await
+        .map_err(|s| {
+            Error::Unavailable(format!("hand-over of {tablet} at {addr}: {}", s.message()))
+        })?;
+    Ok(())
 }

@@ -151,6 +151,11 @@ impl Router {
         match current {
             Some(lead) if lead.epoch == tablet.master_epoch => {
                 lead.sync_in_sync(&tablet.in_sync);
+                let added = lead.set_replicas(&tablet.replicas);
+                if !added.is_empty() {
+                    tracing::info!(tablet = %tablet.id, ?added, "new replicas: shipping the oplog to them");
+                    crate::replicator::add_followers(&self.catalog, &self.strong, &lead, &added);
+                }
             }
             _ => {
                 self.strong.open_tablet(tablet).await?;
@@ -216,6 +221,75 @@ impl Router {
                 addr: None,
             }),
         }
+    }
+
+    /// Hands `tablet`, which this node masters, over to `target` (an in-sync replica)
+    /// without losing anything: writes stop, `target` catches up, the metadata appoints
+    /// it in the next epoch.
+    pub async fn hand_over(&self, tablet: TabletId, target: NodeId) -> Result<()> {
+        let desc = self
+            .catalog
+            .state()
+            .tablet(tablet)
+            .cloned()
+            .ok_or_else(|| Error::invalid("tablet_id", format!("{tablet} does not exist")))?;
+        if desc.master != self.me {
+            return Err(Error::NotMaster {
+                tablet,
+                master: desc.master,
+                addr: self.catalog.node_addr(desc.master),
+            });
+        }
+        if target == self.me || !desc.in_sync.contains(&target) {
+            return Err(Error::invalid(
+                "target",
+                format!("{target} is not another in-sync replica of {tablet}"),
+            ));
+        }
+        self.strong.hand_over(tablet, target).await?;
+        if let Err(e) = self
+            .catalog
+            .appoint_master(tablet, desc.master_epoch, target)
+            .await
+        {
+            self.strong.resume(tablet).await;
+            return Err(e);
+        }
+        tracing::info!(%tablet, %target, "handed the tablet over");
+        Ok(())
+    }
+
+    /// Removes `node` from the cluster: first every tablet it masters is handed over
+    /// to one of its in-sync replicas (nothing is lost), then the metadata drops the
+    /// node and gives its replica slots to other nodes, which catch up from the
+    /// masters' oplogs.
+    pub async fn decommission(&self, node: NodeId) -> Result<()> {
+        for table in self.catalog.tables() {
+            for tablet in table.tablets.iter().filter(|t| t.master == node) {
+                let target = tablet
+                    .in_sync
+                    .iter()
+                    .copied()
+                    .find(|n| *n != node)
+                    .ok_or_else(|| {
+                        Error::Unavailable(format!(
+                            "{} has no other in-sync replica to take over from {node} yet; retry later",
+                            tablet.id
+                        ))
+                    })?;
+                if node == self.me {
+                    self.hand_over(tablet.id, target).await?;
+                } else {
+                    let addr = self.catalog.node_addr(node).ok_or_else(|| {
+                        Error::Unavailable(format!("{node} has no known address"))
+                    })?;
+                    crate::replicator::hand_over_at(&addr, tablet.id, target).await?;
+                }
+            }
+        }
+        // The appointments must be applied here before the removal is checked.
+        self.catalog.sync().await?;
+        self.catalog.decommission(node).await
     }
 
     /// The node this router runs on.
@@ -293,11 +367,30 @@ impl Router {
         keys: Vec<Vec<u8>>,
         at: Option<Timestamp>,
         level: ReadLevel,
-    ) -> Result<(Vec<Option<Versioned>>, Timestamp)> {
+    ) -> Result<(Vec<Option<Versioned>>, Timestamp, std::time::Duration)> {
         let table = self.table_synced(table).await?;
         let tablet = single_tablet(&table, keys.iter().map(Vec::as_slice))?;
+        if let ReadLevel::Follower(max) = level
+            && self.strong.has_replica(tablet.id)
+        {
+            return self
+                .strong
+                .get_follower(&table, tablet.id, keys, at, max)
+                .await;
+        }
         let tablet = self.mastered(tablet).await?.id;
-        self.strong.get(&table, tablet, keys, at, level).await
+        let level = match level {
+            ReadLevel::Follower(_) => ReadLevel::Committed,
+            other => other,
+        };
+        let (values, ts) = self.strong.get(&table, tablet, keys, at, level).await?;
+        Ok((values, ts, std::time::Duration::ZERO))
+    }
+
+    /// Whether a follower read of `table` at `key` can be served on this node.
+    pub fn has_replica(&self, table: &str, key: &[u8]) -> bool {
+        self.table(table)
+            .is_ok_and(|t| self.strong.has_replica(t.tablet_for(key).id))
     }
 
     /// One page of a scan.
@@ -311,7 +404,14 @@ impl Router {
         level: ReadLevel,
     ) -> Result<ScanPage> {
         let table = self.table_synced(table).await?;
-        let tablet = self.mastered(range_tablet(&table, &range)?).await?.id;
+        let tablet = range_tablet(&table, &range)?;
+        let local_replica =
+            matches!(level, ReadLevel::Follower(_)) && self.strong.has_replica(tablet.id);
+        let tablet = if local_replica {
+            tablet.id
+        } else {
+            self.mastered(tablet).await?.id
+        };
         self.strong
             .scan(&table, tablet, range, limit, reverse, at, level)
             .await

@@ -176,6 +176,8 @@ pub struct ScanPage {
     pub resume_key: Vec<u8>,
     /// The timestamp the page was read at.
     pub read_ts: Timestamp,
+    /// For follower reads: how long since the replica last heard its master.
+    pub staleness: Duration,
 }
 
 /// Replica state of a served tablet, as the master sees it.
@@ -195,6 +197,8 @@ pub enum ReadLevel {
     Committed,
     /// Everything the master holds.
     Latest,
+    /// Committed writes as a replica on this node knows them, at most this stale.
+    Follower(Duration),
 }
 
 /// Whether a write at a position committed.
@@ -230,8 +234,8 @@ pub struct Lead {
     pub tablet: TabletId,
     /// The epoch this node masters it in.
     pub epoch: Epoch,
-    /// Nodes holding a replica.
-    pub replicas: Vec<NodeId>,
+    /// Nodes holding a replica (the metadata may add or replace them).
+    replicas: parking_lot::Mutex<Vec<NodeId>>,
     /// A follower behind for this long leaves the in-sync set.
     pub replica_lag_ms: u64,
     view: watch::Sender<AckView>,
@@ -248,12 +252,29 @@ impl Lead {
             table: desc.table,
             tablet: desc.id,
             epoch: desc.master_epoch,
-            replicas: desc.replicas.clone(),
+            replicas: parking_lot::Mutex::new(desc.replicas.clone()),
             replica_lag_ms,
             view: watch::channel(view).0,
             adding: Default::default(),
             caught_up: Default::default(),
         }
+    }
+
+    /// Nodes holding a replica now.
+    pub fn replicas(&self) -> Vec<NodeId> {
+        self.replicas.lock().clone()
+    }
+
+    /// Takes the replica set the metadata records; returns the nodes that are new.
+    pub fn set_replicas(&self, replicas: &[NodeId]) -> Vec<NodeId> {
+        let mut current = self.replicas.lock();
+        let added = replicas
+            .iter()
+            .filter(|n| !current.contains(n))
+            .copied()
+            .collect();
+        *current = replicas.to_vec();
+        added
     }
 
     /// When each follower last held everything the master had.
@@ -355,11 +376,17 @@ impl Lead {
     }
 }
 
+/// For each tablet this node follows: the timestamp follower reads may read at, and
+/// when the master last confirmed it.
+pub(crate) type ReplicaReads =
+    Arc<parking_lot::RwLock<HashMap<TabletId, (Timestamp, std::time::Instant)>>>;
+
 /// The tablets this node masters, shared by the writer and the readers.
 pub(crate) type Leads = Arc<parking_lot::RwLock<HashMap<TabletId, Arc<Lead>>>>;
 
 /// The strong policy of one node.
 pub struct StrongPolicy {
+    replica_reads: ReplicaReads,
     lease: Arc<crate::meta::Lease>,
     engine: Arc<dyn TabletEngine>,
     clock: Arc<HybridClock>,
@@ -394,11 +421,13 @@ impl StrongPolicy {
         let (tx, rx) = mpsc::channel(config.write_queue_depth);
         let closed = Arc::new(AtomicU64::new(0));
         let leads: Leads = Arc::default();
+        let replica_reads: ReplicaReads = Arc::default();
         let w = writer::Writer::new(
             engine.clone(),
             clock.clone(),
             closed.clone(),
             leads.clone(),
+            replica_reads.clone(),
             config.clone(),
         );
         let thread = std::thread::Builder::new()
@@ -406,6 +435,7 @@ impl StrongPolicy {
             .spawn(move || w.run(rx))
             .map_err(|e| Error::Internal(format!("spawn writer thread: {e}")))?;
         Ok(StrongPolicy {
+            replica_reads,
             lease,
             engine,
             clock,
@@ -496,6 +526,56 @@ impl StrongPolicy {
             reply,
         })
         .await
+    }
+
+    /// Prepares a planned hand-over of `tablet` to `target`: stops ordering writes on
+    /// it, then waits until `target` holds everything this master wrote, so appointing
+    /// it loses nothing (even writes acknowledged with `acks=1`). Call
+    /// [`StrongPolicy::resume`] if the appointment does not go through.
+    pub async fn hand_over(&self, tablet: TabletId, target: NodeId) -> Result<()> {
+        let lead = self
+            .lead(tablet)
+            .ok_or_else(|| Error::Unavailable(format!("{tablet} is not mastered by this node")))?;
+        let end = self
+            .call(|reply| writer::Command::Fence {
+                tablet,
+                fenced: true,
+                reply,
+            })
+            .await?;
+        let mut rx = lead.subscribe();
+        let caught_up = tokio::time::timeout(
+            Duration::from_millis(self.config.ack_timeout_ms * 2),
+            rx.wait_for(|v| {
+                v.deposed
+                    || v.acks
+                        .followers
+                        .get(&target)
+                        .is_some_and(|(s, _)| *s >= end)
+            }),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok_and(|v| !v.deposed));
+        match caught_up {
+            true => Ok(()),
+            false => {
+                self.resume(tablet).await;
+                Err(Error::Unavailable(format!(
+                    "{target} did not catch up with {tablet}'s master in time; the hand-over was called off"
+                )))
+            }
+        }
+    }
+
+    /// Orders writes on `tablet` again after a hand-over that did not happen.
+    pub async fn resume(&self, tablet: TabletId) {
+        let _ = self
+            .call(|reply| writer::Command::Fence {
+                tablet,
+                fenced: false,
+                reply,
+            })
+            .await;
     }
 
     /// Oplog records of `tablet` from `from` on: at most `limit`, and about `max_bytes`.
@@ -663,6 +743,81 @@ impl StrongPolicy {
         }
     }
 
+    /// The timestamp committed reads at this master would read at now (what its
+    /// followers may serve follower reads at once they hold its high watermark).
+    pub fn committed_ts(&self, lead: &Lead) -> Timestamp {
+        let closed = Timestamp(self.closed.load(Ordering::Acquire));
+        let v = lead.view();
+        let (hw, hw_ts) = v.acks.high_watermark();
+        if hw >= v.acks.master_end.0 {
+            closed
+        } else {
+            hw_ts
+        }
+    }
+
+    /// Whether this node holds a replica of `tablet` that follower reads can use.
+    pub fn has_replica(&self, tablet: TabletId) -> bool {
+        self.replica_reads.read().contains_key(&tablet) || self.serves(tablet)
+    }
+
+    /// Where a follower read of `tablet` reads, and how stale that is; `None` when
+    /// this node masters it (a committed read at the master is not stale) or holds
+    /// no replica of it.
+    fn follower_point(
+        &self,
+        tablet: TabletId,
+        max: Duration,
+        at: Option<Timestamp>,
+    ) -> Result<Option<(Timestamp, Duration)>> {
+        if self.serves(tablet) {
+            return Ok(None);
+        }
+        let Some((point, heard)) = self.replica_reads.read().get(&tablet).copied() else {
+            return Err(Error::Unavailable(format!(
+                "{tablet}: this node holds no replica to read from"
+            )));
+        };
+        let stale = heard.elapsed();
+        if stale > max {
+            return Err(Error::Unavailable(format!(
+                "{tablet}: this replica last heard its master {} ms ago, more than the {} ms allowed",
+                stale.as_millis(),
+                max.as_millis()
+            )));
+        }
+        match at {
+            None => Ok(Some((point, stale))),
+            Some(wanted) if wanted <= point => Ok(Some((wanted, stale))),
+            Some(wanted) => Err(Error::Unavailable(format!(
+                "{tablet}: this replica has not caught up to timestamp {wanted} yet"
+            ))),
+        }
+    }
+
+    /// A follower read of `keys` in `tablet`: the values, the timestamp read at and
+    /// the staleness. Served by the master as a committed read when it is this node.
+    pub async fn get_follower(
+        &self,
+        table: &TableDesc,
+        tablet: TabletId,
+        keys: Vec<Vec<u8>>,
+        at: Option<Timestamp>,
+        max: Duration,
+    ) -> Result<(Vec<Option<Versioned>>, Timestamp, Duration)> {
+        let Some((ts, stale)) = self.follower_point(tablet, max, at)? else {
+            let (values, ts) = self
+                .get(table, tablet, keys, at, ReadLevel::Committed)
+                .await?;
+            return Ok((values, ts, Duration::ZERO));
+        };
+        let id = table.id;
+        let values = self
+            .blocking(move |e| keys.iter().map(|k| e.get(id, k, ts)).collect())
+            .await?;
+        Ok((values, ts, stale))
+    }
+
     /// The timestamp a read asked for (`None` = newest the level allows), checked
     /// against the table's garbage-collection horizon and made safe to read at.
     async fn read_ts(
@@ -806,7 +961,17 @@ impl StrongPolicy {
         at: Option<Timestamp>,
         level: ReadLevel,
     ) -> Result<ScanPage> {
-        let ts = self.read_ts(table, tablet, at, level).await?;
+        let follower = match level {
+            ReadLevel::Follower(max) => self.follower_point(tablet, max, at)?,
+            _ => None,
+        };
+        let (ts, staleness) = match follower {
+            Some(point) => point,
+            None => (
+                self.read_ts(table, tablet, at, level).await?,
+                Duration::ZERO,
+            ),
+        };
         let req = ScanRequest {
             table: table.id,
             range,
@@ -815,7 +980,9 @@ impl StrongPolicy {
             reverse,
         };
         let mut rows = self.blocking(move |e| e.scan(&req)).await?;
-        self.check_lease_after(tablet)?;
+        if follower.is_none() {
+            self.check_lease_after(tablet)?;
+        }
         let more = rows.len() > limit;
         rows.truncate(limit);
         let resume_key = match (more, rows.last()) {
@@ -827,6 +994,7 @@ impl StrongPolicy {
             more,
             resume_key,
             read_ts: ts,
+            staleness,
         })
     }
 

@@ -639,7 +639,14 @@ async fn cluster_bench(
     ] {
         eprintln!("replication: {label}");
         let conns = raw_kv(&master_addr, args.clients).await?;
-        let (m, _) = drive("datalayer 3 nodes", label, &conns, dur, put_with(acks, "rep")).await?;
+        let (m, _) = drive(
+            "datalayer 3 nodes",
+            label,
+            &conns,
+            dur,
+            put_with(acks, "rep"),
+        )
+        .await?;
         results.push(m);
     }
     admin.drop_table("rep", true).await?;
@@ -710,17 +717,26 @@ fn report(results: &[Measure], args: &BenchArgs, json_out: bool) {
     let cluster_ratios = [
         (
             "3-node puts acks=all vs 3-node etcd put",
-            ratio(("datalayer 3 nodes", "put acks=all"), ("etcd 3 nodes", "put")),
+            ratio(
+                ("datalayer 3 nodes", "put acks=all"),
+                ("etcd 3 nodes", "put"),
+            ),
             2.0,
         ),
         (
             "3-node puts acks=1 vs single-node puts",
-            ratio(("datalayer 3 nodes", "put acks=1"), ("datalayer 1 node", "put")),
+            ratio(
+                ("datalayer 3 nodes", "put acks=1"),
+                ("datalayer 1 node", "put"),
+            ),
             0.0,
         ),
         (
             "3-node puts acks=all vs single-node puts",
-            ratio(("datalayer 3 nodes", "put acks=all"), ("datalayer 1 node", "put")),
+            ratio(
+                ("datalayer 3 nodes", "put acks=all"),
+                ("datalayer 1 node", "put"),
+            ),
             0.0,
         ),
         (

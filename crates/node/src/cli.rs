@@ -28,10 +28,14 @@ struct Cli {
     /// Default: the table's (all unless it says otherwise).
     #[arg(long, global = true)]
     acks: Option<String>,
-    /// What reads see: committed (default) or latest (the master's newest, including
-    /// writes not yet on the in-sync set).
+    /// What reads see: committed (default, at the master), latest (the master's
+    /// newest, including writes not yet on the in-sync set) or follower (committed
+    /// data from the replica on the node asked, possibly stale).
     #[arg(long, global = true, default_value = "committed")]
     consistency: String,
+    /// Follower reads: the most staleness accepted, in ms (default 10000).
+    #[arg(long, global = true, default_value_t = 0)]
+    max_staleness_ms: u32,
     #[command(subcommand)]
     command: Command,
 }
@@ -244,10 +248,12 @@ pub fn main() -> ExitCode {
                     consistency: match cli.consistency.as_str() {
                         "committed" => pb::ReadConsistency::Committed,
                         "latest" => pb::ReadConsistency::Latest,
-                        other => {
-                            anyhow::bail!("unknown consistency {other:?}: use committed or latest")
-                        }
+                        "follower" => pb::ReadConsistency::Follower,
+                        other => anyhow::bail!(
+                            "unknown consistency {other:?}: use committed, latest or follower"
+                        ),
                     },
+                    max_staleness_ms: cli.max_staleness_ms,
                 };
                 client_command(&cli.addr, json, opts, command).await
             }
@@ -403,6 +409,7 @@ fn print_table(t: &pb::TableInfo) {
 struct ClientOpts {
     acks: Option<pb::Acks>,
     consistency: pb::ReadConsistency,
+    max_staleness_ms: u32,
 }
 
 /// `1`, `N` or `all`.
@@ -427,6 +434,7 @@ async fn client_command(
         .map_err(|e| anyhow::anyhow!("cannot reach a node at {addr}: {e}"))?;
     c.set_acks(opts.acks);
     c.set_consistency(opts.consistency);
+    c.set_max_staleness_ms(opts.max_staleness_ms);
     let print = |v: serde_json::Value| println!("{v}");
     match command {
         Command::Start(_) | Command::Bench(_) | Command::Workload(_) => {
@@ -532,9 +540,10 @@ async fn client_command(
         Command::Get { table, key, at } => {
             let v = c.get_at(&table, key.as_bytes(), at.unwrap_or(0)).await?;
             match v {
-                Some(v) if json_out => {
-                    print(json!({"found": true, "value": text(&v.value), "version": v.version}))
-                }
+                Some(v) if json_out => print(
+                    json!({"found": true, "value": text(&v.value), "version": v.version,
+                        "staleness_ms": v.staleness_ms}),
+                ),
                 Some(v) => println!("{}", text(&v.value)),
                 None => {
                     if json_out {

@@ -79,6 +79,7 @@ async fn step(catalog: &RaftCatalog, last_seen: &mut HashMap<u64, Instant>) -> R
             let grant = LeaseGrant {
                 term: m.current_term,
                 sent_ms,
+                applied: *catalog.applied().borrow(),
             };
             catalog.grant(grant);
             Some(grant)

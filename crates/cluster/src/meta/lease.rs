@@ -3,7 +3,9 @@
 //! The metadata leader grants every node a lease on each controller tick, after
 //! confirming with a quorum that it still leads (so a deposed leader grants nothing):
 //! the grant carries the leader's wall clock when the confirmation began. A node holds
-//! its lease until `sent + lease - max_clock_offset` on its own clock. The controller
+//! its lease until `sent + lease - max_clock_offset` on its own clock, and only once it
+//! has applied the metadata the leader had (a master deposed while it was cut off must
+//! not serve on a fresh lease before it knows). The controller
 //! appoints a new master only after the old one failed to answer for the failover
 //! timeout, which is longer than the lease, so the old master has stopped serving
 //! before the new one starts — unless clocks drift apart by more than the configured
@@ -27,6 +29,11 @@ pub struct LeaseGrant {
     pub term: u64,
     /// The leader's wall clock (ms) before it confirmed its leadership.
     pub sent_ms: u64,
+    /// The metadata the leader had applied: a node renews its lease only once it has
+    /// applied as much, so a master deposed while it was cut off learns that before
+    /// it serves again.
+    #[serde(default)]
+    pub applied: u64,
 }
 
 /// This node's lease.

@@ -181,7 +181,8 @@ impl RaftCatalog {
     /// term older than this node knows.
     pub fn grant(&self, grant: super::lease::LeaseGrant) {
         let term = self.raft.metrics().borrow().current_term;
-        if grant.term >= term {
+        let applied = *self.applied.borrow();
+        if grant.term >= term && applied >= grant.applied {
             self.lease.renew(grant.sent_ms);
         }
     }

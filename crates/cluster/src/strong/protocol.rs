@@ -466,6 +466,43 @@ mod tests {
         assert_eq!(m.replicas[1].log, m.replicas[2].log);
     }
 
+    #[test]
+    fn a_crash_at_each_step_of_catch_up_still_converges() {
+        // Replica 0 masters epoch 1 and writes 4 records only it holds; it dies, 1
+        // masters epoch 2 and writes 3 more (acknowledged by 1 and 2).
+        let mut m = Model::new(3);
+        m.ship(1, 10);
+        m.ship(2, 10);
+        for _ in 0..4 {
+            m.write();
+        }
+        assert!(m.fail_master());
+        let acked: Vec<u64> = (0..3).filter_map(|_| m.write()).collect();
+        m.ship(2, 10);
+        for seq in acked {
+            assert!(m.try_ack_all(seq));
+        }
+        m.restart(0);
+        let master_log = m.replicas[m.master].log.clone();
+        // Step 1: the old master cuts its divergent suffix, then crashes.
+        m.ship(0, 0);
+        assert!(
+            master_log.starts_with(&m.replicas[0].log),
+            "only a common prefix is kept"
+        );
+        m.replicas[0].up = false;
+        m.restart(0);
+        // Step 2: it appends part of what it misses, then crashes again.
+        m.ship(0, 2);
+        assert!(master_log.starts_with(&m.replicas[0].log));
+        m.replicas[0].up = false;
+        m.restart(0);
+        // Step 3: it finishes.
+        m.ship(0, 100);
+        assert_eq!(m.replicas[0].log, master_log);
+        m.check();
+    }
+
     #[derive(Debug, Clone)]
     enum Step {
         Write,
@@ -480,7 +517,9 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             4 => Just(Step::Write),
-            6 => (0..3usize, 1..4usize).prop_map(|(f, n)| Step::Ship(f, n)),
+            // n = 0: the follower cuts its divergent suffix and crashes before it
+            // appends anything (a crash between the steps of catch-up).
+            6 => (0..3usize, 0..4usize).prop_map(|(f, n)| Step::Ship(f, n)),
             3 => Just(Step::Ack),
             1 => (0..3usize).prop_map(Step::Shrink),
             2 => (0..3usize).prop_map(Step::Grow),

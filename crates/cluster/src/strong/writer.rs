@@ -51,6 +51,13 @@ pub(super) enum Command {
         op: WriteOp,
         reply: Reply<Outcome>,
     },
+    /// Stop (`fenced`) or resume ordering writes on a tablet this node masters; the
+    /// answer, once everything ordered before is durable, is the log end.
+    Fence {
+        tablet: TabletId,
+        fenced: bool,
+        reply: Reply<Seq>,
+    },
     /// Commit what is pending and move the closed timestamp to now.
     Close {
         reply: Reply<()>,
@@ -75,6 +82,8 @@ pub struct Replicate {
     pub log_end: Seq,
     /// The master's high watermark.
     pub high_watermark: Seq,
+    /// The master's committed-read timestamp when it sent this.
+    pub committed_ts: Timestamp,
     /// Records in seq order (possibly some the follower has already).
     pub records: Vec<OplogRecord>,
 }
@@ -89,6 +98,8 @@ struct Served {
     table: TableId,
     epoch: Epoch,
     role: Role,
+    /// A master handing its tablet over orders no more writes.
+    fenced: bool,
     state: TabletState,
     trimmed_below: Seq,
 }
@@ -98,6 +109,7 @@ pub(super) struct Writer {
     clock: Arc<HybridClock>,
     closed: Arc<AtomicU64>,
     leads: Leads,
+    replica_reads: super::ReplicaReads,
     config: Config,
     served: HashMap<TabletId, Served>,
     /// Tablets of dropped tables: replication never brings them back.
@@ -113,6 +125,9 @@ struct Group {
     replies: Vec<(Reply<Outcome>, Result<Outcome>)>,
     /// Follower appends answered with the tablet's log end once durable.
     replicated: Vec<(Reply<(Seq, Timestamp)>, TabletId)>,
+    /// Where follower reads of each replicated tablet may read once the group is
+    /// durable, and when the master said so.
+    replica_reads: HashMap<TabletId, (Timestamp, std::time::Instant)>,
     barriers: Vec<Reply<()>>,
 }
 
@@ -122,6 +137,7 @@ impl Writer {
         clock: Arc<HybridClock>,
         closed: Arc<AtomicU64>,
         leads: Leads,
+        replica_reads: super::ReplicaReads,
         config: Config,
     ) -> Writer {
         Writer {
@@ -129,6 +145,7 @@ impl Writer {
             clock,
             closed,
             leads,
+            replica_reads,
             config,
             served: HashMap::new(),
             dropped: Default::default(),
@@ -154,6 +171,23 @@ impl Writer {
                         group.replies.push((reply, result));
                     }
                     Command::Close { reply } => group.barriers.push(reply),
+                    Command::Fence {
+                        tablet,
+                        fenced,
+                        reply,
+                    } => {
+                        self.commit(std::mem::take(&mut group));
+                        let answer = match self.served.get_mut(&tablet) {
+                            Some(s) if s.role == Role::Master => {
+                                s.fenced = fenced;
+                                Ok(s.state.log_end)
+                            }
+                            _ => Err(Error::Unavailable(format!(
+                                "{tablet} is not mastered by this node"
+                            ))),
+                        };
+                        let _ = reply.send(answer);
+                    }
                     Command::Open { tablet, reply } => {
                         self.commit(std::mem::take(&mut group));
                         let _ = reply.send(self.open(&tablet));
@@ -269,6 +303,7 @@ impl Writer {
             epoch_first,
             deposed: false,
         };
+        self.replica_reads.write().remove(&desc.id);
         let lead = Arc::new(Lead::new(desc, view, self.config.replica_lag_ms));
         if let Some(old) = self.leads.write().insert(desc.id, lead) {
             old.depose();
@@ -279,6 +314,7 @@ impl Writer {
                 table: desc.table,
                 epoch: desc.master_epoch,
                 role: Role::Master,
+                fenced: false,
                 state,
                 trimmed_below,
             },
@@ -316,6 +352,7 @@ impl Writer {
                 table: desc.table,
                 epoch: desc.master_epoch,
                 role: Role::Follower,
+                fenced: false,
                 state,
                 trimmed_below,
             },
@@ -338,6 +375,7 @@ impl Writer {
                     table: req.table,
                     epoch: req.epoch,
                     role: Role::Follower,
+                    fenced: false,
                     state,
                     trimmed_below,
                 },
@@ -399,6 +437,17 @@ impl Writer {
             self.clock.observe(r.ts);
         }
         state.high_watermark = req.high_watermark.min(state.log_end);
+        // Follower reads: every committed record up to the master's high watermark is
+        // here, so the master's committed timestamp is safe; otherwise only this
+        // replica's own prefix, all of it committed, is.
+        let read_at = if state.log_end >= req.high_watermark {
+            req.committed_ts
+        } else {
+            state.last_ts
+        };
+        group
+            .replica_reads
+            .insert(req.tablet, (read_at, std::time::Instant::now()));
         let append = group
             .appends
             .entry(req.tablet)
@@ -442,6 +491,7 @@ impl Writer {
             self.served.remove(t);
             self.demote(*t);
             self.dropped.insert(*t);
+            self.replica_reads.write().remove(t);
         }
         Ok(())
     }
@@ -471,6 +521,11 @@ impl Writer {
                     "{tablet} is not mastered by this node (moved or dropped)"
                 ))
             })?;
+        if served.fenced {
+            return Err(Error::Unavailable(format!(
+                "{tablet} is being handed over to another master; retry"
+            )));
+        }
         let epoch = served.epoch;
         let ts = self.clock.now();
         let (records, result) = match op {
@@ -628,6 +683,12 @@ impl Writer {
                 self.close_now();
                 for (reply, result) in group.replies {
                     let _ = reply.send(result);
+                }
+                {
+                    let mut reads = self.replica_reads.write();
+                    for (tablet, at) in group.replica_reads {
+                        reads.insert(tablet, at);
+                    }
                 }
                 for (reply, tablet) in group.replicated {
                     let end = self

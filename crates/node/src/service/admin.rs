@@ -262,7 +262,7 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::DecommissionNodeResponse>, Status> {
         let req = request.into_inner();
         timed(&self.metrics, "DecommissionNode", async {
-            self.catalog
+            self.router
                 .decommission(datalayer_store::NodeId(req.node_id))
                 .await
                 .status()?;

@@ -25,6 +25,9 @@ pub struct KvService {
     peers: Peers,
 }
 
+/// How long a forwarded request may take (longer than a write's ack timeout).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Marks a request that a node forwarded, so the receiver never forwards it again.
 const FORWARDED: &str = "x-datalayer-forwarded";
 
@@ -63,14 +66,25 @@ macro_rules! forward_if_remote {
         let req = $request.into_inner();
         if !forwarded {
             let key: Vec<u8> = $key(&req);
+            let local = $self.local_follower_read(&req.table, &key, consistency_of(&req));
             // Errors (unknown table, ...) are answered by the local path below.
-            if let Ok(Some(addr)) = $self.router.remote_master(&req.table, &key).await {
+            if local {
+                // A follower read this node's replica can serve.
+            } else if let Ok(Some(addr)) = $self.router.remote_master(&req.table, &key).await {
                 $self.metrics.forwarded(stringify!($method));
                 let mut client = $self.peers.get(&addr).await?;
                 let mut fwd = Request::new(req);
                 fwd.metadata_mut()
                     .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-                let result = client.$method(fwd).await;
+                // A master that stopped answering (paused, cut off) must not hold
+                // the request forever.
+                let result = match tokio::time::timeout(FORWARD_TIMEOUT, client.$method(fwd)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Status::unavailable(format!(
+                        "the tablet's master at {addr} did not answer within {} s",
+                        FORWARD_TIMEOUT.as_secs()
+                    ))),
+                };
                 if matches!(&result, Err(s) if s.code() == tonic::Code::Unavailable) {
                     // The master may have moved or died: reconnect next time.
                     $self.peers.clients.lock().remove(&addr);
@@ -102,10 +116,19 @@ pub fn acks(acks: Option<pb::Acks>) -> Result<Option<Acks>, Error> {
     }
 }
 
-fn level(consistency: i32) -> Result<ReadLevel, Error> {
+/// Longest staleness a follower read accepts when the request does not say.
+const DEFAULT_MAX_STALENESS_MS: u32 = 10_000;
+
+fn level(consistency: i32, max_staleness_ms: u32) -> Result<ReadLevel, Error> {
     match pb::ReadConsistency::try_from(consistency) {
         Ok(pb::ReadConsistency::Committed) => Ok(ReadLevel::Committed),
         Ok(pb::ReadConsistency::Latest) => Ok(ReadLevel::Latest),
+        Ok(pb::ReadConsistency::Follower) => Ok(ReadLevel::Follower(Duration::from_millis(
+            match max_staleness_ms {
+                0 => DEFAULT_MAX_STALENESS_MS,
+                n => n,
+            } as u64,
+        ))),
         Err(_) => Err(Error::invalid(
             "consistency",
             format!("unknown read consistency {consistency}"),
@@ -128,7 +151,46 @@ fn position(o: &Outcome) -> Option<pb::WritePosition> {
     })
 }
 
+/// The read consistency a request asks for (writes have none).
+pub trait Consistency {
+    /// The `ReadConsistency` value, if the request is a read.
+    fn consistency(&self) -> Option<i32> {
+        None
+    }
+}
+
+macro_rules! reads {
+    ($($t:ty),*) => {$(impl Consistency for $t {
+        fn consistency(&self) -> Option<i32> {
+            Some(self.consistency)
+        }
+    })*};
+}
+macro_rules! writes {
+    ($($t:ty),*) => {$(impl Consistency for $t {})*};
+}
+reads!(pb::GetRequest, pb::BatchGetRequest, pb::ScanRequest);
+writes!(
+    pb::WriteRequest,
+    pb::DeleteRangeRequest,
+    pb::CompareAndSetRequest,
+    pb::IncrementRequest,
+    pb::WriteStatusRequest
+);
+
+/// The read consistency of a request, if it is a read.
+pub fn consistency_of(req: &impl Consistency) -> Option<i32> {
+    req.consistency()
+}
+
 impl KvService {
+    /// Whether a follower read of `table` at `key` can be served here without
+    /// forwarding.
+    fn local_follower_read(&self, table: &str, key: &[u8], consistency: Option<i32>) -> bool {
+        consistency == Some(pb::ReadConsistency::Follower as i32)
+            && self.router.has_replica(table, key)
+    }
+
     /// Serves KV requests through `router`.
     pub fn new(router: Arc<Router>, limits: Limits, metrics: Arc<Metrics>) -> KvService {
         KvService {
@@ -162,7 +224,7 @@ impl KvService {
 
     async fn scan(&self, req: pb::ScanRequest) -> Result<pb::ScanResponse, Error> {
         let limit = self.limits.scan(&req)?;
-        let level = level(req.consistency)?;
+        let level = level(req.consistency, req.max_staleness_ms)?;
         let mut page = self
             .router
             .scan(
@@ -201,6 +263,7 @@ impl KvService {
             more: page.more,
             resume_key: page.resume_key,
             read_timestamp: page.read_ts.0,
+            staleness_ms: page.staleness.as_millis() as u64,
         })
     }
 
@@ -260,8 +323,8 @@ impl pb::kv_server::Kv for KvService {
         timed(&self.metrics, "Get", async {
             self.limits.table(&req.table).status()?;
             self.limits.key("key", &req.key).status()?;
-            let level = level(req.consistency).status()?;
-            let (mut values, ts) = self
+            let level = level(req.consistency, req.max_staleness_ms).status()?;
+            let (mut values, ts, stale) = self
                 .router
                 .get(&req.table, vec![req.key], at(req.at_timestamp), level)
                 .await
@@ -272,9 +335,11 @@ impl pb::kv_server::Kv for KvService {
                     value: v.value,
                     version: v.ts.0,
                     read_timestamp: ts.0,
+                    staleness_ms: stale.as_millis() as u64,
                 },
                 None => pb::GetResponse {
                     read_timestamp: ts.0,
+                    staleness_ms: stale.as_millis() as u64,
                     ..Default::default()
                 },
             })
@@ -295,8 +360,8 @@ impl pb::kv_server::Kv for KvService {
         timed(&self.metrics, "BatchGet", async {
             self.limits.batch_get(&req).status()?;
             let keys = req.keys.clone();
-            let level = level(req.consistency).status()?;
-            let (values, ts) = self
+            let level = level(req.consistency, req.max_staleness_ms).status()?;
+            let (values, ts, stale) = self
                 .router
                 .get(&req.table, req.keys, at(req.at_timestamp), level)
                 .await
@@ -320,6 +385,7 @@ impl pb::kv_server::Kv for KvService {
             Ok(pb::BatchGetResponse {
                 results,
                 read_timestamp: ts.0,
+                staleness_ms: stale.as_millis() as u64,
             })
         })
         .await

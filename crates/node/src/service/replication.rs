@@ -52,6 +52,7 @@ impl pb::replication_server::Replication for ReplicationService {
                     .collect(),
                 log_end: Seq(req.log_end),
                 high_watermark: Seq(req.high_watermark),
+                committed_ts: datalayer_store::Timestamp(req.committed_ts),
                 records,
             })
             .await
@@ -82,5 +83,17 @@ impl pb::replication_server::Replication for ReplicationService {
             }
         }
         Ok(Response::new(pb::ReplicaStatusResponse { tablets }))
+    }
+
+    async fn hand_over(
+        &self,
+        request: Request<pb::HandOverRequest>,
+    ) -> Result<Response<pb::HandOverResponse>, Status> {
+        let req = request.into_inner();
+        self.router
+            .hand_over(TabletId(req.tablet_id), datalayer_store::NodeId(req.target))
+            .await
+            .status()?;
+        Ok(Response::new(pb::HandOverResponse {}))
     }
 }
