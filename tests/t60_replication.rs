@@ -74,6 +74,26 @@ async fn assert_all_present(c: &mut Client, table: &str, acked: &BTreeMap<String
     assert_eq!(got.len(), acked.len(), "no unexpected keys");
 }
 
+/// A cluster of `nodes` nodes (started with `args` too) with a table "t" whose three
+/// replicas are in sync; a client of node 1, and the tablet.
+async fn cluster_with_table(nodes: usize, args: &[&str]) -> (TestCluster, Client, pb::TabletInfo) {
+    let cluster = TestCluster::builder()
+        .nodes(nodes)
+        .args(args)
+        .build()
+        .await
+        .expect("cluster forms");
+    let mut c = cluster.client(0).await.expect("connect");
+    c.create_table("t", TableOptions::default())
+        .await
+        .expect("create");
+    let t = wait_tablet(&cluster, 0, "t", "three replicas, all in sync", |t| {
+        t.replicas.len() == 3 && t.in_sync.len() == 3
+    })
+    .await;
+    (cluster, c, t)
+}
+
 fn node_index(id: u64) -> usize {
     id as usize - 1
 }
@@ -153,19 +173,7 @@ async fn acknowledged_writes_survive_master_kills_and_replicas_catch_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_without_their_acks_are_ambiguous_and_their_fate_can_be_asked() {
-    let mut cluster = TestCluster::builder()
-        .nodes(3)
-        .build()
-        .await
-        .expect("cluster forms");
-    let mut c = cluster.client(0).await.expect("connect");
-    c.create_table("t", TableOptions::default())
-        .await
-        .expect("create");
-    let t = wait_tablet(&cluster, 0, "t", "three replicas, all in sync", |t| {
-        t.in_sync.len() == 3
-    })
-    .await;
+    let (mut cluster, _, t) = cluster_with_table(3, &[]).await;
     let master = node_index(t.master);
     // Bad acks are refused and change nothing.
     let o = cluster
@@ -276,19 +284,7 @@ async fn writes_without_their_acks_are_ambiguous_and_their_fate_can_be_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_master_stops_serving_once_its_lease_lapses() {
-    let cluster = TestCluster::builder()
-        .nodes(3)
-        .build()
-        .await
-        .expect("cluster forms");
-    let mut c = cluster.client(0).await.expect("connect");
-    c.create_table("t", TableOptions::default())
-        .await
-        .expect("create");
-    let first = wait_tablet(&cluster, 0, "t", "three replicas, all in sync", |t| {
-        t.in_sync.len() == 3
-    })
-    .await;
+    let (cluster, mut c, first) = cluster_with_table(3, &[]).await;
     c.put("t", b"k", b"old").await.expect("put");
     let master = node_index(first.master);
     // A pause longer than the failover timeout: the others appoint a new master, which
@@ -353,19 +349,7 @@ async fn a_paused_master_stops_serving_once_its_lease_lapses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decommissioned_master_hands_over_and_a_new_replica_catches_up() {
-    let cluster = TestCluster::builder()
-        .nodes(4)
-        .build()
-        .await
-        .expect("cluster forms");
-    let mut c = cluster.client(0).await.expect("connect");
-    c.create_table("t", TableOptions::default())
-        .await
-        .expect("create");
-    let t = wait_tablet(&cluster, 0, "t", "three replicas, all in sync", |t| {
-        t.in_sync.len() == 3
-    })
-    .await;
+    let (cluster, _, t) = cluster_with_table(4, &[]).await;
     let spare = (1..=4u64)
         .find(|n| !t.replicas.contains(n))
         .expect("a node without a replica");
@@ -423,20 +407,7 @@ async fn a_decommissioned_master_hands_over_and_a_new_replica_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_reads_are_served_by_replicas_and_say_how_stale_they_are() {
     // No failover during the pause below: the test is about staleness.
-    let cluster = TestCluster::builder()
-        .nodes(3)
-        .args(&["--master-failover-ms", "60000"])
-        .build()
-        .await
-        .expect("cluster forms");
-    let mut c = cluster.client(0).await.expect("connect");
-    c.create_table("t", TableOptions::default())
-        .await
-        .expect("create");
-    let t = wait_tablet(&cluster, 0, "t", "three replicas, all in sync", |t| {
-        t.in_sync.len() == 3
-    })
-    .await;
+    let (cluster, mut c, t) = cluster_with_table(3, &["--master-failover-ms", "60000"]).await;
     c.put("t", b"k", b"v").await.expect("put");
     let read = |i: usize, max: &str| {
         cluster.node(i).cli(&[

@@ -248,16 +248,25 @@ impl MetaState {
             .find(|tb| tb.id == id)
     }
 
-    fn appoint_master(&mut self, id: TabletId, expect: Epoch, master: NodeId) -> MetaResponse {
-        let Some(tablet) = self.tablet_mut(id) else {
-            return MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")));
-        };
+    /// The tablet, if it still exists at the epoch the proposer read.
+    fn tablet_at(&mut self, id: TabletId, expect: Epoch) -> Result<&mut TabletDesc, MetaResponse> {
+        let tablet = self.tablet_mut(id).ok_or_else(|| {
+            MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")))
+        })?;
         if tablet.master_epoch != expect {
-            return MetaResponse::Rejected(MetaError::Conflict(format!(
+            return Err(MetaResponse::Rejected(MetaError::Conflict(format!(
                 "{id} is at {} now, not {expect}",
                 tablet.master_epoch
-            )));
+            ))));
         }
+        Ok(tablet)
+    }
+
+    fn appoint_master(&mut self, id: TabletId, expect: Epoch, master: NodeId) -> MetaResponse {
+        let tablet = match self.tablet_at(id, expect) {
+            Ok(t) => t,
+            Err(rejected) => return rejected,
+        };
         if !tablet.in_sync.contains(&master) {
             return MetaResponse::Rejected(MetaError::Invalid {
                 field: "master".into(),
@@ -274,15 +283,10 @@ impl MetaState {
     }
 
     fn set_in_sync(&mut self, id: TabletId, expect: Epoch, in_sync: &[NodeId]) -> MetaResponse {
-        let Some(tablet) = self.tablet_mut(id) else {
-            return MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")));
+        let tablet = match self.tablet_at(id, expect) {
+            Ok(t) => t,
+            Err(rejected) => return rejected,
         };
-        if tablet.master_epoch != expect {
-            return MetaResponse::Rejected(MetaError::Conflict(format!(
-                "{id} is at {} now, not {expect}",
-                tablet.master_epoch
-            )));
-        }
         if !in_sync.contains(&tablet.master) || in_sync.iter().any(|n| !tablet.replicas.contains(n))
         {
             return MetaResponse::Rejected(MetaError::Invalid {
