@@ -15,6 +15,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets --features datalayer/unsafe-early-ack
 cp "$CARGO_TARGET_DIR/debug/datalayer" "$CARGO_TARGET_DIR/debug/datalayer-unsafe-early-ack"
 cargo build --workspace --all-targets
-# Cluster tests start 3 to 5 node processes each: at most 3 tests at a time keeps a
-# 2-core machine responsive enough for Raft's timeouts.
-RUST_TEST_THREADS=3 cargo test --workspace --no-fail-fast
+# Cluster tests start 3 to 5 node processes each (and every node now ships, heartbeats
+# and grants leases): at most 2 tests at a time keeps a 2-core machine responsive
+# enough for Raft's and the replication's timeouts.
+RUST_TEST_THREADS=2 cargo test --workspace --no-fail-fast

@@ -44,6 +44,9 @@ pub struct RaftCatalog {
     dead_voter_timeout: Duration,
     failover_timeout: Duration,
     lease: Arc<super::Lease>,
+    /// A grant from metadata this node had not applied yet: it takes effect once the
+    /// node has.
+    pending_grant: parking_lot::Mutex<Option<super::lease::LeaseGrant>>,
     applied: tokio::sync::watch::Receiver<u64>,
 }
 
@@ -110,7 +113,22 @@ impl RaftCatalog {
             dead_voter_timeout,
             failover_timeout,
             lease,
+            pending_grant: Default::default(),
             applied,
+        });
+        // Pending lease grants take effect as the metadata they need is applied.
+        let weak = Arc::downgrade(&catalog);
+        let mut changes = catalog.applied.clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(catalog) = weak.upgrade() else {
+                    return;
+                };
+                let pending = catalog.pending_grant.lock().take();
+                if let Some(grant) = pending {
+                    catalog.grant(grant);
+                }
+            }
         });
         tokio::spawn(super::controller::run(Arc::downgrade(&catalog)));
         Ok(catalog)
@@ -181,9 +199,18 @@ impl RaftCatalog {
     /// term older than this node knows.
     pub fn grant(&self, grant: super::lease::LeaseGrant) {
         let term = self.raft.metrics().borrow().current_term;
+        if grant.term < term {
+            return;
+        }
         let applied = *self.applied.borrow();
-        if grant.term >= term && applied >= grant.applied {
+        if applied >= grant.applied {
             self.lease.renew(grant.sent_ms);
+        } else {
+            // Keep the newest grant until this node has applied what it needs.
+            let mut pending = self.pending_grant.lock();
+            if pending.is_none_or(|p| p.sent_ms < grant.sent_ms) {
+                *pending = Some(grant);
+            }
         }
     }
 
