@@ -229,7 +229,7 @@ async fn keep(catalog: Weak<RaftCatalog>, lead: Arc<Lead>) {
         let Some(catalog) = catalog.upgrade() else {
             return;
         };
-        let Some(desc) = catalog.state().tablet(lead.tablet).cloned() else {
+        let Some(desc) = catalog.tablet(lead.tablet) else {
             return;
         };
         if desc.master_epoch != lead.epoch {

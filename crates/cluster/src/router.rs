@@ -229,9 +229,7 @@ impl Router {
     pub async fn hand_over(&self, tablet: TabletId, target: NodeId) -> Result<()> {
         let desc = self
             .catalog
-            .state()
             .tablet(tablet)
-            .cloned()
             .ok_or_else(|| Error::invalid("tablet_id", format!("{tablet} does not exist")))?;
         if desc.master != self.me {
             return Err(Error::NotMaster {

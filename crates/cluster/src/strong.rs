@@ -736,7 +736,7 @@ impl StrongPolicy {
             }
             return Ok(WriteState::Lost);
         }
-        if view.acks.high_watermark().0 >= seq || lead.alone() {
+        if view.acks.high_watermark().0 >= seq {
             Ok(WriteState::Committed)
         } else {
             Ok(WriteState::Pending)
@@ -1018,15 +1018,9 @@ impl StrongPolicy {
     pub fn progress(&self, tablet: TabletId) -> Option<TabletProgress> {
         let lead = self.lead(tablet)?;
         let v = lead.view();
-        let log_end = v.acks.master_end.0;
-        let high_watermark = if lead.alone() {
-            log_end
-        } else {
-            v.acks.high_watermark().0
-        };
         Some(TabletProgress {
-            log_end,
-            high_watermark,
+            log_end: v.acks.master_end.0,
+            high_watermark: v.acks.high_watermark().0,
         })
     }
 

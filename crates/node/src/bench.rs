@@ -548,32 +548,29 @@ async fn cluster_bench(
         .find(|n| n.id != master)
         .map(|n| n.grpc_addr.clone())
         .context("a cluster bench needs at least two nodes")?;
+    let put_with = |acks: pb::Acks, table: &'static str| -> OpFn<RawKv> {
+        let v = value.clone();
+        Arc::new(move |mut c: RawKv, client, i| {
+            let v = v.clone();
+            Box::pin(async move {
+                c.write(pb::WriteRequest {
+                    table: table.into(),
+                    mutations: vec![datalayer_client::put(&key(client, i), &v)],
+                    acks: Some(acks),
+                })
+                .await?;
+                Ok(1)
+            })
+        })
+    };
     for (label, addr) in [
         ("put, sent to the master", &master_addr),
         ("put, sent to another node", &other_addr),
     ] {
         eprintln!("forwarding: {label}");
         let conns = raw_kv(addr, args.clients).await?;
-        let v = value.clone();
-        let (m, _) = drive(
-            "datalayer 3 nodes",
-            label,
-            &conns,
-            dur,
-            Arc::new(move |mut c: RawKv, client, i| {
-                let v = v.clone();
-                Box::pin(async move {
-                    c.write(pb::WriteRequest {
-                        table: "fwd".into(),
-                        mutations: vec![datalayer_client::put(&key(client, i), &v)],
-                        ..Default::default()
-                    })
-                    .await?;
-                    Ok(1)
-                })
-            }),
-        )
-        .await?;
+        let put = put_with(datalayer_client::acks_all(), "fwd");
+        let (m, _) = drive("datalayer 3 nodes", label, &conns, dur, put).await?;
         results.push(m);
     }
     for (label, addr) in [
@@ -618,21 +615,6 @@ async fn cluster_bench(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let put_with = |acks: pb::Acks, table: &'static str| -> OpFn<RawKv> {
-        let v = value.clone();
-        Arc::new(move |mut c: RawKv, client, i| {
-            let v = v.clone();
-            Box::pin(async move {
-                c.write(pb::WriteRequest {
-                    table: table.into(),
-                    mutations: vec![datalayer_client::put(&key(client, i), &v)],
-                    acks: Some(acks),
-                })
-                .await?;
-                Ok(1)
-            })
-        })
-    };
     for (label, acks) in [
         ("put acks=1", datalayer_client::acks_one()),
         ("put acks=all", datalayer_client::acks_all()),

@@ -7,7 +7,7 @@ use super::MetaRaft;
 use super::network::Network;
 use super::state::{MetaCommand, MetaError, MetaResponse, MetaState};
 use super::storage::{LogStore, StateMachine};
-use crate::catalog::{Catalog, Policy, TableDesc, TableSpec, validate_table_name};
+use crate::catalog::{Catalog, Policy, TableDesc, TableSpec, TabletDesc, validate_table_name};
 use crate::error::{Error, Result};
 use datalayer_store::{Epoch, NodeId, TableId, TabletEngine, TabletId};
 use openraft::error::{ClientWriteError, RaftError};
@@ -227,6 +227,11 @@ impl RaftCatalog {
     /// The metadata as this node has applied it.
     pub fn state(&self) -> MetaState {
         self.state.read().clone()
+    }
+
+    /// One tablet's descriptor, without copying the rest of the metadata.
+    pub fn tablet(&self, id: TabletId) -> Option<TabletDesc> {
+        self.state.read().tablet(id).cloned()
     }
 
     /// The current leader and the address it serves at.

@@ -503,9 +503,8 @@ impl pb::kv_server::Kv for KvService {
             let tablet = r.position.as_ref().map_or(0, |p| p.tablet_id);
             router
                 .catalog()
-                .state()
                 .tablet(TabletId(tablet))
-                .map(|t| t.start.clone())
+                .map(|t| t.start)
                 .unwrap_or_default()
         };
         let request = forward_if_remote!(self, request, write_status, start_key);

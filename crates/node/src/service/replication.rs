@@ -25,7 +25,7 @@ impl pb::replication_server::Replication for ReplicationService {
         let tablet = TabletId(req.tablet_id);
         // A replica exists only for a tablet the metadata names (never resurrect the
         // data of a dropped table).
-        let known = |r: &Router| r.catalog().state().tablet(tablet).is_some();
+        let known = |r: &Router| r.catalog().tablet(tablet).is_some();
         if !known(&self.router) {
             self.router.catalog().sync().await.status()?;
             if !known(&self.router) {
