@@ -41,6 +41,11 @@ async fn three_nodes_share_tables_and_serve_them_from_any_node() {
         .build()
         .await
         .expect("cluster forms");
+    // Node 3 learns of its own registration a moment after node 1 does.
+    cluster
+        .wait_for_status(2, "node 3 knows all three nodes", |s| s.nodes.len() == 3)
+        .await
+        .expect("membership reaches node 3");
     let status = cluster.status(2).await.expect("status");
     assert_eq!(status.nodes.len(), 3);
     assert_eq!(
