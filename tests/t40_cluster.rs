@@ -253,6 +253,143 @@ async fn five_nodes_have_three_voters_and_new_nodes_get_tablets() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_takes_a_share_of_existing_replicas_and_masters() {
+    let mut cluster = TestCluster::builder()
+        .nodes(3)
+        .build()
+        .await
+        .expect("cluster forms");
+    let mut c = cluster.client(0).await.expect("connect");
+    for i in 0..6 {
+        let name = format!("t{i}");
+        c.create_table(&name, TableOptions::default())
+            .await
+            .expect("create");
+        for k in 0..50u32 {
+            c.put(
+                &name,
+                format!("k{k:03}").as_bytes(),
+                format!("{name}-{k}").as_bytes(),
+            )
+            .await
+            .expect("put");
+        }
+    }
+    let status = cluster.status(0).await.expect("status");
+    assert!(
+        status
+            .nodes
+            .iter()
+            .all(|n| n.tablets == 6 && n.masters == 2),
+        "{:?}",
+        status.nodes
+    );
+    let fourth = cluster.add_node().expect("start a fourth node");
+    // 18 replicas and 6 masters over 4 nodes: 4 or 5 replicas and 1 or 2 masters each.
+    cluster
+        .wait_for_status(0, "the new node holds a fair share", |s| {
+            s.nodes.len() == 4
+                && s.nodes
+                    .iter()
+                    .all(|n| (4..=5).contains(&n.tablets) && (1..=2).contains(&n.masters))
+        })
+        .await
+        .expect("rebalanced");
+    // The moved replicas hold the data: read everything through the new node, from
+    // its own replicas where it has them.
+    let mut d = cluster
+        .client(fourth)
+        .await
+        .expect("connect to the new node");
+    for i in 0..6 {
+        let name = format!("t{i}");
+        let rows = d.scan(&name, b"", b"", 0, false).await.expect("scan");
+        assert_eq!(rows.len(), 50, "{name}");
+        assert!(
+            rows.iter()
+                .enumerate()
+                .all(|(k, r)| r.value == format!("{name}-{k}").as_bytes()),
+            "{name}"
+        );
+    }
+    wait_until(
+        "every replica holds the same data",
+        CLUSTER_WAIT,
+        || async {
+            let mut all = true;
+            for i in 0..6 {
+                let name = format!("t{i}");
+                let Ok(mut c) = cluster.client(fourth).await else {
+                    return false;
+                };
+                let Ok(desc) = c.describe_table(&name).await else {
+                    return false;
+                };
+                let tb = &desc.tablets[0];
+                let digests: Vec<_> = tb
+                    .replicas
+                    .iter()
+                    .map(|n| replica_digest(&cluster, *n as usize - 1, &name))
+                    .collect();
+                all &= tb.moving_to == 0
+                    && digests
+                        .iter()
+                        .all(|x| matches!(x, Ok(Some(_))) && *x == digests[0]);
+            }
+            all
+        },
+    )
+    .await
+    .expect("replicas agree");
+    // Nodes that gave a replica up deleted their copy.
+    wait_until(
+        "each node holds exactly its replicas",
+        CLUSTER_WAIT,
+        || async {
+            let mut exact = true;
+            for i in 0..4 {
+                let Ok(status) = cluster.status(i).await else {
+                    return false;
+                };
+                let recorded = status
+                    .nodes
+                    .iter()
+                    .find(|n| n.id == status.node_id)
+                    .map_or(0, |n| n.tablets as usize);
+                exact &= held_tablets(&cluster, i) == recorded;
+            }
+            exact
+        },
+    )
+    .await
+    .expect("moved replicas deleted");
+}
+
+/// Log end and digest of node `i`'s replica of `table`'s only tablet.
+/// `Err` when the node did not answer.
+fn replica_digest(
+    cluster: &TestCluster,
+    i: usize,
+    table: &str,
+) -> Result<Option<(u64, u64)>, String> {
+    let o = cluster.node(i).cli(&["--json", "table", "digest", table]);
+    if !o.status.success() {
+        return Err(datalayer_tests::stderr(&o));
+    }
+    let v = datalayer_tests::json(&o);
+    Ok(v["tablets"][0]["log_end"]
+        .as_u64()
+        .zip(v["tablets"][0]["digest"].as_u64()))
+}
+
+/// How many of the cluster's tablets node `i` holds data for.
+fn held_tablets(cluster: &TestCluster, i: usize) -> usize {
+    (0..6)
+        .filter(|t| matches!(replica_digest(cluster, i, &format!("t{t}")), Ok(Some(_))))
+        .count()
+}
+
 fn forwarded(cluster: &TestCluster, i: usize) -> u64 {
     let (_, body) = cluster.node(i).http_get("/metrics").expect("metrics");
     body.lines()

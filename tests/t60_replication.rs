@@ -386,22 +386,77 @@ async fn a_decommissioned_master_hands_over_and_a_new_replica_catches_up() {
     assert_eq!(after.master_epoch, t.master_epoch + 1);
     let mut c = cluster.client(via).await.expect("connect");
     assert_all_present(&mut c, "t", &acked).await;
-    // Every replica holds the same data.
-    let digest = |i: usize| {
-        let o = cluster.node(i).cli(&["--json", "table", "digest", "t"]);
-        let v = datalayer_tests::json(&o);
-        (
-            v["tablets"][0]["log_end"].as_u64(),
-            v["tablets"][0]["digest"].as_u64(),
-        )
-    };
-    let replicas: Vec<usize> = after.replicas.iter().map(|n| node_index(*n)).collect();
+    wait_replicas_agree(&cluster, &after).await;
+}
+
+/// Log end and digest of node `i`'s replica of table "t" (`None` when it holds none).
+/// `Err` when the node did not answer.
+fn digest(cluster: &TestCluster, i: usize) -> Result<Option<(u64, u64)>, String> {
+    let o = cluster.node(i).cli(&["--json", "table", "digest", "t"]);
+    if !o.status.success() {
+        return Err(datalayer_tests::stderr(&o));
+    }
+    let v = datalayer_tests::json(&o);
+    Ok(v["tablets"][0]["log_end"]
+        .as_u64()
+        .zip(v["tablets"][0]["digest"].as_u64()))
+}
+
+/// Waits until every replica of `t` holds the same data.
+async fn wait_replicas_agree(cluster: &TestCluster, t: &pb::TabletInfo) {
+    let replicas: Vec<usize> = t.replicas.iter().map(|n| node_index(*n)).collect();
     wait_until("replicas agree", CLUSTER_WAIT, || async {
-        let d: Vec<_> = replicas.iter().map(|i| digest(*i)).collect();
-        d.iter().all(|x| x.0.is_some() && *x == d[0])
+        let d: Vec<_> = replicas.iter().map(|i| digest(cluster, *i)).collect();
+        d.iter().all(|x| matches!(x, Ok(Some(_))) && *x == d[0])
     })
     .await
     .expect("equal replicas");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replica_moves_to_a_live_node_that_catches_up() {
+    let (mut cluster, _, t) = cluster_with_table(4, &["--dead-node-secs", "3"]).await;
+    let spare = (1..=4u64)
+        .find(|n| !t.replicas.contains(n))
+        .expect("a node without a replica");
+    let victim = *t
+        .replicas
+        .iter()
+        .find(|n| **n != t.master)
+        .expect("a follower");
+    let master = node_index(t.master);
+    let mut w = cluster.client(master).await.expect("connect");
+    let mut acked = write_all(&mut w, "t", 0..300).await;
+    cluster.node_mut(node_index(victim)).kill();
+    // Past the dead-node timeout the spare node takes the victim's replica, catches
+    // up from the master's oplog and joins the in-sync set.
+    let after = wait_tablet(
+        &cluster,
+        master,
+        "t",
+        "the spare node replaces the dead replica",
+        |t| {
+            t.replicas.len() == 3
+                && !t.replicas.contains(&victim)
+                && t.in_sync.contains(&spare)
+                && t.in_sync.len() == 3
+                && t.moving_to == 0
+        },
+    )
+    .await;
+    acked.extend(write_all(&mut w, "t", 300..400).await);
+    assert_all_present(&mut w, "t", &acked).await;
+    wait_replicas_agree(&cluster, &after).await;
+    // The dead node comes back without its replica: it deletes its stale copy.
+    let victim = node_index(victim);
+    cluster.node_mut(victim).restart().expect("restart");
+    wait_until(
+        "the returning node drops its old copy",
+        CLUSTER_WAIT,
+        || async { cluster.node(victim).is_running() && digest(&cluster, victim) == Ok(None) },
+    )
+    .await
+    .expect("stale copy deleted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,6 +67,22 @@ pub struct TabletDesc {
     pub master: NodeId,
     /// Bumped each time a new master is appointed.
     pub master_epoch: Epoch,
+    /// Bumped by every change of `replicas`: replica moves compare-and-set on it.
+    #[serde(default)]
+    pub conf_version: u64,
+    /// A replica move under way: `to` was added and catches up from the master;
+    /// `from` leaves once `to` is in sync.
+    #[serde(default)]
+    pub moving: Option<ReplicaMove>,
+}
+
+/// A replica of a tablet moving from one node to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaMove {
+    /// The node giving its replica up.
+    pub from: NodeId,
+    /// The node taking it.
+    pub to: NodeId,
 }
 
 impl TabletDesc {
@@ -172,6 +188,8 @@ mod tests {
             in_sync: vec![],
             master: NodeId(1),
             master_epoch: Epoch(1),
+            conf_version: 0,
+            moving: None,
         };
         let t = TableDesc {
             id: TableId(1),

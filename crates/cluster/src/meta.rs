@@ -12,6 +12,7 @@
 pub mod controller;
 pub mod lease;
 pub mod network;
+pub mod placement;
 pub mod raft_catalog;
 pub mod state;
 pub mod storage;

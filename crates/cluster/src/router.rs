@@ -123,7 +123,7 @@ impl Router {
                 } else if tablet.replicas.contains(&self.me) {
                     self.follow(tablet).await
                 } else {
-                    Ok(())
+                    self.let_go(tablet).await
                 };
                 // One tablet's trouble does not hold up the others.
                 if let Err(e) = done {
@@ -140,6 +140,16 @@ impl Router {
         if known != Some(tablet.master_epoch) {
             self.strong.follow_tablet(tablet).await?;
             self.followed.lock().insert(tablet.id, tablet.master_epoch);
+        }
+        Ok(())
+    }
+
+    /// Deletes this node's replica of a tablet that moved to other nodes, if any.
+    async fn let_go(&self, tablet: &TabletDesc) -> Result<()> {
+        let followed = self.followed.lock().remove(&tablet.id).is_some();
+        if followed || self.strong.replica_position(tablet.id)?.is_some() {
+            tracing::info!(tablet = %tablet.id, "the replica moved to other nodes: deleting it here");
+            self.strong.drop_replica(tablet).await?;
         }
         Ok(())
     }

@@ -266,6 +266,7 @@ impl Lead {
     }
 
     /// Takes the replica set the metadata records; returns the nodes that are new.
+    /// Acks of nodes that left stop counting.
     pub fn set_replicas(&self, replicas: &[NodeId]) -> Vec<NodeId> {
         let mut current = self.replicas.lock();
         let added = replicas
@@ -273,7 +274,21 @@ impl Lead {
             .filter(|n| !current.contains(n))
             .copied()
             .collect();
+        let gone: Vec<NodeId> = current
+            .iter()
+            .filter(|n| !replicas.contains(n))
+            .copied()
+            .collect();
         *current = replicas.to_vec();
+        drop(current);
+        if !gone.is_empty() {
+            self.adding.lock().retain(|n| !gone.contains(n));
+            self.caught_up.lock().retain(|n, _| !gone.contains(n));
+            self.view.send_modify(|v| {
+                v.acks.followers.retain(|n, _| !gone.contains(n));
+                v.acks.in_sync.retain(|n| !gone.contains(n));
+            });
+        }
         added
     }
 
@@ -523,6 +538,16 @@ impl StrongPolicy {
         self.call(|reply| writer::Command::Drop {
             table,
             tablets,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops serving `tablet` and deletes this node's replica of it: the metadata
+    /// moved it to another node.
+    pub async fn drop_replica(&self, tablet: &TabletDesc) -> Result<()> {
+        self.call(|reply| writer::Command::DropReplica {
+            tablet: tablet.clone(),
             reply,
         })
         .await

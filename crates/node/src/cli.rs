@@ -162,11 +162,19 @@ struct StartArgs {
     /// replica is appointed (default 1500).
     #[arg(long)]
     master_failover_ms: Option<u64>,
+    /// Seconds a node may stay unreachable before its replicas move to other nodes
+    /// (default 60).
+    #[arg(long)]
+    dead_node_secs: Option<u64>,
+    /// Do not move replicas and masters between nodes to even out their load.
+    #[arg(long)]
+    no_rebalance: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum NodeCmd {
-    /// Remove a node from the cluster (refused while it masters a tablet).
+    /// Remove a node from the cluster: its masters are handed over first and its
+    /// replicas move to other nodes.
     Decommission { id: u64 },
 }
 
@@ -312,6 +320,12 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     if let Some(v) = args.master_failover_ms {
         config.master_failover_ms = v;
     }
+    if let Some(v) = args.dead_node_secs {
+        config.dead_node_secs = v;
+    }
+    if args.no_rebalance {
+        config.rebalance = false;
+    }
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
@@ -388,6 +402,7 @@ fn table_json(t: &pb::TableInfo) -> serde_json::Value {
             "log_end": tb.log_end,
             "high_watermark": tb.high_watermark,
             "in_sync": tb.in_sync,
+            "moving": (tb.moving_to != 0).then(|| json!({"from": tb.moving_from, "to": tb.moving_to})),
         })).collect::<Vec<_>>(),
         "default_acks": t.default_acks,
     })
@@ -488,8 +503,13 @@ async fn client_command(
             } else {
                 print_table(&t);
                 for tb in &t.tablets {
+                    let moving = if tb.moving_to != 0 {
+                        format!(" moving={}->{}", tb.moving_from, tb.moving_to)
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "  tablet {} [{:?}, {:?}) generation={} master={} epoch={} replicas={:?} in_sync={:?} log_end={} hw={}",
+                        "  tablet {} [{:?}, {:?}) generation={} master={} epoch={} replicas={:?} in_sync={:?} log_end={} hw={}{moving}",
                         tb.id,
                         text(&tb.start),
                         text(&tb.end),

@@ -32,6 +32,12 @@ pub struct Config {
     /// Milliseconds a tablet master may stay unreachable before the metadata leader
     /// appoints another in-sync replica. Default 1500.
     pub master_failover_ms: u64,
+    /// Seconds a node may stay unreachable before the controller moves its replicas
+    /// to other nodes (they catch up from the masters). Default 60.
+    pub dead_node_secs: u64,
+    /// Whether the controller moves replicas and masters between nodes to even out
+    /// their counts (after a node joins, say). Default true.
+    pub rebalance: bool,
     /// The most two nodes' wall clocks may differ, in milliseconds. A master's lease
     /// (two thirds of `master_failover_ms`) is shortened by it. Default 250.
     pub max_clock_offset_ms: u64,
@@ -55,6 +61,8 @@ impl Default for Config {
             meta_voters: 3,
             dead_voter_secs: 10,
             master_failover_ms: 1500,
+            dead_node_secs: 60,
+            rebalance: true,
             max_clock_offset_ms: 250,
             limits: Limits::default(),
             store: Default::default(),
@@ -89,6 +97,9 @@ impl Config {
         }
         if self.dead_voter_secs == 0 {
             anyhow::bail!("dead_voter_secs must be at least 1");
+        }
+        if self.dead_node_secs == 0 {
+            anyhow::bail!("dead_node_secs must be at least 1");
         }
         // The lease must outlast the clock offset by more than one controller tick.
         if self.master_lease_ms() < self.max_clock_offset_ms + 300 {

@@ -64,7 +64,7 @@ async fn page(State(s): State<AppState>) -> axum::response::Html<String> {
             cls = if live { "live" } else { "dead" },
         ));
     }
-    html.push_str("</table><h2>Tablets</h2><table><tr><th>table</th><th>tablet</th><th>range</th><th>master</th><th>epoch</th><th>replicas</th></tr>");
+    html.push_str("</table><h2>Tablets</h2><table><tr><th>table</th><th>tablet</th><th>range</th><th>master</th><th>epoch</th><th>replicas</th><th>in sync</th><th>moving</th></tr>");
     for t in state.tables.values() {
         for tb in &t.tablets {
             let end = tb
@@ -72,13 +72,16 @@ async fn page(State(s): State<AppState>) -> axum::response::Html<String> {
                 .as_deref()
                 .map_or("∞".to_string(), |e| escape(&String::from_utf8_lossy(e)));
             html.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>[{:?}, {end})</td><td>node {}</td><td>{}</td><td>{:?}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>[{:?}, {end})</td><td>node {}</td><td>{}</td><td>{:?}</td><td>{:?}</td><td>{}</td></tr>",
                 escape(&t.name),
                 tb.id.0,
                 escape(&String::from_utf8_lossy(&tb.start)),
                 tb.master.0,
                 tb.master_epoch.0,
                 tb.replicas.iter().map(|r| r.0).collect::<Vec<_>>(),
+                tb.in_sync.iter().map(|r| r.0).collect::<Vec<_>>(),
+                tb.moving
+                    .map_or(String::new(), |m| format!("node {} → node {}", m.from.0, m.to.0)),
             ));
         }
     }

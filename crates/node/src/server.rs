@@ -107,6 +107,8 @@ pub async fn run(
             voters: config.meta_voters,
             dead_voter_timeout: Duration::from_secs(config.dead_voter_secs),
             failover_timeout: Duration::from_millis(config.master_failover_ms),
+            dead_node_timeout: Duration::from_secs(config.dead_node_secs),
+            rebalance: config.rebalance,
             lease: lease.clone(),
         },
     )

@@ -12,7 +12,7 @@ type Check<E> = (&'static str, fn(&E));
 /// Runs every check, each on a fresh engine from `make`. The second value `make`
 /// returns is kept alive while the engine is used (a temporary directory, say).
 pub fn run_all<E: TabletEngine, G>(make: impl Fn() -> (E, G)) {
-    let checks: [Check<E>; 10] = [
+    let checks: [Check<E>; 11] = [
         ("get_latest_and_at_timestamp", get_latest_and_at_timestamp),
         (
             "tombstone_hides_older_versions",
@@ -38,6 +38,10 @@ pub fn run_all<E: TabletEngine, G>(make: impl Fn() -> (E, G)) {
             garbage_collection_keeps_visible_versions,
         ),
         ("drop_table_and_meta", drop_table_and_meta),
+        (
+            "drop_tablet_removes_only_its_range",
+            drop_tablet_removes_only_its_range,
+        ),
     ];
     for (name, check) in checks {
         let (engine, guard) = make();
@@ -440,6 +444,66 @@ fn garbage_collection_keeps_visible_versions<E: TabletEngine>(engine: &E) {
     assert_eq!(
         engine.collect_garbage(t, Timestamp(55)).expect("gc again"),
         0
+    );
+}
+
+fn drop_tablet_removes_only_its_range<E: TabletEngine>(engine: &E) {
+    // Table 1 has two tablets: [.., "m") and ["m", ..); table 2 one.
+    append_puts(
+        engine,
+        TableId(1),
+        TabletId(1),
+        &[(b"a", b"1"), (b"l\xff", b"2")],
+        1,
+    );
+    append_puts(
+        engine,
+        TableId(1),
+        TabletId(2),
+        &[(b"m", b"3"), (b"z", b"4")],
+        1,
+    );
+    append_puts(engine, TableId(2), TabletId(3), &[(b"a", b"5")], 1);
+    let range = KeyRange {
+        start: b"m".to_vec(),
+        end: None,
+    };
+    engine
+        .drop_tablet(TableId(1), TabletId(2), &range)
+        .expect("drop tablet");
+    assert_eq!(value_at(engine, TableId(1), b"m", u64::MAX), None);
+    assert_eq!(value_at(engine, TableId(1), b"z", u64::MAX), None);
+    assert_eq!(engine.tablet_state(TabletId(2)).expect("state"), None);
+    assert!(
+        engine
+            .read_oplog(TabletId(2), Seq(0), 10)
+            .expect("read")
+            .is_empty()
+    );
+    assert_eq!(
+        value_at(engine, TableId(1), b"a", u64::MAX),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(
+        value_at(engine, TableId(1), b"l\xff", u64::MAX),
+        Some(b"2".to_vec())
+    );
+    assert!(engine.tablet_state(TabletId(1)).expect("state").is_some());
+    assert_eq!(
+        value_at(engine, TableId(2), b"a", u64::MAX),
+        Some(b"5".to_vec())
+    );
+    let first = KeyRange {
+        start: Vec::new(),
+        end: Some(b"m".to_vec()),
+    };
+    engine
+        .drop_tablet(TableId(1), TabletId(1), &first)
+        .expect("drop first tablet");
+    assert_eq!(value_at(engine, TableId(1), b"l\xff", u64::MAX), None);
+    assert_eq!(
+        value_at(engine, TableId(2), b"a", u64::MAX),
+        Some(b"5".to_vec())
     );
 }
 

@@ -105,6 +105,10 @@ pub trait TabletEngine: Send + Sync + 'static {
     /// Removes every version of a table and the oplogs and states of its tablets.
     fn drop_table(&self, table: TableId, tablets: &[TabletId]) -> Result<()>;
 
+    /// Removes one tablet's replica: the versions of `table` in `range`, the tablet's
+    /// oplog and its state, atomically and durably (the replica moved to another node).
+    fn drop_tablet(&self, table: TableId, tablet: TabletId, range: &KeyRange) -> Result<()>;
+
     /// Counters of the work done so far.
     fn stats(&self) -> EngineStats;
 

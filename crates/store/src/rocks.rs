@@ -10,7 +10,7 @@
 //! | `meta`   | caller's key                 | caller's value                     |
 
 use crate::codec;
-use crate::engine::{EngineStats, ScanRequest, TabletAppend, TabletEngine, Versioned};
+use crate::engine::{EngineStats, KeyRange, ScanRequest, TabletAppend, TabletEngine, Versioned};
 use crate::error::{Error, Result};
 use crate::hlc::Timestamp;
 use crate::ids::{Seq, TableId, TabletId};
@@ -446,6 +446,27 @@ impl TabletEngine for RocksTabletEngine {
             );
             batch.delete_cf(&state, codec::tablet_state_key(*t));
         }
+        self.db.write_opt(batch, &Self::synced())?;
+        Ok(())
+    }
+
+    fn drop_tablet(&self, table: TableId, tablet: TabletId, range: &KeyRange) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        let end = match &range.end {
+            Some(end) => codec::key_prefix(table, end),
+            None => codec::table_end(table),
+        };
+        batch.delete_range_cf(
+            &self.cf(CF_DATA),
+            codec::key_prefix(table, &range.start),
+            end,
+        );
+        batch.delete_range_cf(
+            &self.cf(CF_OPLOG),
+            codec::oplog_key(tablet, Seq(0)),
+            codec::oplog_key(TabletId(tablet.0 + 1), Seq(0)),
+        );
+        batch.delete_cf(&self.cf(CF_TABLET), codec::tablet_state_key(tablet));
         self.db.write_opt(batch, &Self::synced())?;
         Ok(())
     }

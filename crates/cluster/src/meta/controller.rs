@@ -1,19 +1,27 @@
-//! The metadata leader's controller, membership part: every registered node becomes
-//! a learner of the group, learners that caught up are promoted until the group has
-//! its target number of voters, and a voter that stays unreachable past the
-//! configured timeout is replaced by a live, caught-up learner (it stays a learner and
-//! can be promoted again later). Liveness comes from pings. Tablet masters silent past
-//! the failover timeout are replaced ([`failover`]). Runs on every node, acts only on
-//! the leader.
+//! The metadata leader's controller. Two loops run on every node and act only on the
+//! leader:
+//!
+//! - liveness: confirms the leadership with a quorum, pings every registered node
+//!   (granting master leases with the ping) and records who answered;
+//! - control: tablet masters silent past the failover timeout are replaced
+//!   ([`failover`]); every registered node becomes a learner of the group, caught-up
+//!   learners are promoted until the group has its voters, a voter unreachable past
+//!   its timeout gives its place to a live learner; replicas move off dead nodes and
+//!   even out across live ones ([`super::placement`]).
+//!
+//! The loops are separate so a slow quorum confirmation never delays failover or
+//! membership work.
 
 use super::lease::{LeaseGrant, wall_ms};
+use super::placement::{self, Action};
 use super::raft_catalog::RaftCatalog;
 use crate::catalog::TabletDesc;
 use crate::strong::protocol::{ReplicaPosition, choose_master};
 use datalayer_store::{NodeId, TabletId};
 use openraft::{BasicNode, ChangeMembers};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Weak;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// How often the controller looks.
@@ -23,19 +31,97 @@ const CAUGHT_UP_ENTRIES: u64 = 16;
 /// How long a liveness ping may take.
 const PING_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// What the leader saw of the nodes, shared by its two loops.
+#[derive(Debug, Clone, Default)]
+struct Liveness {
+    /// When this node's leadership was first noticed; `None` when not leading.
+    leading_since: Option<Instant>,
+    /// Completed ping rounds since then.
+    rounds: u64,
+    /// Nodes that answered the last round.
+    live: BTreeSet<u64>,
+    /// When each node last answered (a round's start).
+    last_seen: HashMap<u64, Instant>,
+}
+
+impl Liveness {
+    /// How long `node` has been silent: never seen counts from the leadership's start.
+    fn silent_for(&self, node: u64, now: Instant) -> Duration {
+        if self.live.contains(&node) {
+            return Duration::ZERO;
+        }
+        let since = self
+            .last_seen
+            .get(&node)
+            .copied()
+            .or(self.leading_since)
+            .unwrap_or(now);
+        now.saturating_duration_since(since)
+    }
+}
+
 /// Runs until the catalog is dropped.
 pub async fn run(catalog: Weak<RaftCatalog>) {
+    let liveness = Arc::new(Mutex::new(Liveness::default()));
+    tokio::spawn(watch_liveness(catalog.clone(), liveness.clone()));
+    let handing_over: Arc<Mutex<HashSet<TabletId>>> = Default::default();
     let mut tick = tokio::time::interval(TICK);
-    // When each node last answered, as this node saw it while leading.
-    let mut last_seen: HashMap<u64, Instant> = HashMap::new();
     loop {
         tick.tick().await;
         let Some(catalog) = catalog.upgrade() else {
             return;
         };
-        if let Err(e) = step(&catalog, &mut last_seen).await {
-            tracing::debug!(error = %e, "membership controller step");
+        if let Err(e) = step(&catalog, &liveness, &handing_over).await {
+            tracing::warn!(error = %e, "controller step");
         }
+    }
+}
+
+fn leading(catalog: &RaftCatalog) -> bool {
+    catalog.raft().metrics().borrow().current_leader == Some(catalog.node().0)
+}
+
+/// The liveness loop: while leading, confirms the leadership, grants leases and pings.
+async fn watch_liveness(catalog: Weak<RaftCatalog>, liveness: Arc<Mutex<Liveness>>) {
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tick.tick().await;
+        let Some(catalog) = catalog.upgrade() else {
+            return;
+        };
+        if !leading(&catalog) {
+            *liveness.lock() = Liveness::default();
+            continue;
+        }
+        let started = Instant::now();
+        liveness.lock().leading_since.get_or_insert(started);
+        let term = catalog.raft().metrics().borrow().current_term;
+        // Leases are granted only by a leader a quorum still follows.
+        let sent_ms = wall_ms();
+        let confirmed =
+            tokio::time::timeout(PING_TIMEOUT * 2, catalog.raft().ensure_linearizable()).await;
+        let grant = match confirmed {
+            Ok(Ok(_)) => {
+                let grant = LeaseGrant {
+                    term,
+                    sent_ms,
+                    applied: *catalog.applied().borrow(),
+                };
+                catalog.grant(grant);
+                Some(grant)
+            }
+            _ => None,
+        };
+        let live = probe(&catalog, grant).await;
+        let mut l = liveness.lock();
+        if l.leading_since.is_none() {
+            continue; // leadership lost meanwhile
+        }
+        for id in &live {
+            l.last_seen.insert(*id, started);
+        }
+        l.live = live;
+        l.rounds += 1;
     }
 }
 
@@ -63,34 +149,100 @@ async fn probe(catalog: &RaftCatalog, grant: Option<LeaseGrant>) -> BTreeSet<u64
     live
 }
 
-async fn step(catalog: &RaftCatalog, last_seen: &mut HashMap<u64, Instant>) -> Result<(), String> {
-    let raft = catalog.raft();
-    let m = raft.metrics().borrow().clone();
-    if m.current_leader != Some(catalog.node().0) {
-        last_seen.clear();
+async fn step(
+    catalog: &Arc<RaftCatalog>,
+    liveness: &Mutex<Liveness>,
+    handing_over: &Arc<Mutex<HashSet<TabletId>>>,
+) -> Result<(), String> {
+    if !leading(catalog) {
         return Ok(());
     }
     let now = Instant::now();
-    // Leases are granted only by a leader a quorum still follows.
-    let sent_ms = wall_ms();
-    let confirmed = tokio::time::timeout(PING_TIMEOUT * 2, raft.ensure_linearizable()).await;
-    let grant = match confirmed {
-        Ok(Ok(_)) => {
-            let grant = LeaseGrant {
-                term: m.current_term,
-                sent_ms,
-                applied: *catalog.applied().borrow(),
-            };
-            catalog.grant(grant);
-            Some(grant)
+    let seen = {
+        let l = liveness.lock();
+        if l.rounds == 0 {
+            return Ok(()); // no liveness round yet: nothing is known
         }
-        _ => None,
+        l.clone()
     };
-    let live = probe(catalog, grant).await;
-    for id in &live {
-        last_seen.insert(*id, now);
+    let live = seen.live.clone();
+    let silent_for = |n: u64| seen.silent_for(n, now);
+    failover(catalog, &live, &silent_for).await;
+    if membership(catalog, &live, &silent_for).await? {
+        return Ok(());
     }
-    failover(catalog, &live, last_seen, now).await;
+    let dead_after = catalog.dead_node_timeout();
+    let nodes = placement::Nodes {
+        live: live.iter().map(|n| NodeId(*n)).collect(),
+        dead: catalog
+            .state()
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| silent_for(n.0) > dead_after)
+            .collect(),
+    };
+    let actions = placement::plan(&catalog.state(), &nodes, catalog.rebalance());
+    for action in actions {
+        carry_out(catalog, action, handing_over).await;
+    }
+    Ok(())
+}
+
+/// Takes one placement step. A refused proposal (the metadata moved on) is retried
+/// from fresh metadata on a later tick.
+async fn carry_out(
+    catalog: &Arc<RaftCatalog>,
+    action: Action,
+    handing_over: &Arc<Mutex<HashSet<TabletId>>>,
+) {
+    let done = match &action {
+        Action::Move { tablet, from, to } => {
+            tracing::info!(tablet = %tablet.id, %from, %to, "moving a replica");
+            catalog.move_replica(tablet, *from, *to).await
+        }
+        Action::Add { tablet, to } => {
+            tracing::info!(tablet = %tablet.id, %to, "adding a replica to an under-replicated tablet");
+            catalog.add_replica(tablet, *to).await
+        }
+        Action::Drop { tablet, node } => {
+            tracing::info!(tablet = %tablet.id, %node, "removing a replica that moved");
+            catalog.drop_replica(tablet, *node).await
+        }
+        Action::HandOver { tablet, master, to } => {
+            // A hand-over waits for the target to catch up: never hold the loop.
+            if !handing_over.lock().insert(tablet.id) {
+                return;
+            }
+            let Some(addr) = catalog.node_addr(*master) else {
+                handing_over.lock().remove(&tablet.id);
+                return;
+            };
+            tracing::info!(tablet = %tablet.id, %master, %to, "handing a master over");
+            let (id, to, handing_over) = (tablet.id, *to, handing_over.clone());
+            tokio::spawn(async move {
+                if let Err(e) = crate::replicator::hand_over_at(&addr, id, to).await {
+                    tracing::warn!(tablet = %id, error = %e, "hand-over failed");
+                }
+                handing_over.lock().remove(&id);
+            });
+            return;
+        }
+    };
+    if let Err(e) = done {
+        tracing::info!(?action, error = %e, "placement step refused; retried with fresh metadata");
+    }
+}
+
+/// Group membership: adds learners, removes decommissioned nodes, promotes learners,
+/// replaces dead voters. True when it proposed a change.
+async fn membership(
+    catalog: &RaftCatalog,
+    live: &BTreeSet<u64>,
+    silent_for: &(dyn Fn(u64) -> Duration + Sync),
+) -> Result<bool, String> {
+    let raft = catalog.raft();
+    let m = raft.metrics().borrow().clone();
     let membership = m.membership_config.membership().clone();
     for node in catalog.state().nodes.values() {
         let known = membership.get_node(&node.id.0);
@@ -106,8 +258,8 @@ async fn step(catalog: &RaftCatalog, last_seen: &mut HashMap<u64, Instant>) -> R
                 false,
             )
             .await
-            .map_err(|e| e.to_string())?;
-            return Ok(());
+            .map_err(|e| format!("adding learner {}: {e}", node.id))?;
+            return Ok(true);
         }
     }
     // Members no longer registered (decommissioned) leave the group.
@@ -124,11 +276,11 @@ async fn step(catalog: &RaftCatalog, last_seen: &mut HashMap<u64, Instant>) -> R
         );
         raft.change_membership(ChangeMembers::RemoveVoters(gone.clone()), true)
             .await
-            .map_err(|e| e.to_string())?;
-        raft.change_membership(ChangeMembers::RemoveNodes(gone), false)
+            .map_err(|e| format!("removing voters {gone:?}: {e}"))?;
+        raft.change_membership(ChangeMembers::RemoveNodes(gone.clone()), false)
             .await
-            .map_err(|e| e.to_string())?;
-        return Ok(());
+            .map_err(|e| format!("removing members {gone:?}: {e}"))?;
+        return Ok(true);
     }
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let last = m.last_log_index.unwrap_or(0);
@@ -142,21 +294,18 @@ async fn step(catalog: &RaftCatalog, last_seen: &mut HashMap<u64, Instant>) -> R
         live.contains(l) && matched + CAUGHT_UP_ENTRIES >= last
     });
     let Some(learner) = ready_learner else {
-        return Ok(());
+        return Ok(false);
     };
     if voters.len() < catalog.target_voters() {
         tracing::info!(node = learner, "promoting caught-up learner to voter");
         raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), false)
             .await
-            .map_err(|e| e.to_string())?;
-        return Ok(());
+            .map_err(|e| format!("promoting learner {learner}: {e}"))?;
+        return Ok(true);
     }
     // A voter silent past the timeout gives its place (the leader answers itself).
     let dead_after = catalog.dead_voter_timeout();
-    let dead = voters.iter().copied().find(|v| {
-        let seen = *last_seen.entry(*v).or_insert(now);
-        now.duration_since(seen) > dead_after
-    });
+    let dead = voters.iter().copied().find(|v| silent_for(*v) > dead_after);
     if let Some(dead) = dead {
         let mut next = voters.clone();
         next.remove(&dead);
@@ -169,9 +318,10 @@ async fn step(catalog: &RaftCatalog, last_seen: &mut HashMap<u64, Instant>) -> R
         // `retain`: the dead voter stays a learner and catches up when it returns.
         raft.change_membership(ChangeMembers::ReplaceAllVoters(next), true)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("replacing voter {dead} with {learner}: {e}"))?;
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Appoints a new master for every tablet whose master has been silent past the
@@ -180,19 +330,15 @@ async fn step(catalog: &RaftCatalog, last_seen: &mut HashMap<u64, Instant>) -> R
 async fn failover(
     catalog: &RaftCatalog,
     live: &BTreeSet<u64>,
-    last_seen: &mut HashMap<u64, Instant>,
-    now: Instant,
+    silent_for: &(dyn Fn(u64) -> Duration + Sync),
 ) {
     let state = catalog.state();
     let timeout = catalog.failover_timeout();
-    let dead = |n: u64, last_seen: &mut HashMap<u64, Instant>| {
-        !live.contains(&n) && now.duration_since(*last_seen.entry(n).or_insert(now)) > timeout
-    };
     let orphans: Vec<TabletDesc> = state
         .tables
         .values()
         .flat_map(|t| t.tablets.iter())
-        .filter(|tb| dead(tb.master.0, last_seen))
+        .filter(|tb| silent_for(tb.master.0) > timeout)
         .cloned()
         .collect();
     if orphans.is_empty() {

@@ -31,6 +31,10 @@ pub struct MetaOptions {
     pub dead_voter_timeout: Duration,
     /// How long a tablet master may stay silent before another is appointed.
     pub failover_timeout: Duration,
+    /// How long a node may stay silent before its replicas move to other nodes.
+    pub dead_node_timeout: Duration,
+    /// Whether the controller moves replicas and masters to even out the nodes' load.
+    pub rebalance: bool,
     /// This node's master lease, renewed by the leader's grants.
     pub lease: Arc<super::Lease>,
 }
@@ -43,6 +47,8 @@ pub struct RaftCatalog {
     voters: usize,
     dead_voter_timeout: Duration,
     failover_timeout: Duration,
+    dead_node_timeout: Duration,
+    rebalance: bool,
     lease: Arc<super::Lease>,
     /// A grant from metadata this node had not applied yet: it takes effect once the
     /// node has.
@@ -79,6 +85,8 @@ impl RaftCatalog {
             voters,
             dead_voter_timeout,
             failover_timeout,
+            dead_node_timeout,
+            rebalance,
             lease,
         } = options;
         let state = Arc::new(RwLock::new(MetaState::default()));
@@ -112,6 +120,8 @@ impl RaftCatalog {
             voters: voters.max(1),
             dead_voter_timeout,
             failover_timeout,
+            dead_node_timeout,
+            rebalance,
             lease,
             pending_grant: Default::default(),
             applied,
@@ -188,6 +198,16 @@ impl RaftCatalog {
     /// How long a tablet master may stay silent before the controller replaces it.
     pub fn failover_timeout(&self) -> Duration {
         self.failover_timeout
+    }
+
+    /// How long a node may stay silent before its replicas move elsewhere.
+    pub fn dead_node_timeout(&self) -> Duration {
+        self.dead_node_timeout
+    }
+
+    /// Whether the controller evens out replicas and masters across nodes.
+    pub fn rebalance(&self) -> bool {
+        self.rebalance
     }
 
     /// This node's master lease.
@@ -269,15 +289,17 @@ impl RaftCatalog {
         Ok(())
     }
 
-    /// Removes a node from the cluster (see [`MetaCommand::RemoveNode`]).
-    pub async fn decommission(&self, node: NodeId) -> Result<()> {
-        match self
-            .propose(MetaCommand::RemoveNode { id: node }, true)
-            .await?
-        {
+    /// Proposes a change whose refusal is an error (through the leader).
+    async fn change(&self, cmd: MetaCommand) -> Result<()> {
+        match self.propose(cmd, true).await? {
             MetaResponse::Rejected(e) => Err(rejected(e)),
             _ => Ok(()),
         }
+    }
+
+    /// Removes a node from the cluster (see [`MetaCommand::RemoveNode`]).
+    pub async fn decommission(&self, node: NodeId) -> Result<()> {
+        self.change(MetaCommand::RemoveNode { id: node }).await
     }
 
     /// Appoints `master` for `tablet` in the epoch after `expect_epoch`.
@@ -287,15 +309,12 @@ impl RaftCatalog {
         expect_epoch: Epoch,
         master: NodeId,
     ) -> Result<()> {
-        let cmd = MetaCommand::AppointMaster {
+        self.change(MetaCommand::AppointMaster {
             tablet,
             expect_epoch,
             master,
-        };
-        match self.propose(cmd, true).await? {
-            MetaResponse::Rejected(e) => Err(rejected(e)),
-            _ => Ok(()),
-        }
+        })
+        .await
     }
 
     /// Sets the in-sync set of a tablet this node masters at `expect_epoch`.
@@ -305,15 +324,45 @@ impl RaftCatalog {
         expect_epoch: Epoch,
         in_sync: Vec<NodeId>,
     ) -> Result<()> {
-        let cmd = MetaCommand::SetInSync {
+        self.change(MetaCommand::SetInSync {
             tablet,
             expect_epoch,
             in_sync,
-        };
-        match self.propose(cmd, true).await? {
-            MetaResponse::Rejected(e) => Err(rejected(e)),
-            _ => Ok(()),
-        }
+        })
+        .await
+    }
+
+    /// Starts moving `tablet`'s replica on `from` to `to` (see
+    /// [`MetaCommand::MoveReplica`]).
+    pub async fn move_replica(&self, tablet: &TabletDesc, from: NodeId, to: NodeId) -> Result<()> {
+        self.change(MetaCommand::MoveReplica {
+            tablet: tablet.id,
+            expect_conf: tablet.conf_version,
+            from,
+            to,
+        })
+        .await
+    }
+
+    /// Gives an under-replicated `tablet` a replica on `node` (see
+    /// [`MetaCommand::AddReplica`]).
+    pub async fn add_replica(&self, tablet: &TabletDesc, node: NodeId) -> Result<()> {
+        self.change(MetaCommand::AddReplica {
+            tablet: tablet.id,
+            expect_conf: tablet.conf_version,
+            node,
+        })
+        .await
+    }
+
+    /// Takes `node`'s replica of `tablet` away (see [`MetaCommand::DropReplica`]).
+    pub async fn drop_replica(&self, tablet: &TabletDesc, node: NodeId) -> Result<()> {
+        self.change(MetaCommand::DropReplica {
+            tablet: tablet.id,
+            expect_conf: tablet.conf_version,
+            node,
+        })
+        .await
     }
 
     /// Records where this node serves (on every start, so a moved node is found).
@@ -479,6 +528,8 @@ mod tests {
                 voters: 1,
                 dead_voter_timeout: Duration::from_secs(10),
                 failover_timeout: Duration::from_millis(1500),
+                dead_node_timeout: Duration::from_secs(60),
+                rebalance: true,
                 lease: Arc::new(crate::meta::Lease::new(
                     Duration::from_secs(1),
                     Duration::from_millis(250),

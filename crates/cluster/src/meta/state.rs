@@ -4,8 +4,8 @@
 //! be deterministic: it reads nothing but the state and the command.
 
 use crate::catalog::{
-    DEFAULT_REPLICATION_FACTOR, DEFAULT_VERSION_RETENTION_SECS, Policy, TableDesc, TableSpec,
-    TabletDesc, validate_table_name,
+    DEFAULT_REPLICATION_FACTOR, DEFAULT_VERSION_RETENTION_SECS, Policy, ReplicaMove, TableDesc,
+    TableSpec, TabletDesc, validate_table_name,
 };
 use datalayer_store::{Epoch, NodeId, TableId, TabletId};
 use serde::{Deserialize, Serialize};
@@ -64,6 +64,42 @@ pub enum MetaCommand {
         /// The new set: the master and replicas caught up with it.
         in_sync: Vec<NodeId>,
     },
+    /// Starts moving a replica of a tablet: `to` joins its replicas (outside the
+    /// in-sync set, catching up from the master) and `from` is marked as leaving.
+    /// Refused unless the tablet is still at `expect_conf` with no move under way,
+    /// `from` holds a replica and `to`, a registered node, does not.
+    MoveReplica {
+        /// The tablet.
+        tablet: TabletId,
+        /// The replica-set version the proposer read.
+        expect_conf: u64,
+        /// The node giving its replica up.
+        from: NodeId,
+        /// The node taking it.
+        to: NodeId,
+    },
+    /// Gives a tablet with fewer replicas than its table's factor one more, on `node`
+    /// (it catches up from the master). Refused unless the tablet is still at
+    /// `expect_conf`.
+    AddReplica {
+        /// The tablet.
+        tablet: TabletId,
+        /// The replica-set version the proposer read.
+        expect_conf: u64,
+        /// The new replica's node.
+        node: NodeId,
+    },
+    /// Takes a replica away from a tablet: ends a move (`node` is its `from`, and
+    /// `to` is in sync) or cancels it (`node` is its `to`). Refused unless the tablet
+    /// is still at `expect_conf`, or when `node` is the master.
+    DropReplica {
+        /// The tablet.
+        tablet: TabletId,
+        /// The replica-set version the proposer read.
+        expect_conf: u64,
+        /// The node losing its replica.
+        node: NodeId,
+    },
     /// A node announces where it listens. A node already known by `id` (or, without
     /// an id, by its gRPC address) keeps its id and gets the new addresses; a new one
     /// gets the next id.
@@ -75,6 +111,13 @@ pub enum MetaCommand {
         /// Where it serves HTTP.
         http_addr: String,
     },
+}
+
+fn invalid(field: &str, message: String) -> MetaResponse {
+    MetaResponse::Rejected(MetaError::Invalid {
+        field: field.into(),
+        message,
+    })
 }
 
 /// A member of the cluster as the metadata records it.
@@ -219,7 +262,16 @@ impl MetaState {
         for table in self.tables.values_mut() {
             let t = Arc::make_mut(table);
             for tablet in &mut t.tablets {
+                if tablet.moving.is_some_and(|m| m.from == id || m.to == id) {
+                    // A move it was part of ends: the other side keeps its slot.
+                    tablet.moving = None;
+                    tablet.replicas.retain(|r| *r != id);
+                    tablet.in_sync.retain(|r| *r != id);
+                    tablet.conf_version += 1;
+                    continue;
+                }
                 if let Some(pos) = tablet.replicas.iter().position(|r| *r == id) {
+                    tablet.conf_version += 1;
                     match nodes.iter().find(|n| !tablet.replicas.contains(n)) {
                         Some(free) => tablet.replicas[pos] = *free,
                         None => {
@@ -260,6 +312,115 @@ impl MetaState {
             ))));
         }
         Ok(tablet)
+    }
+
+    /// The tablet, if it still exists at the replica-set version the proposer read.
+    fn tablet_at_conf(
+        &mut self,
+        id: TabletId,
+        expect: u64,
+    ) -> Result<&mut TabletDesc, MetaResponse> {
+        let tablet = self.tablet_mut(id).ok_or_else(|| {
+            MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")))
+        })?;
+        if tablet.conf_version != expect {
+            return Err(MetaResponse::Rejected(MetaError::Conflict(format!(
+                "the replicas of {id} are at version {} now, not {expect}",
+                tablet.conf_version
+            ))));
+        }
+        Ok(tablet)
+    }
+
+    fn move_replica(
+        &mut self,
+        id: TabletId,
+        expect: u64,
+        from: NodeId,
+        to: NodeId,
+    ) -> MetaResponse {
+        if !self.nodes.contains_key(&to) {
+            return invalid("to", format!("{to} is not a member of the cluster"));
+        }
+        let tablet = match self.tablet_at_conf(id, expect) {
+            Ok(t) => t,
+            Err(rejected) => return rejected,
+        };
+        if let Some(m) = tablet.moving {
+            return MetaResponse::Rejected(MetaError::Conflict(format!(
+                "{id} is already moving a replica from {} to {}",
+                m.from, m.to
+            )));
+        }
+        if !tablet.replicas.contains(&from) {
+            return invalid("from", format!("{from} holds no replica of {id}"));
+        }
+        if tablet.replicas.contains(&to) {
+            return invalid("to", format!("{to} already holds a replica of {id}"));
+        }
+        tablet.replicas.push(to);
+        tablet.moving = Some(ReplicaMove { from, to });
+        tablet.conf_version += 1;
+        MetaResponse::Done
+    }
+
+    fn add_replica(&mut self, id: TabletId, expect: u64, node: NodeId) -> MetaResponse {
+        if !self.nodes.contains_key(&node) {
+            return invalid("node", format!("{node} is not a member of the cluster"));
+        }
+        let factor = self
+            .tables
+            .values()
+            .find(|t| t.tablets.iter().any(|tb| tb.id == id))
+            .map_or(0, |t| t.replication_factor as usize);
+        let tablet = match self.tablet_at_conf(id, expect) {
+            Ok(t) => t,
+            Err(rejected) => return rejected,
+        };
+        if tablet.replicas.contains(&node) {
+            return invalid("node", format!("{node} already holds a replica of {id}"));
+        }
+        if tablet.replicas.len() >= factor {
+            return invalid("node", format!("{id} already has its {factor} replicas"));
+        }
+        tablet.replicas.push(node);
+        tablet.conf_version += 1;
+        MetaResponse::Done
+    }
+
+    fn drop_replica(&mut self, id: TabletId, expect: u64, node: NodeId) -> MetaResponse {
+        let tablet = match self.tablet_at_conf(id, expect) {
+            Ok(t) => t,
+            Err(rejected) => return rejected,
+        };
+        if tablet.master == node {
+            return invalid("node", format!("{node} masters {id}: hand it over first"));
+        }
+        if !tablet.replicas.contains(&node) {
+            return invalid("node", format!("{node} holds no replica of {id}"));
+        }
+        if let Some(m) = tablet.moving
+            && m.from == node
+            && !tablet.in_sync.contains(&m.to)
+        {
+            return invalid(
+                "node",
+                format!(
+                    "{} has not caught up yet: {node} keeps its replica of {id}",
+                    m.to
+                ),
+            );
+        }
+        tablet.replicas.retain(|n| *n != node);
+        tablet.in_sync.retain(|n| *n != node);
+        if tablet
+            .moving
+            .is_some_and(|m| m.from == node || m.to == node)
+        {
+            tablet.moving = None;
+        }
+        tablet.conf_version += 1;
+        MetaResponse::Done
     }
 
     fn appoint_master(&mut self, id: TabletId, expect: Epoch, master: NodeId) -> MetaResponse {
@@ -374,6 +535,8 @@ impl MetaState {
                         replicas,
                         master,
                         master_epoch: Epoch(1),
+                        conf_version: 1,
+                        moving: None,
                     }],
                 };
                 self.tables
@@ -409,6 +572,22 @@ impl MetaState {
                 expect_epoch,
                 in_sync,
             } => self.set_in_sync(*tablet, *expect_epoch, in_sync),
+            MetaCommand::MoveReplica {
+                tablet,
+                expect_conf,
+                from,
+                to,
+            } => self.move_replica(*tablet, *expect_conf, *from, *to),
+            MetaCommand::AddReplica {
+                tablet,
+                expect_conf,
+                node,
+            } => self.add_replica(*tablet, *expect_conf, *node),
+            MetaCommand::DropReplica {
+                tablet,
+                expect_conf,
+                node,
+            } => self.drop_replica(*tablet, *expect_conf, *node),
             // The state machine answers with the entry's index.
             MetaCommand::Sync => MetaResponse::Done,
             MetaCommand::RegisterNode {
@@ -593,6 +772,99 @@ mod tests {
             s.apply(&MetaCommand::RemoveNode { id: NodeId(2) }),
             MetaResponse::Rejected(MetaError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn replica_moves_check_the_version_they_read_and_end_only_when_caught_up() {
+        let mut s = MetaState::default();
+        for (i, addr) in ["a:1", "b:1", "c:1", "d:1"].iter().enumerate() {
+            register(&mut s, Some(i as u64 + 1), addr);
+        }
+        let MetaResponse::Table { table, .. } = s.apply(&create("t", false)) else {
+            panic!("create");
+        };
+        let id = table.tablets[0].id;
+        let conf = table.tablets[0].conf_version;
+        let mv = |expect_conf, from, to| MetaCommand::MoveReplica {
+            tablet: id,
+            expect_conf,
+            from: NodeId(from),
+            to: NodeId(to),
+        };
+        let drop = |expect_conf, node| MetaCommand::DropReplica {
+            tablet: id,
+            expect_conf,
+            node: NodeId(node),
+        };
+        let conflict =
+            |r: MetaResponse| matches!(r, MetaResponse::Rejected(MetaError::Conflict(_)));
+        let refused =
+            |r: MetaResponse| matches!(r, MetaResponse::Rejected(MetaError::Invalid { .. }));
+        assert!(
+            refused(s.apply(&mv(conf, 4, 2))),
+            "from must hold a replica"
+        );
+        assert!(refused(s.apply(&mv(conf, 2, 3))), "to must not hold one");
+        assert!(refused(s.apply(&mv(conf, 2, 9))), "to must be a member");
+        assert!(conflict(s.apply(&mv(conf + 1, 2, 4))), "stale version");
+        let before = s.clone();
+        assert_eq!(s.apply(&mv(conf, 2, 4)), MetaResponse::Done);
+        let t = s.tablet(id).expect("tablet").clone();
+        assert_eq!(t.replicas, vec![NodeId(1), NodeId(2), NodeId(3), NodeId(4)]);
+        assert_eq!(
+            t.in_sync,
+            vec![NodeId(1), NodeId(2), NodeId(3)],
+            "4 catches up first"
+        );
+        assert_eq!(
+            t.moving,
+            Some(ReplicaMove {
+                from: NodeId(2),
+                to: NodeId(4)
+            })
+        );
+        assert_ne!(s, before);
+        let conf = t.conf_version;
+        assert!(conflict(s.apply(&mv(conf, 3, 4))), "one move at a time");
+        assert!(
+            refused(s.apply(&drop(conf, 2))),
+            "2 stays until 4 is in sync"
+        );
+        assert!(
+            refused(s.apply(&drop(conf, 1))),
+            "the master never loses its replica"
+        );
+        assert_eq!(
+            s.apply(&MetaCommand::SetInSync {
+                tablet: id,
+                expect_epoch: t.master_epoch,
+                in_sync: vec![NodeId(1), NodeId(2), NodeId(3), NodeId(4)],
+            }),
+            MetaResponse::Done
+        );
+        assert!(conflict(s.apply(&drop(conf - 1, 2))), "stale version");
+        assert_eq!(s.apply(&drop(conf, 2)), MetaResponse::Done);
+        let t = s.tablet(id).expect("tablet").clone();
+        assert_eq!(t.replicas, vec![NodeId(1), NodeId(3), NodeId(4)]);
+        assert_eq!(t.in_sync, vec![NodeId(1), NodeId(3), NodeId(4)]);
+        assert_eq!(t.moving, None);
+
+        // A move is cancelled by dropping its target; removing its source ends it.
+        let conf = t.conf_version;
+        assert_eq!(s.apply(&mv(conf, 3, 2)), MetaResponse::Done);
+        assert_eq!(s.apply(&drop(conf + 1, 2)), MetaResponse::Done);
+        let t = s.tablet(id).expect("tablet").clone();
+        assert_eq!((t.replicas.len(), t.moving), (3, None));
+        assert_eq!(s.apply(&mv(t.conf_version, 3, 2)), MetaResponse::Done);
+        assert_eq!(
+            s.apply(&MetaCommand::RemoveNode { id: NodeId(3) }),
+            MetaResponse::Done
+        );
+        let t = s.tablet(id).expect("tablet").clone();
+        assert_eq!(
+            (t.replicas, t.moving),
+            (vec![NodeId(1), NodeId(4), NodeId(2)], None)
+        );
     }
 
     #[test]

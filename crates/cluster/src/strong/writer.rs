@@ -45,6 +45,11 @@ pub(super) enum Command {
         tablets: Vec<TabletId>,
         reply: Reply<()>,
     },
+    /// Stop serving one tablet and delete this node's replica of it.
+    DropReplica {
+        tablet: TabletDesc,
+        reply: Reply<()>,
+    },
     Write {
         table: TableId,
         tablet: TabletId,
@@ -212,6 +217,10 @@ impl Writer {
                     } => {
                         self.commit(std::mem::take(&mut group));
                         let _ = reply.send(self.drop_table(table, &tablets));
+                    }
+                    Command::DropReplica { tablet, reply } => {
+                        self.commit(std::mem::take(&mut group));
+                        let _ = reply.send(self.drop_replica(&tablet));
                     }
                     Command::Stop { reply } => {
                         self.commit(group);
@@ -493,6 +502,17 @@ impl Writer {
             self.dropped.insert(*t);
             self.replica_reads.write().remove(t);
         }
+        Ok(())
+    }
+
+    /// Deletes this node's replica of a tablet it no longer holds (unlike a dropped
+    /// table's, it may come back: the metadata can name this node again).
+    fn drop_replica(&mut self, desc: &TabletDesc) -> Result<()> {
+        self.engine
+            .drop_tablet(desc.table, desc.id, &desc.range())?;
+        self.served.remove(&desc.id);
+        self.demote(desc.id);
+        self.replica_reads.write().remove(&desc.id);
         Ok(())
     }
 

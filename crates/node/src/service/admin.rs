@@ -81,6 +81,8 @@ pub fn table_info(t: &TableDesc, strong: &StrongPolicy) -> pb::TableInfo {
                     log_end: progress.log_end.0,
                     high_watermark: progress.high_watermark.0,
                     in_sync: tablet.in_sync.iter().map(|n| n.0).collect(),
+                    moving_from: tablet.moving.map_or(0, |m| m.from.0),
+                    moving_to: tablet.moving.map_or(0, |m| m.to.0),
                 }
             })
             .collect(),

@@ -23,14 +23,18 @@ impl pb::replication_server::Replication for ReplicationService {
     ) -> Result<Response<pb::ReplicateResponse>, Status> {
         let req = request.into_inner();
         let tablet = TabletId(req.tablet_id);
-        // A replica exists only for a tablet the metadata names (never resurrect the
-        // data of a dropped table).
-        let known = |r: &Router| r.catalog().tablet(tablet).is_some();
+        // A replica exists only where the metadata puts one (never resurrect the data
+        // of a dropped table, or of a replica that moved away).
+        let known = |r: &Router| {
+            r.catalog()
+                .tablet(tablet)
+                .is_some_and(|t| t.replicas.contains(&r.node()))
+        };
         if !known(&self.router) {
             self.router.catalog().sync().await.status()?;
             if !known(&self.router) {
                 return Err(Error::Unavailable(format!(
-                    "{tablet} is unknown to this node"
+                    "this node holds no replica of {tablet}"
                 )))
                 .status();
             }
