@@ -12,7 +12,7 @@ type Check<E> = (&'static str, fn(&E));
 /// Runs every check, each on a fresh engine from `make`. The second value `make`
 /// returns is kept alive while the engine is used (a temporary directory, say).
 pub fn run_all<E: TabletEngine, G>(make: impl Fn() -> (E, G)) {
-    let checks: [Check<E>; 11] = [
+    let checks: [Check<E>; 12] = [
         ("get_latest_and_at_timestamp", get_latest_and_at_timestamp),
         (
             "tombstone_hides_older_versions",
@@ -41,6 +41,10 @@ pub fn run_all<E: TabletEngine, G>(make: impl Fn() -> (E, G)) {
         (
             "drop_tablet_removes_only_its_range",
             drop_tablet_removes_only_its_range,
+        ),
+        (
+            "export_and_import_replace_a_tablet",
+            export_and_import_replace_a_tablet,
         ),
     ];
     for (name, check) in checks {
@@ -505,6 +509,57 @@ fn drop_tablet_removes_only_its_range<E: TabletEngine>(engine: &E) {
         value_at(engine, TableId(2), b"a", u64::MAX),
         Some(b"5".to_vec())
     );
+}
+
+fn export_and_import_replace_a_tablet<E: TabletEngine>(engine: &E) {
+    let dir = std::env::temp_dir().join(format!(
+        "datalayer-export-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let all = KeyRange {
+        start: Vec::new(),
+        end: None,
+    };
+    assert_eq!(
+        engine
+            .export_tablet(TableId(1), TabletId(1), &all, &dir)
+            .expect("export nothing"),
+        None,
+        "no state, no export"
+    );
+    append_puts(engine, TableId(1), TabletId(1), &[(b"a", b"1"), (b"b", b"2")], 1);
+    append_puts(engine, TableId(1), TabletId(1), &[(b"a", b"3")], 3);
+    append_puts(engine, TableId(2), TabletId(2), &[(b"a", b"other")], 1);
+    let export = engine
+        .export_tablet(TableId(1), TabletId(1), &all, &dir)
+        .expect("export")
+        .expect("a tablet with state");
+    assert_eq!(export.state, engine.tablet_state(TabletId(1)).expect("state").expect("some"));
+    assert_eq!(export.versions, 3, "every version, old ones too");
+    // Writes after the export are not in it.
+    append_puts(engine, TableId(1), TabletId(1), &[(b"c", b"late")], 4);
+    let file = export.file.clone().expect("a data file");
+    engine
+        .import_tablet(TableId(1), TabletId(1), &all, &export.state, Some(&file))
+        .expect("import");
+    assert_eq!(value_at(engine, TableId(1), b"a", u64::MAX), Some(b"3".to_vec()));
+    assert_eq!(value_at(engine, TableId(1), b"a", 10), Some(b"1".to_vec()), "history kept");
+    assert_eq!(value_at(engine, TableId(1), b"b", u64::MAX), Some(b"2".to_vec()));
+    assert_eq!(value_at(engine, TableId(1), b"c", u64::MAX), None, "replaced, not merged");
+    assert_eq!(engine.tablet_state(TabletId(1)).expect("state"), Some(export.state.clone()));
+    assert!(engine.read_oplog(TabletId(1), Seq(0), 10).expect("read").is_empty());
+    assert_eq!(
+        value_at(engine, TableId(2), b"a", u64::MAX),
+        Some(b"other".to_vec()),
+        "other tables untouched"
+    );
+    // An empty export empties the replica.
+    engine
+        .import_tablet(TableId(2), TabletId(2), &all, &TabletState::default(), None)
+        .expect("import empty");
+    assert_eq!(value_at(engine, TableId(2), b"a", u64::MAX), None);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn drop_table_and_meta<E: TabletEngine>(engine: &E) {

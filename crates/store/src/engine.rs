@@ -109,6 +109,31 @@ pub trait TabletEngine: Send + Sync + 'static {
     /// oplog and its state, atomically and durably (the replica moved to another node).
     fn drop_tablet(&self, table: TableId, tablet: TabletId, range: &KeyRange) -> Result<()>;
 
+    /// Writes a consistent copy of one tablet's replica to a file in `dir`: the
+    /// versions of `table` in `range` and the tablet's state, as of one instant (a
+    /// storage snapshot, so the data matches the state's log end exactly). `None`
+    /// when the tablet has no state here.
+    fn export_tablet(
+        &self,
+        table: TableId,
+        tablet: TabletId,
+        range: &KeyRange,
+        dir: &std::path::Path,
+    ) -> Result<Option<TabletExport>>;
+
+    /// Replaces one tablet's replica with an export (from another node): deletes the
+    /// versions of `table` in `range`, the oplog and the state, then ingests the file
+    /// (moved, not copied) and stores `state`, durably. A crash part-way leaves a
+    /// replica without state, which counts as empty.
+    fn import_tablet(
+        &self,
+        table: TableId,
+        tablet: TabletId,
+        range: &KeyRange,
+        state: &TabletState,
+        file: Option<&std::path::Path>,
+    ) -> Result<()>;
+
     /// Counters of the work done so far.
     fn stats(&self) -> EngineStats;
 
@@ -130,6 +155,17 @@ pub trait TabletEngine: Send + Sync + 'static {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+}
+
+/// A tablet's replica written out by [`TabletEngine::export_tablet`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TabletExport {
+    /// The tablet's state as of the copy: the data holds exactly its log's effects.
+    pub state: TabletState,
+    /// The data file (an SST for the RocksDB engine); `None` when the range is empty.
+    pub file: Option<std::path::PathBuf>,
+    /// Rows (versions) in the file.
+    pub versions: u64,
 }
 
 /// Counters of an engine since it opened.

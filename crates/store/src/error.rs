@@ -8,6 +8,9 @@ pub enum Error {
     /// RocksDB failed (I/O, or a closed instance).
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
+    /// A file outside RocksDB (a tablet export) could not be written or read.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
     /// Bytes on disk do not decode.
     #[error("corruption: {what}")]
     Corruption {

@@ -30,7 +30,9 @@ pub mod ids;
 pub mod oplog;
 pub mod rocks;
 
-pub use engine::{EngineStats, KeyRange, ScanRequest, TabletAppend, TabletEngine, Versioned};
+pub use engine::{
+    EngineStats, KeyRange, ScanRequest, TabletAppend, TabletEngine, TabletExport, Versioned,
+};
 pub use error::{Error, Result};
 pub use hlc::{HybridClock, Timestamp};
 pub use ids::{Epoch, NodeId, Seq, TableId, TabletId};

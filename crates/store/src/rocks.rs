@@ -10,7 +10,9 @@
 //! | `meta`   | caller's key                 | caller's value                     |
 
 use crate::codec;
-use crate::engine::{EngineStats, KeyRange, ScanRequest, TabletAppend, TabletEngine, Versioned};
+use crate::engine::{
+    EngineStats, KeyRange, ScanRequest, TabletAppend, TabletEngine, TabletExport, Versioned,
+};
 use crate::error::{Error, Result};
 use crate::hlc::Timestamp;
 use crate::ids::{Seq, TableId, TabletId};
@@ -467,6 +469,88 @@ impl TabletEngine for RocksTabletEngine {
             codec::oplog_key(TabletId(tablet.0 + 1), Seq(0)),
         );
         batch.delete_cf(&self.cf(CF_TABLET), codec::tablet_state_key(tablet));
+        self.db.write_opt(batch, &Self::synced())?;
+        Ok(())
+    }
+
+    fn export_tablet(
+        &self,
+        table: TableId,
+        tablet: TabletId,
+        range: &KeyRange,
+        dir: &Path,
+    ) -> Result<Option<TabletExport>> {
+        let snapshot = self.db.snapshot();
+        let Some(raw) = snapshot.get_cf(&self.cf(CF_TABLET), codec::tablet_state_key(tablet))?
+        else {
+            return Ok(None);
+        };
+        let state: TabletState = postcard::from_bytes(&raw)
+            .map_err(|e| Error::corruption(format!("{tablet} state: {e}")))?;
+        std::fs::create_dir_all(dir)?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = dir.join(format!("tablet-{}-{nanos}.sst", tablet.0));
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(codec::key_prefix(table, &range.start));
+        opts.set_iterate_upper_bound(match &range.end {
+            Some(end) => codec::key_prefix(table, end),
+            None => codec::table_end(table),
+        });
+        let mut it = snapshot.raw_iterator_cf_opt(&self.cf(CF_DATA), opts);
+        it.seek_to_first();
+        let sst_opts = Options::default();
+        let mut writer: Option<rocksdb::SstFileWriter> = None;
+        let mut versions = 0u64;
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let w = match &mut writer {
+                Some(w) => w,
+                None => {
+                    let w = rocksdb::SstFileWriter::create(&sst_opts);
+                    w.open(&path)?;
+                    writer.insert(w)
+                }
+            };
+            w.put(k, v)?;
+            versions += 1;
+            it.next();
+        }
+        it.status()?;
+        let file = match writer {
+            Some(mut w) => {
+                w.finish()?;
+                Some(path)
+            }
+            None => None,
+        };
+        Ok(Some(TabletExport {
+            state,
+            file,
+            versions,
+        }))
+    }
+
+    fn import_tablet(
+        &self,
+        table: TableId,
+        tablet: TabletId,
+        range: &KeyRange,
+        state: &TabletState,
+        file: Option<&Path>,
+    ) -> Result<()> {
+        // Without its state the replica counts as empty until the import completes.
+        self.drop_tablet(table, tablet, range)?;
+        if let Some(file) = file {
+            let mut opts = rocksdb::IngestExternalFileOptions::default();
+            opts.set_move_files(true);
+            self.db
+                .ingest_external_file_cf_opts(&self.cf(CF_DATA), &opts, vec![file])?;
+        }
+        let encoded = postcard::to_allocvec(state)
+            .map_err(|e| Error::corruption(format!("{tablet} state: {e}")))?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(&self.cf(CF_TABLET), codec::tablet_state_key(tablet), encoded);
         self.db.write_opt(batch, &Self::synced())?;
         Ok(())
     }
