@@ -515,3 +515,54 @@ async fn follower_reads_are_served_by_replicas_and_say_how_stale_they_are() {
     .await
     .expect("fresh again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_trimmed_oplog_catches_up_from_a_snapshot() {
+    let (mut cluster, _, t) = cluster_with_table(3, &["--oplog-retention-records", "100"]).await;
+    let victim = *t
+        .replicas
+        .iter()
+        .find(|n| **n != t.master)
+        .expect("a follower");
+    let master = node_index(t.master);
+    let mut w = cluster.client(master).await.expect("connect");
+    let mut acked = write_all(&mut w, "t", 0..50).await;
+    cluster.node_mut(node_index(victim)).kill();
+    // Far more records than the oplog keeps: the master trims what the victim lacks.
+    acked.extend(write_all(&mut w, "t", 50..450).await);
+    cluster
+        .node_mut(node_index(victim))
+        .restart()
+        .expect("restart");
+    let after = wait_tablet(&cluster, master, "t", "the victim is back in sync", |t| {
+        t.in_sync.contains(&victim) && t.in_sync.len() == 3
+    })
+    .await;
+    assert!(
+        cluster
+            .node(node_index(victim))
+            .log_text()
+            .contains("installed a snapshot"),
+        "the victim caught up from a snapshot, not the oplog"
+    );
+    acked.extend(write_all(&mut w, "t", 450..500).await);
+    wait_replicas_agree(&cluster, &after).await;
+    // The victim serves everything from its own replica.
+    wait_until(
+        "the victim's replica holds every write",
+        CLUSTER_WAIT,
+        || async {
+            match cluster.client(node_index(victim)).await {
+                Ok(mut c) => {
+                    c.set_consistency(pb::ReadConsistency::Follower);
+                    c.scan("t", b"", b"", 0, false)
+                        .await
+                        .is_ok_and(|rows| rows.len() == acked.len())
+                }
+                Err(_) => false,
+            }
+        },
+    )
+    .await
+    .expect("follower scan");
+}

@@ -72,6 +72,85 @@ async fn connect(addr: &str) -> Result<ReplicationClient<Channel>> {
         .max_encoding_message_size(64 << 20))
 }
 
+/// Bytes of a snapshot file per message.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+/// How long sending a whole snapshot may take.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Sends the follower at `addr` a copy of this master's replica of `lead`'s tablet
+/// (`datalayer.v1.Replication/InstallSnapshot`); answers the follower's log end and
+/// its last record's timestamp once installed.
+async fn send_snapshot(
+    addr: &str,
+    catalog: &RaftCatalog,
+    strong: &StrongPolicy,
+    lead: &Lead,
+) -> Result<(Seq, Timestamp)> {
+    let desc = catalog
+        .tablet(lead.tablet)
+        .ok_or_else(|| Error::Unavailable(format!("{} no longer exists", lead.tablet)))?;
+    let export = strong
+        .export_snapshot(&desc)
+        .await?
+        .ok_or_else(|| Error::Internal(format!("the master holds no state of {}", lead.tablet)))?;
+    let state = postcard::to_allocvec(&export.state)
+        .map_err(|e| Error::Internal(format!("encoding a tablet state: {e}")))?;
+    let header = pb::SnapshotChunk {
+        table_id: lead.table.0,
+        tablet_id: lead.tablet.0,
+        epoch: lead.epoch.0,
+        state,
+        data: Vec::new(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::SnapshotChunk>(4);
+    let file = export.file.clone();
+    let reader = tokio::spawn(async move {
+        if tx.send(header).await.is_err() {
+            return Ok(());
+        }
+        let Some(path) = file else { return Ok(()) };
+        let mut f = tokio::fs::File::open(&path).await?;
+        loop {
+            let mut data = vec![0u8; SNAPSHOT_CHUNK];
+            let n = tokio::io::AsyncReadExt::read(&mut f, &mut data).await?;
+            if n == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            data.truncate(n);
+            let chunk = pb::SnapshotChunk {
+                data,
+                ..Default::default()
+            };
+            if tx.send(chunk).await.is_err() {
+                return Ok(());
+            }
+        }
+    });
+    let sent = async {
+        let mut client = connect(addr).await?;
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        request.set_timeout(SNAPSHOT_TIMEOUT);
+        client
+            .install_snapshot(request)
+            .await
+            .map_err(|s| Error::Unavailable(format!("install snapshot: {}", s.message())))
+    }
+    .await;
+    let read = reader.await;
+    if let Some(path) = &export.file {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    match read {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Error::Internal(format!("reading the snapshot file: {e}"))),
+        Err(e) => return Err(Error::Internal(format!("snapshot reader: {e}"))),
+    }
+    let resp = sent?.into_inner();
+    tracing::info!(tablet = %lead.tablet, versions = export.versions, log_end = resp.log_end,
+        "snapshot installed on the follower");
+    Ok((Seq(resp.log_end), Timestamp(resp.last_ts)))
+}
+
 /// Streams `lead`'s oplog to `follower` until the lead is deposed.
 async fn ship(
     catalog: Weak<RaftCatalog>,
@@ -84,7 +163,6 @@ async fn ship(
     let mut next: Option<Seq> = None;
     let mut rx = lead.subscribe();
     let mut backoff = Duration::from_millis(50);
-    let mut warned_trim = false;
     while !lead.deposed() {
         let (Some(catalog), Some(strong)) = (catalog.upgrade(), strong.upgrade()) else {
             return;
@@ -115,21 +193,29 @@ async fn ship(
             }
             None => Vec::new(),
         };
-        if let (Some(n), Some(first)) = (next, records.first())
-            && first.seq != n
-        {
-            if !warned_trim {
-                tracing::error!(tablet = %lead.tablet, %follower, from = %n, first = %first.seq,
-                    "follower needs records already trimmed from the oplog; it stays out of the in-sync set");
-                warned_trim = true;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
         let Some(addr) = catalog.node_addr(follower) else {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
+        if let (Some(n), Some(first)) = (next, records.first())
+            && first.seq != n
+        {
+            // The follower needs records trimmed from the oplog: send it a copy of the
+            // whole replica, then go on from the copy's log end.
+            tracing::info!(tablet = %lead.tablet, %follower, from = %n, first = %first.seq,
+                "follower needs records trimmed from the oplog: sending a snapshot");
+            match send_snapshot(&addr, &catalog, &strong, &lead).await {
+                Ok((end, ts)) => {
+                    lead.acknowledged(follower, end, ts, master_end);
+                    next = Some(end.next());
+                }
+                Err(e) => {
+                    tracing::warn!(tablet = %lead.tablet, %follower, error = %e, "sending a snapshot failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            continue;
+        }
         if client.as_ref().is_none_or(|(a, _)| *a != addr) {
             match connect(&addr).await {
                 Ok(c) => client = Some((addr.clone(), c)),

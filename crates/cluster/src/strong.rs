@@ -16,7 +16,7 @@ pub mod protocol;
 mod writer;
 
 pub use protocol::{AckState, Acks};
-pub use writer::Replicate;
+pub use writer::{Install, Replicate};
 
 use crate::catalog::{TableDesc, TabletDesc};
 use crate::error::{Error, Result};
@@ -401,6 +401,7 @@ pub(crate) type Leads = Arc<parking_lot::RwLock<HashMap<TabletId, Arc<Lead>>>>;
 
 /// The strong policy of one node.
 pub struct StrongPolicy {
+    snapshot_dir: std::path::PathBuf,
     replica_reads: ReplicaReads,
     lease: Arc<crate::meta::Lease>,
     engine: Arc<dyn TabletEngine>,
@@ -431,6 +432,7 @@ impl StrongPolicy {
         clock: Arc<HybridClock>,
         config: Config,
         lease: Arc<crate::meta::Lease>,
+        snapshot_dir: std::path::PathBuf,
     ) -> Result<StrongPolicy> {
         config.validate()?;
         let (tx, rx) = mpsc::channel(config.write_queue_depth);
@@ -450,6 +452,7 @@ impl StrongPolicy {
             .spawn(move || w.run(rx))
             .map_err(|e| Error::Internal(format!("spawn writer thread: {e}")))?;
         Ok(StrongPolicy {
+            snapshot_dir,
             replica_reads,
             lease,
             engine,
@@ -541,6 +544,36 @@ impl StrongPolicy {
             reply,
         })
         .await
+    }
+
+    /// Where snapshot files are staged (on the store's file system).
+    pub fn snapshot_dir(&self) -> &std::path::Path {
+        &self.snapshot_dir
+    }
+
+    /// Writes a consistent copy of this node's replica of `tablet` (data file and the
+    /// state it matches) for a follower the oplog can no longer catch up. `None` when
+    /// this node holds nothing of it.
+    pub async fn export_snapshot(
+        &self,
+        tablet: &TabletDesc,
+    ) -> Result<Option<datalayer_store::TabletExport>> {
+        let (engine, dir, t) = (
+            self.engine.clone(),
+            self.snapshot_dir.clone(),
+            tablet.clone(),
+        );
+        tokio::task::spawn_blocking(move || engine.export_tablet(t.table, t.id, &t.range(), &dir))
+            .await
+            .map_err(|e| Error::Internal(format!("snapshot export task: {e}")))?
+            .map_err(Error::from)
+    }
+
+    /// Replaces this node's replica with a master's export; answers the replica's log
+    /// end and its last record's timestamp.
+    pub async fn install_snapshot(&self, install: Install) -> Result<(Seq, Timestamp)> {
+        self.call(|reply| writer::Command::InstallSnapshot { install, reply })
+            .await
     }
 
     /// Stops serving `tablet` and deletes this node's replica of it: the metadata

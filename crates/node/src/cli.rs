@@ -169,6 +169,10 @@ struct StartArgs {
     /// Do not move replicas and masters between nodes to even out their load.
     #[arg(long)]
     no_rebalance: bool,
+    /// Oplog records kept per tablet behind its log end; a follower further behind
+    /// catches up from a snapshot (default 100000).
+    #[arg(long)]
+    oplog_retention_records: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -325,6 +329,9 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     }
     if args.no_rebalance {
         config.rebalance = false;
+    }
+    if let Some(v) = args.oplog_retention_records {
+        config.strong.oplog_retention_records = v;
     }
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();

@@ -119,6 +119,7 @@ pub async fn run(
         clock,
         config.strong.clone(),
         lease,
+        config.data_dir.join("snapshots"),
     )?);
     let router = Arc::new(Router::new(catalog.clone(), strong.clone(), node));
 

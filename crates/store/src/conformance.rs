@@ -528,14 +528,26 @@ fn export_and_import_replace_a_tablet<E: TabletEngine>(engine: &E) {
         None,
         "no state, no export"
     );
-    append_puts(engine, TableId(1), TabletId(1), &[(b"a", b"1"), (b"b", b"2")], 1);
+    append_puts(
+        engine,
+        TableId(1),
+        TabletId(1),
+        &[(b"a", b"1"), (b"b", b"2")],
+        1,
+    );
     append_puts(engine, TableId(1), TabletId(1), &[(b"a", b"3")], 3);
     append_puts(engine, TableId(2), TabletId(2), &[(b"a", b"other")], 1);
     let export = engine
         .export_tablet(TableId(1), TabletId(1), &all, &dir)
         .expect("export")
         .expect("a tablet with state");
-    assert_eq!(export.state, engine.tablet_state(TabletId(1)).expect("state").expect("some"));
+    assert_eq!(
+        export.state,
+        engine
+            .tablet_state(TabletId(1))
+            .expect("state")
+            .expect("some")
+    );
     assert_eq!(export.versions, 3, "every version, old ones too");
     // Writes after the export are not in it.
     append_puts(engine, TableId(1), TabletId(1), &[(b"c", b"late")], 4);
@@ -543,12 +555,34 @@ fn export_and_import_replace_a_tablet<E: TabletEngine>(engine: &E) {
     engine
         .import_tablet(TableId(1), TabletId(1), &all, &export.state, Some(&file))
         .expect("import");
-    assert_eq!(value_at(engine, TableId(1), b"a", u64::MAX), Some(b"3".to_vec()));
-    assert_eq!(value_at(engine, TableId(1), b"a", 10), Some(b"1".to_vec()), "history kept");
-    assert_eq!(value_at(engine, TableId(1), b"b", u64::MAX), Some(b"2".to_vec()));
-    assert_eq!(value_at(engine, TableId(1), b"c", u64::MAX), None, "replaced, not merged");
-    assert_eq!(engine.tablet_state(TabletId(1)).expect("state"), Some(export.state.clone()));
-    assert!(engine.read_oplog(TabletId(1), Seq(0), 10).expect("read").is_empty());
+    assert_eq!(
+        value_at(engine, TableId(1), b"a", u64::MAX),
+        Some(b"3".to_vec())
+    );
+    assert_eq!(
+        value_at(engine, TableId(1), b"a", 10),
+        Some(b"1".to_vec()),
+        "history kept"
+    );
+    assert_eq!(
+        value_at(engine, TableId(1), b"b", u64::MAX),
+        Some(b"2".to_vec())
+    );
+    assert_eq!(
+        value_at(engine, TableId(1), b"c", u64::MAX),
+        None,
+        "replaced, not merged"
+    );
+    assert_eq!(
+        engine.tablet_state(TabletId(1)).expect("state"),
+        Some(export.state.clone())
+    );
+    assert!(
+        engine
+            .read_oplog(TabletId(1), Seq(0), 10)
+            .expect("read")
+            .is_empty()
+    );
     assert_eq!(
         value_at(engine, TableId(2), b"a", u64::MAX),
         Some(b"other".to_vec()),

@@ -550,7 +550,11 @@ impl TabletEngine for RocksTabletEngine {
         let encoded = postcard::to_allocvec(state)
             .map_err(|e| Error::corruption(format!("{tablet} state: {e}")))?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(&self.cf(CF_TABLET), codec::tablet_state_key(tablet), encoded);
+        batch.put_cf(
+            &self.cf(CF_TABLET),
+            codec::tablet_state_key(tablet),
+            encoded,
+        );
         self.db.write_opt(batch, &Self::synced())?;
         Ok(())
     }

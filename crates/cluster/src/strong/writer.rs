@@ -7,15 +7,16 @@ use super::{AckView, Config, Expected, Lead, Leads, OpResult, Outcome, Position,
 use crate::catalog::TabletDesc;
 use crate::error::{Error, Result};
 use datalayer_store::{
-    Epoch, HybridClock, Mutation, OplogRecord, RecordBody, ScanRequest, Seq, TableId, TabletAppend,
-    TabletEngine, TabletId, TabletState, Timestamp, Versioned,
+    Epoch, HybridClock, KeyRange, Mutation, OplogRecord, RecordBody, ScanRequest, Seq, TableId,
+    TabletAppend, TabletEngine, TabletId, TabletState, Timestamp, Versioned,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
-/// Oplog trimming runs when this many records passed the retention since the last trim.
+/// Oplog trimming runs when this many records (or a quarter of the retention, if
+/// fewer) passed the retention since the last trim.
 const TRIM_STRIDE: u64 = 1024;
 /// Most deletes in one record of a `DeleteRange` (the records of one range still
 /// commit together).
@@ -45,6 +46,11 @@ pub(super) enum Command {
         tablets: Vec<TabletId>,
         reply: Reply<()>,
     },
+    /// Replace this node's replica with a master's export (follower side).
+    InstallSnapshot {
+        install: Install,
+        reply: Reply<(Seq, Timestamp)>,
+    },
     /// Stop serving one tablet and delete this node's replica of it.
     DropReplica {
         tablet: TabletDesc,
@@ -72,11 +78,31 @@ pub(super) enum Command {
     },
 }
 
+/// A master's copy of a tablet replacing a follower's replica.
+#[derive(Debug, Clone)]
+pub struct Install {
+    /// The tablet's table.
+    pub table: TableId,
+    /// The tablet.
+    pub tablet: TabletId,
+    /// Its key range, as this node's metadata has it.
+    pub range: KeyRange,
+    /// The master's epoch.
+    pub epoch: Epoch,
+    /// The state the data matches.
+    pub state: TabletState,
+    /// The data file; `None` for an empty tablet. Moved into the store.
+    pub file: Option<std::path::PathBuf>,
+}
+
 /// Records a master sends to a follower, with what the follower checks them against.
 #[derive(Debug, Clone)]
 pub struct Replicate {
     /// The tablet's table.
     pub table: TableId,
+    /// The tablet's key range, as this node's metadata has it (to delete the replica
+    /// when its log cannot be cut exactly).
+    pub range: KeyRange,
     /// The tablet.
     pub tablet: TabletId,
     /// The master's epoch.
@@ -217,6 +243,10 @@ impl Writer {
                     } => {
                         self.commit(std::mem::take(&mut group));
                         let _ = reply.send(self.drop_table(table, &tablets));
+                    }
+                    Command::InstallSnapshot { install, reply } => {
+                        self.commit(std::mem::take(&mut group));
+                        let _ = reply.send(self.install_snapshot(install));
                     }
                     Command::DropReplica { tablet, reply } => {
                         self.commit(std::mem::take(&mut group));
@@ -414,7 +444,7 @@ impl Writer {
         if agreed < current.log_end {
             // Cut the divergent suffix: commit what is pending, then truncate.
             self.commit(std::mem::take(group));
-            self.truncate(table, req.tablet, agreed)?;
+            self.truncate(table, req.tablet, &req.range, agreed)?;
         }
         let served = self.served.get(&req.tablet).expect("served");
         let mut state = group
@@ -472,8 +502,25 @@ impl Writer {
     }
 
     /// Cuts a follower's log after `after`, deleting exactly the cut records' versions.
-    fn truncate(&mut self, table: TableId, tablet: TabletId, after: Seq) -> Result<()> {
+    /// When the oplog no longer holds every record to cut (trimmed, or the replica came
+    /// from a snapshot), the whole replica is deleted instead and catches up again.
+    fn truncate(
+        &mut self,
+        table: TableId,
+        tablet: TabletId,
+        range: &KeyRange,
+        after: Seq,
+    ) -> Result<()> {
         let served = self.served.get_mut(&tablet).expect("served");
+        // The records after `after`, and `after` itself for its timestamp.
+        let needed = if after.0 == 0 { Seq(1) } else { after };
+        if served.trimmed_below > needed {
+            self.engine.drop_tablet(table, tablet, range)?;
+            served.state = TabletState::default();
+            served.trimmed_below = Seq(0);
+            tracing::warn!(%tablet, %after, "records to cut were trimmed: deleted the replica to catch up again");
+            return Ok(());
+        }
         let last_ts = if after.0 == 0 {
             Timestamp(0)
         } else {
@@ -503,6 +550,54 @@ impl Writer {
             self.replica_reads.write().remove(t);
         }
         Ok(())
+    }
+
+    /// Replaces this node's replica of a tablet with a master's export, unless the
+    /// master's epoch is older than the one this node follows.
+    fn install_snapshot(&mut self, install: Install) -> Result<(Seq, Timestamp)> {
+        let tablet = install.tablet;
+        if self.dropped.contains(&tablet) {
+            return Err(Error::Unavailable(format!("{tablet} was dropped")));
+        }
+        if let Some(served) = self.served.get(&tablet) {
+            if install.epoch < served.epoch
+                || (install.epoch == served.epoch && served.role == Role::Master)
+            {
+                return Err(Error::StaleEpoch {
+                    tablet,
+                    got: install.epoch,
+                    current: served.epoch,
+                });
+            }
+            if served.role == Role::Master {
+                self.demote(tablet);
+            }
+        }
+        // No follower reads while the replica is replaced.
+        self.replica_reads.write().remove(&tablet);
+        self.served.remove(&tablet);
+        self.engine.import_tablet(
+            install.table,
+            tablet,
+            &install.range,
+            &install.state,
+            install.file.as_deref(),
+        )?;
+        self.clock.observe(install.state.last_ts);
+        let (log_end, last_ts) = (install.state.log_end, install.state.last_ts);
+        tracing::info!(%tablet, %log_end, "installed a snapshot of the master's replica");
+        self.served.insert(
+            tablet,
+            Served {
+                table: install.table,
+                epoch: install.epoch,
+                role: Role::Follower,
+                fenced: false,
+                state: install.state,
+                trimmed_below: log_end.next(),
+            },
+        );
+        Ok((log_end, last_ts))
     }
 
     /// Deletes this node's replica of a tablet it no longer holds (unlike a dropped
@@ -745,7 +840,8 @@ impl Writer {
             return;
         };
         let keep_from = s.state.log_end.0.saturating_sub(retention);
-        if keep_from >= s.trimmed_below.0 + TRIM_STRIDE {
+        let stride = (retention / 4).clamp(1, TRIM_STRIDE);
+        if keep_from >= s.trimmed_below.0 + stride {
             match self.engine.trim_oplog(tablet, Seq(keep_from)) {
                 Ok(()) => s.trimmed_below = Seq(keep_from),
                 Err(e) => tracing::warn!(%tablet, error = %e, "oplog trim failed; will retry"),

@@ -2,11 +2,14 @@
 
 use crate::status::IntoStatus;
 use datalayer_api::v1 as pb;
-use datalayer_cluster::strong::Replicate;
+use datalayer_cluster::catalog::TabletDesc;
+use datalayer_cluster::strong::{Install, Replicate};
 use datalayer_cluster::{Error, Router};
-use datalayer_store::{Epoch, OplogRecord, Seq, TableId, TabletId};
+use datalayer_store::{Epoch, OplogRecord, Seq, TableId, TabletId, TabletState};
+use std::path::PathBuf;
 use std::sync::Arc;
-use tonic::{Request, Response, Status};
+use tokio::io::AsyncWriteExt;
+use tonic::{Request, Response, Status, Streaming};
 
 /// Appends masters' records to this node's replicas.
 #[derive(Debug, Clone)]
@@ -15,30 +18,121 @@ pub struct ReplicationService {
     pub router: Arc<Router>,
 }
 
+impl ReplicationService {
+    /// The tablet's descriptor, if the metadata puts a replica on this node (never
+    /// resurrect the data of a dropped table, or of a replica that moved away).
+    async fn replica_of(&self, tablet: TabletId) -> Result<TabletDesc, Status> {
+        let known = |r: &Router| {
+            r.catalog()
+                .tablet(tablet)
+                .filter(|t| t.replicas.contains(&r.node()))
+        };
+        if let Some(desc) = known(&self.router) {
+            return Ok(desc);
+        }
+        self.router.catalog().sync().await.status()?;
+        known(&self.router)
+            .ok_or_else(|| Error::Unavailable(format!("this node holds no replica of {tablet}")))
+            .status()
+    }
+
+    /// Receives a snapshot's data into a file of the snapshot directory; `None` when
+    /// the snapshot has no data.
+    async fn receive(
+        &self,
+        tablet: TabletId,
+        first: Vec<u8>,
+        stream: &mut Streaming<pb::SnapshotChunk>,
+    ) -> Result<Option<PathBuf>, Status> {
+        let dir = self.router.strong().snapshot_dir().to_path_buf();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = dir.join(format!("incoming-{}-{nanos}.sst", tablet.0));
+        let io = |e: std::io::Error| Status::internal(format!("snapshot file: {e}"));
+        let mut file: Option<tokio::fs::File> = None;
+        let mut chunk = first;
+        loop {
+            if !chunk.is_empty() {
+                if file.is_none() {
+                    tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+                    file = Some(tokio::fs::File::create(&path).await.map_err(io)?);
+                }
+                let f = file.as_mut().expect("created above");
+                f.write_all(&chunk).await.map_err(io)?;
+            }
+            match stream.message().await? {
+                Some(next) => chunk = next.data,
+                None => break,
+            }
+        }
+        match file {
+            Some(f) => {
+                f.sync_all().await.map_err(io)?;
+                Ok(Some(path))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::replication_server::Replication for ReplicationService {
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::ReplicateResponse>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let tablet = TabletId(first.tablet_id);
+        let desc = self.replica_of(tablet).await?;
+        if desc.table.0 != first.table_id {
+            return Err(Error::invalid(
+                "table_id",
+                format!(
+                    "{tablet} belongs to {}, not table {}",
+                    desc.table, first.table_id
+                ),
+            ))
+            .status();
+        }
+        let state: TabletState = postcard::from_bytes(&first.state)
+            .map_err(|e| Error::invalid("state", format!("undecodable tablet state: {e}")))
+            .status()?;
+        let file = self.receive(tablet, first.data, &mut stream).await?;
+        let installed = self
+            .router
+            .strong()
+            .install_snapshot(Install {
+                table: desc.table,
+                tablet,
+                range: desc.range(),
+                epoch: Epoch(first.epoch),
+                state,
+                file: file.clone(),
+            })
+            .await;
+        if let Some(f) = file {
+            // Ingestion moved it; on failure it is still there.
+            let _ = tokio::fs::remove_file(f).await;
+        }
+        let (log_end, last_ts) = installed.status()?;
+        Ok(Response::new(pb::ReplicateResponse {
+            log_end: log_end.0,
+            last_ts: last_ts.0,
+        }))
+    }
+
     async fn replicate(
         &self,
         request: Request<pb::ReplicateRequest>,
     ) -> Result<Response<pb::ReplicateResponse>, Status> {
         let req = request.into_inner();
         let tablet = TabletId(req.tablet_id);
-        // A replica exists only where the metadata puts one (never resurrect the data
-        // of a dropped table, or of a replica that moved away).
-        let known = |r: &Router| {
-            r.catalog()
-                .tablet(tablet)
-                .is_some_and(|t| t.replicas.contains(&r.node()))
-        };
-        if !known(&self.router) {
-            self.router.catalog().sync().await.status()?;
-            if !known(&self.router) {
-                return Err(Error::Unavailable(format!(
-                    "this node holds no replica of {tablet}"
-                )))
-                .status();
-            }
-        }
+        let desc = self.replica_of(tablet).await?;
         let records: Vec<OplogRecord> = postcard::from_bytes(&req.records)
             .map_err(|e| Error::invalid("records", format!("undecodable records: {e}")))
             .status()?;
@@ -48,6 +142,7 @@ impl pb::replication_server::Replication for ReplicationService {
             .replicate(Replicate {
                 table: TableId(req.table_id),
                 tablet,
+                range: desc.range(),
                 epoch: Epoch(req.epoch),
                 history: req
                     .history
