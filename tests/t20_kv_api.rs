@@ -565,3 +565,104 @@ async fn health_reflection_and_metrics() {
 fn tokio_stream_once<T: Send + 'static>(item: T) -> impl tokio_stream::Stream<Item = T> {
     tokio_stream::iter(vec![item])
 }
+
+#[tokio::test]
+async fn a_retried_write_is_answered_from_the_log_not_applied_twice() {
+    let (mut node, mut c) = node_with_table("t").await;
+    let mut kv = c.kv().clone();
+    let id = |client, seq| Some(pb::RequestId { client, seq });
+    let incr = |request_id| pb::IncrementRequest {
+        table: "t".into(),
+        key: b"n".to_vec(),
+        delta: 5,
+        acks: None,
+        request_id,
+    };
+    let first = kv
+        .increment(incr(id(7, 1)))
+        .await
+        .expect("incr")
+        .into_inner();
+    assert_eq!(first.value, 5);
+    let again = kv
+        .increment(incr(id(7, 1)))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(again, first, "the retry gets the original answer");
+    let other = kv
+        .increment(incr(id(8, 1)))
+        .await
+        .expect("other client")
+        .into_inner();
+    assert_eq!(other.value, 10, "another client's request 1 is its own");
+    let next = kv
+        .increment(incr(id(7, 2)))
+        .await
+        .expect("next")
+        .into_inner();
+    assert_eq!(next.value, 15);
+    // An older request of a client that already wrote a newer one changes nothing.
+    let stale = kv
+        .increment(incr(id(7, 1)))
+        .await
+        .expect_err("stale request");
+    assert_eq!(stale.code(), tonic::Code::InvalidArgument, "{stale:?}");
+    let zero = kv.increment(incr(id(0, 3))).await.expect_err("client 0");
+    assert_eq!(zero.code(), tonic::Code::InvalidArgument, "{zero:?}");
+    assert_eq!(
+        c.get("t", b"n").await.expect("get").expect("found").value,
+        b"15"
+    );
+
+    // A compare-and-set that succeeded answers "succeeded" when retried, although its
+    // condition no longer holds; the batch keeps its one version.
+    let cas = pb::CompareAndSetRequest {
+        table: "t".into(),
+        key: b"c".to_vec(),
+        expected: Some(pb::compare_and_set_request::Expected::ExpectAbsent(true)),
+        new_value: b"v".to_vec(),
+        request_id: id(9, 1),
+        ..Default::default()
+    };
+    let done = kv
+        .compare_and_set(cas.clone())
+        .await
+        .expect("cas")
+        .into_inner();
+    assert!(done.succeeded);
+    assert_eq!(
+        kv.compare_and_set(cas).await.expect("retry").into_inner(),
+        done
+    );
+    let batch = pb::WriteRequest {
+        table: "t".into(),
+        mutations: vec![put(b"b", b"1")],
+        request_id: id(9, 2),
+        ..Default::default()
+    };
+    let w = kv.write(batch.clone()).await.expect("write").into_inner();
+    assert_eq!(
+        kv.write(batch.clone()).await.expect("retry").into_inner(),
+        w
+    );
+    let versions = c.get("t", b"b").await.expect("get").expect("found").version;
+    assert_eq!(versions, w.version);
+
+    // The requests are recalled from the oplog after a kill -9 and restart.
+    node.kill();
+    node.restart().expect("restart");
+    let mut c = node.client().await.expect("reconnect");
+    let mut kv = c.kv().clone();
+    assert_eq!(kv.write(batch).await.expect("retry").into_inner(), w);
+    let again = kv
+        .increment(incr(id(7, 2)))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(again, next);
+
+    // The client library numbers its writes itself: a fresh client's writes apply.
+    assert_eq!(c.increment("t", b"n", 1).await.expect("incr"), 16);
+    assert_eq!(c.increment("t", b"n", 1).await.expect("incr"), 17);
+}

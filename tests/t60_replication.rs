@@ -566,3 +566,51 @@ async fn a_replica_behind_the_trimmed_oplog_catches_up_from_a_snapshot() {
     .await
     .expect("follower scan");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_retried_after_a_failover_is_answered_by_the_new_master_not_applied_twice() {
+    let (mut cluster, _, t) = cluster_with_table(3, &[]).await;
+    let master = node_index(t.master);
+    let mut old = cluster.client(master).await.expect("connect").kv().clone();
+    let incr = pb::IncrementRequest {
+        table: "t".into(),
+        key: b"n".to_vec(),
+        delta: 1,
+        acks: None,
+        request_id: Some(pb::RequestId { client: 42, seq: 1 }),
+    };
+    let first = old
+        .increment(incr.clone())
+        .await
+        .expect("increment")
+        .into_inner();
+    assert_eq!(first.value, 1);
+    // The answer was "lost": the master dies and the client sends the request again.
+    cluster.node_mut(master).kill();
+    let other = (0..3).find(|i| *i != master).expect("another node");
+    let after = wait_tablet(&cluster, other, "t", "a new master", |n| {
+        n.master != t.master && n.master != 0
+    })
+    .await;
+    let mut new = cluster
+        .client(node_index(after.master))
+        .await
+        .expect("connect to the new master")
+        .kv()
+        .clone();
+    let again = new
+        .increment(incr)
+        .await
+        .expect("the retried increment")
+        .into_inner();
+    assert_eq!(
+        again, first,
+        "the new master answers from the replicated log"
+    );
+    let mut c = cluster.client(other).await.expect("connect");
+    assert_eq!(
+        c.get("t", b"n").await.expect("get").expect("found").value,
+        b"1",
+        "applied once"
+    );
+}

@@ -151,8 +151,9 @@ mod routes;
 
 /// A client of a cluster, connected first to one node (the seed). Admin calls go to
 /// the seed; KV calls go straight to the master of the key's tablet, found through a
-/// range cache filled from the seed. Clones share the cache.
-#[derive(Debug, Clone)]
+/// range cache filled from the seed. Clones share the cache; each clone has its own
+/// client id (the id names one sequence of writes).
+#[derive(Debug)]
 pub struct Client {
     kv: KvClient<Channel>,
     admin: AdminClient<Channel>,
@@ -163,6 +164,50 @@ pub struct Client {
     consistency: pb::ReadConsistency,
     /// Follower reads: the most staleness accepted, in ms (0: the server's default).
     max_staleness_ms: u32,
+    /// This client's random id: its writes carry it with a number, so a retried
+    /// write is answered from the log instead of applied twice.
+    client_id: u64,
+    /// The number of this client's last write.
+    last_request: u64,
+    /// How often a call that failed with a retryable error is sent again.
+    retries: u32,
+}
+
+impl Clone for Client {
+    fn clone(&self) -> Client {
+        Client {
+            kv: self.kv.clone(),
+            admin: self.admin.clone(),
+            routes: self.routes.clone(),
+            acks: self.acks,
+            consistency: self.consistency,
+            max_staleness_ms: self.max_staleness_ms,
+            client_id: random_client_id(),
+            last_request: 0,
+            retries: self.retries,
+        }
+    }
+}
+
+/// Retries of a call that failed with a retryable error, by default: with backoff
+/// from 50 ms doubling to 1 s, about 5 s in all (a master failover takes 1.5 to 5 s).
+pub const DEFAULT_RETRIES: u32 = 9;
+
+/// A random non-zero client id.
+fn random_client_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let id = h.finish();
+        if id != 0 {
+            return id;
+        }
+    }
 }
 
 fn kv_client(channel: Channel) -> KvClient<Channel> {
@@ -205,7 +250,33 @@ impl Client {
             acks: None,
             consistency: pb::ReadConsistency::Committed,
             max_staleness_ms: 0,
+            client_id: random_client_id(),
+            last_request: 0,
+            retries: DEFAULT_RETRIES,
         })
+    }
+
+    /// How often a call failing with a retryable error (unavailable node, failover
+    /// under way, moved master) is sent again; 0 turns retries off. Writes are safe
+    /// to retry: each carries this client's id and a number, and a retry of a write
+    /// already in the log gets its original answer. An `Ambiguous` answer is never
+    /// retried (the write waited its full ack timeout; ask `write_status`).
+    pub fn set_retries(&mut self, retries: u32) {
+        self.retries = retries;
+    }
+
+    /// The id this client's writes carry.
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    /// A new request id for the next write.
+    fn next_request(&mut self) -> pb::RequestId {
+        self.last_request += 1;
+        pb::RequestId {
+            client: self.client_id,
+            seq: self.last_request,
+        }
     }
 
     /// Follower reads: the most staleness accepted (0: the server's default, 10 s).
@@ -287,14 +358,44 @@ impl Client {
         }
     }
 
-    /// Sends a KV request to the key's master. A routing error (the request was not
-    /// executed) drops the cached route and tries once more; nothing else is retried.
+    /// Sends a KV request to the key's master, again (with backoff) while it fails
+    /// with a retryable error, up to the client's retries.
     async fn routed<Req, Resp, F, Fut>(
         &mut self,
         table: &str,
         key: &[u8],
         req: Req,
         call: F,
+    ) -> Result<Resp>
+    where
+        Req: Clone,
+        F: Fn(KvClient<Channel>, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let mut backoff = std::time::Duration::from_millis(50);
+        let mut attempt = 0;
+        loop {
+            match self.routed_once(table, key, req.clone(), &call).await {
+                Err(e)
+                    if e.retryable && e.kind != ErrorKind::Ambiguous && attempt < self.retries =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// One attempt of [`Client::routed`]. A routing error (the request was not
+    /// executed) drops the cached route and tries once more at once.
+    async fn routed_once<Req, Resp, F, Fut>(
+        &mut self,
+        table: &str,
+        key: &[u8],
+        req: Req,
+        call: &F,
     ) -> Result<Resp>
     where
         Req: Clone,
@@ -424,10 +525,12 @@ impl Client {
         mutations: Vec<pb::Mutation>,
     ) -> Result<pb::WriteResponse> {
         let key = mutations.first().map(|m| m.key.clone()).unwrap_or_default();
+        let request_id = self.next_request();
         let req = pb::WriteRequest {
             table: table.into(),
             mutations,
             acks: self.acks,
+            request_id: Some(request_id),
         };
         self.routed(table, &key, req, |mut c, r| async move { c.write(r).await })
             .await
@@ -528,6 +631,7 @@ impl Client {
             Some(v) => pb::compare_and_set_request::Expected::ExpectedVersion(v),
             None => pb::compare_and_set_request::Expected::ExpectAbsent(true),
         };
+        let request_id = self.next_request();
         let req = pb::CompareAndSetRequest {
             table: table.into(),
             key: key.to_vec(),
@@ -535,6 +639,7 @@ impl Client {
             new_value: new.unwrap_or_default().to_vec(),
             delete: new.is_none(),
             acks: self.acks,
+            request_id: Some(request_id),
         };
         self.routed(table, key, req, |mut c, r| async move {
             c.compare_and_set(r).await
@@ -544,11 +649,13 @@ impl Client {
 
     /// Adds `delta` to the integer at `key`; returns the new value.
     pub async fn increment(&mut self, table: &str, key: &[u8], delta: i64) -> Result<i64> {
+        let request_id = self.next_request();
         let req = pb::IncrementRequest {
             table: table.into(),
             key: key.to_vec(),
             delta,
             acks: self.acks,
+            request_id: Some(request_id),
         };
         let r = self
             .routed(
@@ -563,11 +670,13 @@ impl Client {
 
     /// Deletes every key of `[start, end)`; returns how many.
     pub async fn delete_range(&mut self, table: &str, start: &[u8], end: &[u8]) -> Result<u64> {
+        let request_id = self.next_request();
         let req = pb::DeleteRangeRequest {
             table: table.into(),
             start: start.to_vec(),
             end: end.to_vec(),
             acks: self.acks,
+            request_id: Some(request_id),
         };
         let r = self
             .routed(table, start, req, |mut c, r| async move {

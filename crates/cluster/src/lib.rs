@@ -29,5 +29,5 @@ pub mod strong;
 pub use catalog::{Catalog, Policy, TableDesc, TableSpec, TabletDesc};
 pub use error::{Error, ErrorKind, Result};
 pub use meta::RaftCatalog;
-pub use router::Router;
+pub use router::{Router, WriteOptions};
 pub use strong::{Expected, OpResult, Outcome, Position, StrongPolicy, WriteOp};

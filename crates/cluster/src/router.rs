@@ -11,9 +11,21 @@ use crate::meta::RaftCatalog;
 use crate::strong::{
     Acks, Expected, Outcome, ReadLevel, ScanPage, StrongPolicy, WriteOp, WriteState,
 };
-use datalayer_store::{Epoch, KeyRange, Mutation, NodeId, Seq, TabletId, Timestamp, Versioned};
+use datalayer_store::{
+    Epoch, KeyRange, Mutation, NodeId, RequestId, Seq, TabletId, Timestamp, Versioned,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// How a write is made: the acks it waits for and the client's name for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Acks to wait for; `None` takes the table's default.
+    pub acks: Option<Acks>,
+    /// The client's id for the request: a retry with the same id is answered from
+    /// the log instead of being applied twice.
+    pub request: Option<RequestId>,
+}
 
 /// Routes requests of one node.
 pub struct Router {
@@ -430,14 +442,14 @@ impl Router {
         &self,
         table: &str,
         mutations: Vec<Mutation>,
-        acks: Option<Acks>,
+        opts: WriteOptions,
     ) -> Result<Outcome> {
         let table = self.table_synced(table).await?;
         let tablet = single_tablet(&table, mutations.iter().map(Mutation::key))?;
         let tablet = self.mastered(tablet).await?;
-        let acks = acks.unwrap_or(table.default_acks);
+        let acks = opts.acks.unwrap_or(table.default_acks);
         self.strong
-            .write(tablet, WriteOp::Batch(mutations), acks)
+            .write(tablet, WriteOp::Batch(mutations), acks, opts.request)
             .await
     }
 
@@ -446,13 +458,13 @@ impl Router {
         &self,
         table: &str,
         range: KeyRange,
-        acks: Option<Acks>,
+        opts: WriteOptions,
     ) -> Result<Outcome> {
         let table = self.table_synced(table).await?;
         let tablet = self.mastered(range_tablet(&table, &range)?).await?;
-        let acks = acks.unwrap_or(table.default_acks);
+        let acks = opts.acks.unwrap_or(table.default_acks);
         self.strong
-            .write(tablet, WriteOp::DeleteRange(range), acks)
+            .write(tablet, WriteOp::DeleteRange(range), acks, opts.request)
             .await
     }
 
@@ -463,13 +475,18 @@ impl Router {
         key: Vec<u8>,
         expected: Expected,
         new: Option<Vec<u8>>,
-        acks: Option<Acks>,
+        opts: WriteOptions,
     ) -> Result<Outcome> {
         let table = self.table_synced(table).await?;
         let tablet = self.mastered(table.tablet_for(&key)).await?;
-        let acks = acks.unwrap_or(table.default_acks);
+        let acks = opts.acks.unwrap_or(table.default_acks);
         self.strong
-            .write(tablet, WriteOp::CompareAndSet { key, expected, new }, acks)
+            .write(
+                tablet,
+                WriteOp::CompareAndSet { key, expected, new },
+                acks,
+                opts.request,
+            )
             .await
     }
 
@@ -479,13 +496,18 @@ impl Router {
         table: &str,
         key: Vec<u8>,
         delta: i64,
-        acks: Option<Acks>,
+        opts: WriteOptions,
     ) -> Result<Outcome> {
         let table = self.table_synced(table).await?;
         let tablet = self.mastered(table.tablet_for(&key)).await?;
-        let acks = acks.unwrap_or(table.default_acks);
+        let acks = opts.acks.unwrap_or(table.default_acks);
         self.strong
-            .write(tablet, WriteOp::Increment { key, delta }, acks)
+            .write(
+                tablet,
+                WriteOp::Increment { key, delta },
+                acks,
+                opts.request,
+            )
             .await
     }
 

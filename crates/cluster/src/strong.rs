@@ -673,7 +673,13 @@ impl StrongPolicy {
     /// Orders, applies and durably writes one command on `tablet`, then waits until
     /// `acks` replicas hold it. When they do not in time the answer is
     /// [`Error::Ambiguous`] with the write's position.
-    pub async fn write(&self, tablet: &TabletDesc, op: WriteOp, acks: Acks) -> Result<Outcome> {
+    pub async fn write(
+        &self,
+        tablet: &TabletDesc,
+        op: WriteOp,
+        acks: Acks,
+        request: Option<datalayer_store::RequestId>,
+    ) -> Result<Outcome> {
         if let Acks::Count(n) = acks
             && (n == 0 || n as usize > tablet.replicas.len().max(1))
         {
@@ -695,6 +701,7 @@ impl StrongPolicy {
                 table,
                 tablet: id,
                 op,
+                request,
                 reply,
             })
             .await?;

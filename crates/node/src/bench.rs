@@ -557,6 +557,7 @@ async fn cluster_bench(
                     table: table.into(),
                     mutations: vec![datalayer_client::put(&key(client, i), &v)],
                     acks: Some(acks),
+                    request_id: None,
                 })
                 .await?;
                 Ok(1)

@@ -94,6 +94,7 @@ fn append_each<E: TabletEngine>(
             seq,
             ts: Timestamp(seq.0 * 10),
             body: RecordBody::Write(vec![m]),
+            origin: None,
         };
         state.advance(&record);
         records.push(record);
@@ -290,6 +291,7 @@ fn out_of_order_append_writes_nothing<E: TabletEngine>(engine: &E) {
             key: b"ok".to_vec(),
             value: b"1".to_vec(),
         }]),
+        origin: None,
     };
     let gap = OplogRecord {
         seq: Seq(3),
@@ -385,6 +387,7 @@ fn truncate_removes_exactly_the_cut_records<E: TabletEngine>(engine: &E) {
             key: b"a".to_vec(),
             value: b"5".to_vec(),
         }]),
+        origin: None,
     };
     state.advance(&record);
     engine

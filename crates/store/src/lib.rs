@@ -36,5 +36,5 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use hlc::{HybridClock, Timestamp};
 pub use ids::{Epoch, NodeId, Seq, TableId, TabletId};
-pub use oplog::{Mutation, OplogRecord, RecordBody, TabletState};
+pub use oplog::{Answer, Mutation, OplogRecord, Origin, RecordBody, RequestId, TabletState};
 pub use rocks::RocksTabletEngine;

@@ -43,6 +43,36 @@ pub enum RecordBody {
     Write(Vec<Mutation>),
 }
 
+/// A client's name for one of its write requests: the same id on a retry lets the
+/// master answer from the log instead of applying the request twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    /// The client (random, chosen by the client).
+    pub client: u64,
+    /// The request's number; a client's requests have increasing numbers.
+    pub seq: u64,
+}
+
+/// What a request that wrote records answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// The batch or compare-and-set was written.
+    Done,
+    /// This many live keys were deleted.
+    RangeDeleted(u64),
+    /// The counter's new value.
+    Counter(i64),
+}
+
+/// The request a record completes (on its last record) and its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The request.
+    pub request: RequestId,
+    /// What it answered.
+    pub answer: Answer,
+}
+
 /// One record of a tablet's oplog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OplogRecord {
@@ -54,6 +84,8 @@ pub struct OplogRecord {
     pub ts: Timestamp,
     /// What the record does.
     pub body: RecordBody,
+    /// The client request this record completes, if it named itself.
+    pub origin: Option<Origin>,
 }
 
 /// The replica state of one tablet, written with every record.

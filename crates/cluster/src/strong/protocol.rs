@@ -252,6 +252,7 @@ mod tests {
                     seq: Seq(i as u64 + 1),
                     ts: Timestamp(i as u64 + 1),
                     body: RecordBody::Noop,
+                    origin: None,
                 });
             }
             s

@@ -7,8 +7,9 @@ use super::{AckView, Config, Expected, Lead, Leads, OpResult, Outcome, Position,
 use crate::catalog::TabletDesc;
 use crate::error::{Error, Result};
 use datalayer_store::{
-    Epoch, HybridClock, KeyRange, Mutation, OplogRecord, RecordBody, ScanRequest, Seq, TableId,
-    TabletAppend, TabletEngine, TabletId, TabletState, Timestamp, Versioned,
+    Answer, Epoch, HybridClock, KeyRange, Mutation, OplogRecord, Origin, RecordBody, RequestId,
+    ScanRequest, Seq, TableId, TabletAppend, TabletEngine, TabletId, TabletState, Timestamp,
+    Versioned,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub(super) enum Command {
         table: TableId,
         tablet: TabletId,
         op: WriteOp,
+        request: Option<RequestId>,
         reply: Reply<Outcome>,
     },
     /// Stop (`fenced`) or resume ordering writes on a tablet this node masters; the
@@ -133,6 +135,47 @@ struct Served {
     fenced: bool,
     state: TabletState,
     trimmed_below: Seq,
+    /// Each client's last request recorded in the log, and its answer: a retry of it
+    /// is answered from here. Covers the records still in the oplog.
+    requests: Requests,
+}
+
+/// Client → (its last request's number, that request's answer).
+type Requests = HashMap<u64, (u64, Outcome)>;
+
+/// The answer a record carrying `origin` gave.
+fn recorded_outcome(tablet: TabletId, r: &OplogRecord) -> Option<(RequestId, Outcome)> {
+    let origin = r.origin?;
+    let result = match origin.answer {
+        Answer::Done => OpResult::Done,
+        Answer::RangeDeleted(n) => OpResult::RangeDeleted(n),
+        Answer::Counter(v) => OpResult::Counter(v),
+    };
+    Some((
+        origin.request,
+        Outcome {
+            ts: r.ts,
+            position: Some(Position {
+                tablet,
+                epoch: r.epoch,
+                seq: r.seq,
+            }),
+            observed: r.seq,
+            result,
+        },
+    ))
+}
+
+/// Records `r`'s request, if it names one, as its client's latest.
+fn remember(requests: &mut Requests, tablet: TabletId, r: &OplogRecord) {
+    if let Some((id, outcome)) = recorded_outcome(tablet, r) {
+        let newer = requests
+            .get(&id.client)
+            .is_none_or(|(seq, _)| *seq <= id.seq);
+        if newer {
+            requests.insert(id.client, (id.seq, outcome));
+        }
+    }
 }
 
 pub(super) struct Writer {
@@ -196,9 +239,10 @@ impl Writer {
                         table,
                         tablet,
                         op,
+                        request,
                         reply,
                     } => {
-                        let result = self.stage(&mut group, table, tablet, op);
+                        let result = self.stage(&mut group, table, tablet, op, request);
                         group.replies.push((reply, result));
                     }
                     Command::Close { reply } => group.barriers.push(reply),
@@ -272,9 +316,9 @@ impl Writer {
     }
 
     /// The tablet's state: as served, or as persisted.
-    fn load(&self, tablet: TabletId) -> Result<(TabletState, Seq)> {
+    fn load(&self, tablet: TabletId) -> Result<(TabletState, Seq, Requests)> {
         if let Some(s) = self.served.get(&tablet) {
-            return Ok((s.state.clone(), s.trimmed_below));
+            return Ok((s.state.clone(), s.trimmed_below, s.requests.clone()));
         }
         let state = self.engine.tablet_state(tablet)?.unwrap_or_default();
         let trimmed_below = self
@@ -282,7 +326,25 @@ impl Writer {
             .read_oplog(tablet, Seq(0), 1)?
             .first()
             .map_or(Seq(0), |r| r.seq);
-        Ok((state, trimmed_below))
+        let requests = self.recall_requests(tablet, state.log_end)?;
+        Ok((state, trimmed_below, requests))
+    }
+
+    /// The client requests recorded in a tablet's oplog on disk, up to `log_end`.
+    fn recall_requests(&self, tablet: TabletId, log_end: Seq) -> Result<Requests> {
+        let mut requests = Requests::new();
+        let mut from = Seq(0);
+        while from <= log_end {
+            let page = self.engine.read_oplog(tablet, from, 4096)?;
+            let Some(last) = page.last().map(|r| r.seq) else {
+                break;
+            };
+            for r in page.iter().filter(|r| r.seq <= log_end) {
+                remember(&mut requests, tablet, r);
+            }
+            from = last.next();
+        }
+        Ok(requests)
     }
 
     fn open(&mut self, desc: &TabletDesc) -> Result<()> {
@@ -298,7 +360,7 @@ impl Writer {
                 });
             }
         }
-        let (mut state, trimmed_below) = self.load(desc.id)?;
+        let (mut state, trimmed_below, requests) = self.load(desc.id)?;
         self.clock.observe(state.last_ts);
         if let Some(last) = state.last_epoch()
             && last > desc.master_epoch
@@ -315,6 +377,7 @@ impl Writer {
                 seq: state.log_end.next(),
                 ts: self.clock.now(),
                 body: RecordBody::Noop,
+                origin: None,
             };
             state.advance(&record);
             if desc.in_sync.iter().all(|n| *n == desc.master) {
@@ -356,6 +419,7 @@ impl Writer {
                 fenced: false,
                 state,
                 trimmed_below,
+                requests,
             },
         );
         self.close_now();
@@ -383,7 +447,7 @@ impl Writer {
             }
             return Ok(());
         }
-        let (state, trimmed_below) = self.load(desc.id)?;
+        let (state, trimmed_below, requests) = self.load(desc.id)?;
         self.clock.observe(state.last_ts);
         self.served.insert(
             desc.id,
@@ -394,6 +458,7 @@ impl Writer {
                 fenced: false,
                 state,
                 trimmed_below,
+                requests,
             },
         );
         Ok(())
@@ -407,7 +472,7 @@ impl Writer {
         }
         if !self.served.contains_key(&req.tablet) {
             // The metadata naming this node a replica has not reached it yet.
-            let (state, trimmed_below) = self.load(req.tablet)?;
+            let (state, trimmed_below, requests) = self.load(req.tablet)?;
             self.served.insert(
                 req.tablet,
                 Served {
@@ -417,6 +482,7 @@ impl Writer {
                     fenced: false,
                     state,
                     trimmed_below,
+                    requests,
                 },
             );
         }
@@ -471,9 +537,11 @@ impl Writer {
                 ),
             ));
         }
+        let served = self.served.get_mut(&req.tablet).expect("served");
         for r in &fresh {
             state.advance(r);
             self.clock.observe(r.ts);
+            remember(&mut served.requests, req.tablet, r);
         }
         state.high_watermark = req.high_watermark.min(state.log_end);
         // Follower reads: every committed record up to the master's high watermark is
@@ -518,6 +586,7 @@ impl Writer {
             self.engine.drop_tablet(table, tablet, range)?;
             served.state = TabletState::default();
             served.trimmed_below = Seq(0);
+            served.requests.clear();
             tracing::warn!(%tablet, %after, "records to cut were trimmed: deleted the replica to catch up again");
             return Ok(());
         }
@@ -537,7 +606,10 @@ impl Writer {
         let cut = served.state.truncated(after, last_ts);
         let removed = self.engine.truncate(table, tablet, after, &cut)?;
         tracing::warn!(%tablet, %after, removed, "cut records the master does not hold");
+        let requests = self.recall_requests(tablet, cut.log_end)?;
+        let served = self.served.get_mut(&tablet).expect("served");
         served.state = cut;
+        served.requests = requests;
         Ok(())
     }
 
@@ -595,6 +667,7 @@ impl Writer {
                 fenced: false,
                 state: install.state,
                 trimmed_below: log_end.next(),
+                requests: Requests::new(),
             },
         );
         Ok((log_end, last_ts))
@@ -626,6 +699,7 @@ impl Writer {
         table: TableId,
         tablet: TabletId,
         op: WriteOp,
+        request: Option<RequestId>,
     ) -> Result<Outcome> {
         let served = self
             .served
@@ -640,6 +714,23 @@ impl Writer {
             return Err(Error::Unavailable(format!(
                 "{tablet} is being handed over to another master; retry"
             )));
+        }
+        if let Some(id) = request
+            && let Some((last, outcome)) = served.requests.get(&id.client)
+        {
+            if *last == id.seq {
+                // A retry of a request the log holds: its answer, not a second write.
+                return Ok(outcome.clone());
+            }
+            if *last > id.seq {
+                return Err(Error::invalid(
+                    "request_id",
+                    format!(
+                        "request {} of client {:x} is older than its request {last} already written",
+                        id.seq, id.client
+                    ),
+                ));
+            }
         }
         let epoch = served.epoch;
         let ts = self.clock.now();
@@ -729,7 +820,13 @@ impl Writer {
             records: Vec::new(),
             state: served.state.clone(),
         });
-        for mutations in records {
+        let answer = match &result {
+            OpResult::Done | OpResult::Mismatch(_) => Answer::Done,
+            OpResult::RangeDeleted(n) => Answer::RangeDeleted(*n),
+            OpResult::Counter(v) => Answer::Counter(*v),
+        };
+        let last = records.len() - 1;
+        for (i, mutations) in records.into_iter().enumerate() {
             for m in &mutations {
                 let value = match m {
                     Mutation::Put { value, .. } => Some(Versioned {
@@ -745,9 +842,17 @@ impl Writer {
                 seq: append.state.log_end.next(),
                 ts,
                 body: RecordBody::Write(mutations),
+                origin: request
+                    .filter(|_| i == last)
+                    .map(|request| Origin { request, answer }),
             };
             append.state.advance(&record);
             append.records.push(record);
+        }
+        if let Some(record) = append.records.last()
+            && let Some(s) = self.served.get_mut(&tablet)
+        {
+            remember(&mut s.requests, tablet, record);
         }
         Ok(Outcome {
             ts,
@@ -820,6 +925,16 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed; its writes were not applied");
+                // Requests staged in the group were not written after all.
+                for a in &appends {
+                    let log_end = self.served.get(&a.tablet).map(|s| s.state.log_end);
+                    if let Some(log_end) = log_end {
+                        let recalled = self.recall_requests(a.tablet, log_end);
+                        if let (Ok(r), Some(s)) = (recalled, self.served.get_mut(&a.tablet)) {
+                            s.requests = r;
+                        }
+                    }
+                }
                 for (reply, result) in group.replies {
                     let _ =
                         reply.send(result.and(Err(Error::Internal(format!("write failed: {e}")))));
@@ -843,7 +958,11 @@ impl Writer {
         let stride = (retention / 4).clamp(1, TRIM_STRIDE);
         if keep_from >= s.trimmed_below.0 + stride {
             match self.engine.trim_oplog(tablet, Seq(keep_from)) {
-                Ok(()) => s.trimmed_below = Seq(keep_from),
+                Ok(()) => {
+                    s.trimmed_below = Seq(keep_from);
+                    s.requests
+                        .retain(|_, (_, o)| o.position.is_some_and(|p| p.seq.0 >= keep_from));
+                }
                 Err(e) => tracing::warn!(%tablet, error = %e, "oplog trim failed; will retry"),
             }
         }

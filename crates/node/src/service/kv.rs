@@ -7,8 +7,8 @@ use crate::status::IntoStatus;
 use datalayer_api::v1 as pb;
 use datalayer_api::v1::kv_client::KvClient;
 use datalayer_cluster::strong::{Acks, ReadLevel, WriteState, resume_key};
-use datalayer_cluster::{Error, Expected, OpResult, Outcome, Router};
-use datalayer_store::{Epoch, KeyRange, Mutation, Seq, TabletId, Timestamp};
+use datalayer_cluster::{Error, Expected, OpResult, Outcome, Router, WriteOptions};
+use datalayer_store::{Epoch, KeyRange, Mutation, RequestId, Seq, TabletId, Timestamp};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,6 +116,30 @@ pub fn acks(acks: Option<pb::Acks>) -> Result<Option<Acks>, Error> {
     }
 }
 
+/// A write's options from its request's `acks` and `request_id`.
+pub fn write_options(
+    acks_field: Option<pb::Acks>,
+    request: Option<pb::RequestId>,
+) -> Result<WriteOptions, Error> {
+    let request = match request {
+        None => None,
+        Some(r) if r.client == 0 || r.seq == 0 => {
+            return Err(Error::invalid(
+                "request_id",
+                "client and seq must both be non-zero",
+            ));
+        }
+        Some(r) => Some(RequestId {
+            client: r.client,
+            seq: r.seq,
+        }),
+    };
+    Ok(WriteOptions {
+        acks: acks(acks_field)?,
+        request,
+    })
+}
+
 /// Longest staleness a follower read accepts when the request does not say.
 const DEFAULT_MAX_STALENESS_MS: u32 = 10_000;
 
@@ -214,8 +238,8 @@ impl KvService {
                 },
             })
             .collect();
-        let acks = acks(req.acks)?;
-        let outcome = self.router.write(&req.table, mutations, acks).await?;
+        let opts = write_options(req.acks, req.request_id)?;
+        let outcome = self.router.write(&req.table, mutations, opts).await?;
         Ok(pb::WriteResponse {
             version: outcome.ts.0,
             position: position(&outcome),
@@ -290,10 +314,10 @@ impl KvService {
             return Err(Error::invalid("new_value", "a delete carries no new value"));
         }
         let new = (!req.delete).then_some(req.new_value);
-        let acks = acks(req.acks)?;
+        let opts = write_options(req.acks, req.request_id)?;
         let outcome = self
             .router
-            .compare_and_set(&req.table, req.key, expected, new, acks)
+            .compare_and_set(&req.table, req.key, expected, new, opts)
             .await?;
         Ok(match outcome.result {
             OpResult::Mismatch(current) => pb::CompareAndSetResponse {
@@ -431,10 +455,10 @@ impl pb::kv_server::Kv for KvService {
             self.limits.table(&req.table).status()?;
             self.limits.bound("start", &req.start).status()?;
             self.limits.bound("end", &req.end).status()?;
-            let acks = acks(req.acks).status()?;
+            let opts = write_options(req.acks, req.request_id).status()?;
             let outcome = self
                 .router
-                .delete_range(&req.table, range(req.start, req.end), acks)
+                .delete_range(&req.table, range(req.start, req.end), opts)
                 .await
                 .status()?;
             let deleted = match outcome.result {
@@ -476,10 +500,10 @@ impl pb::kv_server::Kv for KvService {
         timed(&self.metrics, "Increment", async {
             self.limits.table(&req.table).status()?;
             self.limits.key("key", &req.key).status()?;
-            let acks = acks(req.acks).status()?;
+            let opts = write_options(req.acks, req.request_id).status()?;
             let outcome = self
                 .router
-                .increment(&req.table, req.key, req.delta, acks)
+                .increment(&req.table, req.key, req.delta, opts)
                 .await
                 .status()?;
             let value = match outcome.result {
