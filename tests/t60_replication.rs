@@ -614,3 +614,107 @@ async fn a_write_retried_after_a_failover_is_answered_by_the_new_master_not_appl
         "applied once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_write_is_aborted_and_no_replica_or_reader_ever_sees_it() {
+    let (mut cluster, mut c, t) = cluster_with_table(3, &[]).await;
+    let master = node_index(t.master);
+    let mut followers = t.replicas.iter().copied().filter(|n| *n != t.master);
+    let (dead, live) = (
+        followers.next().expect("a follower"),
+        followers.next().expect("another"),
+    );
+    c.put("t", b"base", b"0").await.expect("a committed write");
+    let committed = c
+        .write("t", vec![datalayer_client::put(b"kept", b"1")])
+        .await
+        .expect("write")
+        .position
+        .expect("position");
+    // A follower dies. It stays in the in-sync set for `replica_lag_ms`: meanwhile
+    // writes answered with acks=1 are pending, not committed.
+    cluster.node_mut(node_index(dead)).kill();
+    let mut one = cluster.client(master).await.expect("connect");
+    one.set_acks(Some(datalayer_client::acks_one()));
+    let x = one
+        .write("t", vec![datalayer_client::put(b"x", b"1")])
+        .await
+        .expect("x")
+        .position
+        .expect("position");
+    let y = one
+        .write("t", vec![datalayer_client::put(b"y", b"1")])
+        .await
+        .expect("y")
+        .position
+        .expect("position");
+    assert_eq!(
+        one.write_status("t", x).await.expect("status"),
+        pb::WriteState::Pending
+    );
+    // Aborting x (through another node, which forwards) voids x and y.
+    let arg = |p: &pb::WritePosition| {
+        [
+            "abort-write".to_string(),
+            "t".into(),
+            p.tablet_id.to_string(),
+            p.epoch.to_string(),
+            p.seq.to_string(),
+        ]
+    };
+    let args = arg(&x);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = cluster.node(node_index(live)).cli(&args);
+    assert!(o.status.success(), "{}", datalayer_tests::stderr(&o));
+    assert_eq!(datalayer_tests::stdout(&o).trim(), "aborted");
+    assert_eq!(
+        one.write_status("t", y).await.expect("status"),
+        pb::WriteState::Aborted,
+        "later pending writes are voided too"
+    );
+    assert_eq!(
+        one.abort_write("t", x).await.expect("abort again"),
+        pb::WriteState::Aborted
+    );
+    // Aborting a committed write changes nothing: exit 1, "committed".
+    let args = arg(&committed);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = cluster.node(master).cli(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", datalayer_tests::stderr(&o));
+    assert_eq!(datalayer_tests::stdout(&o).trim(), "committed");
+    // No reader sees the voided writes, at any level.
+    for level in [pb::ReadConsistency::Committed, pb::ReadConsistency::Latest] {
+        one.set_consistency(level);
+        assert_eq!(one.get("t", b"x").await.expect("get x"), None, "{level:?}");
+        assert_eq!(one.get("t", b"y").await.expect("get y"), None, "{level:?}");
+        assert_eq!(
+            one.get("t", b"kept").await.expect("get").map(|v| v.value),
+            Some(b"1".to_vec())
+        );
+    }
+    // Writes go on; the dead follower returns, applies the log with its abort record,
+    // and every replica holds the same data.
+    let after = c.put("t", b"z", b"1").await;
+    after.expect("a write after the abort");
+    cluster
+        .node_mut(node_index(dead))
+        .restart()
+        .expect("restart");
+    let tablet = wait_tablet(&cluster, master, "t", "the follower is back in sync", |t| {
+        t.in_sync.len() == 3
+    })
+    .await;
+    wait_replicas_agree(&cluster, &tablet).await;
+    for n in [dead, live] {
+        let mut f = cluster.client(node_index(n)).await.expect("connect");
+        f.set_consistency(pb::ReadConsistency::Follower);
+        wait_until("the replica has the latest write", CLUSTER_WAIT, || {
+            let mut f = f.clone();
+            async move { f.get("t", b"z").await.is_ok_and(|v| v.is_some()) }
+        })
+        .await
+        .expect("caught up");
+        assert_eq!(f.get("t", b"x").await.expect("follower get"), None);
+        assert_eq!(f.get("t", b"y").await.expect("follower get"), None);
+    }
+}

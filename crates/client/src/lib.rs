@@ -324,6 +324,27 @@ impl Client {
         Ok(r.state())
     }
 
+    /// Reverts the write at `position` if it has not committed: it and every later
+    /// write of its tablet not committed yet are voided. Answers the write's final
+    /// state: `Aborted`, `Lost` (a failover cut it), or `Committed` (too late).
+    pub async fn abort_write(
+        &mut self,
+        table: &str,
+        position: pb::WritePosition,
+    ) -> Result<pb::WriteState> {
+        let req = pb::AbortWriteRequest {
+            table: table.into(),
+            position: Some(position),
+        };
+        let r = self
+            .kv
+            .abort_write(req)
+            .await
+            .map_err(ClientError::from)?
+            .into_inner();
+        Ok(r.state())
+    }
+
     fn routes(&self) -> std::sync::MutexGuard<'_, routes::Routes> {
         self.routes
             .lock()

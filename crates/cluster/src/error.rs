@@ -80,6 +80,16 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// A write voided by an abort record before it committed: it never takes effect.
+    #[error(
+        "the write at {tablet} seq {seq} was aborted before it committed: it never takes effect"
+    )]
+    Aborted {
+        /// The tablet.
+        tablet: datalayer_store::TabletId,
+        /// The write's seq.
+        seq: datalayer_store::Seq,
+    },
     /// A message from a master epoch older than the replica knows.
     #[error("{tablet}: epoch {got} is older than {current}")]
     StaleEpoch {
@@ -129,6 +139,8 @@ pub enum ErrorKind {
     Ambiguous,
     /// A message from an old epoch.
     StaleEpoch,
+    /// A write voided by an abort record.
+    Aborted,
     /// Bytes on disk do not decode.
     Corruption,
     /// Anything else.
@@ -157,6 +169,7 @@ impl Error {
             Error::NotMaster { .. } => ErrorKind::NotMaster,
             Error::Ambiguous { .. } => ErrorKind::Ambiguous,
             Error::StaleEpoch { .. } => ErrorKind::StaleEpoch,
+            Error::Aborted { .. } => ErrorKind::Aborted,
             Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Store(datalayer_store::Error::Corruption { .. }) => ErrorKind::Corruption,
             Error::Store(_) | Error::Internal(_) => ErrorKind::Internal,

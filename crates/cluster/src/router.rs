@@ -534,6 +534,30 @@ impl Router {
         self.strong.write_status(tablet, epoch, seq).await
     }
 
+    /// Reverts the write at `(epoch, seq)` of a tablet of `table` if it has not
+    /// committed (see [`StrongPolicy::abort_write`]).
+    pub async fn abort_write(
+        &self,
+        table: &str,
+        tablet: TabletId,
+        epoch: Epoch,
+        seq: Seq,
+    ) -> Result<WriteState> {
+        let table = self.table_synced(table).await?;
+        let desc = table
+            .tablets
+            .iter()
+            .find(|t| t.id == tablet)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "position.tablet_id",
+                    format!("{tablet} is not a tablet of table {:?}", table.name),
+                )
+            })?;
+        self.mastered(desc).await?;
+        self.strong.abort_write(tablet, epoch, seq).await
+    }
+
     /// Collects the garbage of one table now.
     pub async fn collect_garbage(&self, table: &str) -> Result<(u64, Timestamp)> {
         let table = self.table_synced(table).await?;

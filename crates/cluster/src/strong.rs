@@ -210,6 +210,8 @@ pub enum WriteState {
     Pending,
     /// Cut from the log: it never took effect.
     Lost,
+    /// Voided by a committed abort record: it never takes effect.
+    Aborted,
 }
 
 /// What a master knows about its followers, published on every change.
@@ -379,6 +381,11 @@ impl Lead {
             v.acks.in_sync = in_sync;
             changed
         });
+    }
+
+    /// Records an abort record's void (before publishing the abort's append).
+    fn void(&self, void: protocol::Void) {
+        self.view.send_modify(|v| v.acks.voids.push(void));
     }
 
     fn depose(&self) {
@@ -736,7 +743,9 @@ impl StrongPolicy {
         let mut rx = lead.subscribe();
         let waited = tokio::time::timeout(
             Duration::from_millis(self.config.ack_timeout_ms),
-            rx.wait_for(|v| v.deposed || v.acks.satisfied(position.seq, acks)),
+            rx.wait_for(|v| {
+                v.deposed || v.acks.voided(position.seq) || v.acks.satisfied(position.seq, acks)
+            }),
         )
         .await;
         let ambiguous = |reason: &str| Error::Ambiguous {
@@ -747,6 +756,10 @@ impl StrongPolicy {
             reason: reason.to_string(),
         };
         match waited {
+            Ok(Ok(v)) if v.acks.voided(position.seq) => Err(Error::Aborted {
+                tablet: position.tablet,
+                seq: position.seq,
+            }),
             // Held by every in-sync replica: committed, whatever happens to this master.
             Ok(Ok(v)) if !v.deposed && acks == Acks::All => Ok(outcome),
             Ok(Ok(v)) if !v.deposed && !lapsed(&lead) => Ok(outcome),
@@ -801,10 +814,76 @@ impl StrongPolicy {
             }
             return Ok(WriteState::Lost);
         }
-        if view.acks.high_watermark().0 >= seq {
+        let hw = view.acks.high_watermark().0;
+        if let Some(void) = view.acks.voids.iter().find(|v| v.from <= seq && seq < v.at) {
+            // Voided: final once the abort record committed.
+            return Ok(if hw >= void.at {
+                WriteState::Aborted
+            } else {
+                WriteState::Pending
+            });
+        }
+        if hw >= seq {
             Ok(WriteState::Committed)
         } else {
             Ok(WriteState::Pending)
+        }
+    }
+
+    /// Reverts the write at `(epoch, seq)` of `tablet` if it has not committed: an
+    /// abort record voids it and every later record not committed yet. Answers the
+    /// write's final state (aborted, lost, or committed when it was too late) once the
+    /// abort record committed; `Ambiguous` when that did not happen in time.
+    pub async fn abort_write(
+        &self,
+        tablet: TabletId,
+        epoch: Epoch,
+        seq: Seq,
+    ) -> Result<WriteState> {
+        let lead = self
+            .lead(tablet)
+            .ok_or_else(|| Error::Unavailable(format!("{tablet} is not mastered by this node")))?;
+        self.check_lease(&lead)?;
+        let at = match self.write_status(tablet, epoch, seq).await? {
+            WriteState::Pending => {
+                let view = lead.view();
+                match view.acks.voids.iter().find(|v| v.from <= seq && seq < v.at) {
+                    // Voided already; wait for that abort to commit.
+                    Some(void) => void.at,
+                    None => match self
+                        .call(|reply| writer::Command::Abort {
+                            tablet,
+                            from: seq,
+                            reply,
+                        })
+                        .await
+                    {
+                        Ok(position) => position.seq,
+                        // Committed meanwhile.
+                        Err(Error::InvalidArgument { .. }) => {
+                            return self.write_status(tablet, epoch, seq).await;
+                        }
+                        Err(e) => return Err(e),
+                    },
+                }
+            }
+            done => return Ok(done),
+        };
+        let mut rx = lead.subscribe();
+        let waited = tokio::time::timeout(
+            Duration::from_millis(self.config.ack_timeout_ms),
+            rx.wait_for(|v| v.deposed || v.acks.satisfied(at, Acks::All)),
+        )
+        .await;
+        match waited {
+            Ok(Ok(v)) if !v.deposed => Ok(WriteState::Aborted),
+            _ => Err(Error::Ambiguous {
+                tablet,
+                epoch: lead.epoch,
+                seq: at,
+                acks: Acks::All,
+                reason: "the abort record was not acknowledged in time".into(),
+            }),
         }
     }
 
@@ -1120,7 +1199,7 @@ pub fn resume_key(last: &[u8], reverse: bool) -> Vec<u8> {
 /// Roughly how many bytes a record takes on the wire.
 fn record_size(r: &datalayer_store::OplogRecord) -> usize {
     match &r.body {
-        datalayer_store::RecordBody::Noop => 32,
+        datalayer_store::RecordBody::Noop | datalayer_store::RecordBody::Abort { .. } => 32,
         datalayer_store::RecordBody::Write(ms) => {
             32 + ms
                 .iter()

@@ -111,8 +111,16 @@ enum Command {
         delta: i64,
     },
     /// Whether the write at a position (printed by an ambiguous write) committed,
-    /// is pending, or was lost (exit 1 when lost).
+    /// is pending, was lost or aborted (exit 1 when lost or aborted).
     WriteStatus {
+        table: String,
+        tablet: u64,
+        epoch: u64,
+        seq: u64,
+    },
+    /// Revert a write that has not committed (and every later write of its tablet not
+    /// committed yet). Prints aborted, lost or committed; exit 1 when it committed.
+    AbortWrite {
         table: String,
         tablet: u64,
         epoch: u64,
@@ -415,6 +423,16 @@ fn table_json(t: &pb::TableInfo) -> serde_json::Value {
     })
 }
 
+fn write_state_name(state: pb::WriteState) -> &'static str {
+    match state {
+        pb::WriteState::Committed => "committed",
+        pb::WriteState::Pending => "pending",
+        pb::WriteState::Lost => "lost",
+        pb::WriteState::Aborted => "aborted",
+        pb::WriteState::Unspecified => "unknown",
+    }
+}
+
 fn print_table(t: &pb::TableInfo) {
     println!(
         "{}  id={} policy={} replication_factor={} retention={}s tablets={}",
@@ -676,18 +694,35 @@ async fn client_command(
                 seq,
             };
             let state = c.write_status(&table, position).await?;
-            let name = match state {
-                pb::WriteState::Committed => "committed",
-                pb::WriteState::Pending => "pending",
-                pb::WriteState::Lost => "lost",
-                pb::WriteState::Unspecified => "unknown",
-            };
+            let name = write_state_name(state);
             if json_out {
                 print(json!({"state": name}));
             } else {
                 println!("{name}");
             }
-            if state == pb::WriteState::Lost {
+            if matches!(state, pb::WriteState::Lost | pb::WriteState::Aborted) {
+                return Ok(Done::NotFound);
+            }
+        }
+        Command::AbortWrite {
+            table,
+            tablet,
+            epoch,
+            seq,
+        } => {
+            let position = pb::WritePosition {
+                tablet_id: tablet,
+                epoch,
+                seq,
+            };
+            let state = c.abort_write(&table, position).await?;
+            let name = write_state_name(state);
+            if json_out {
+                print(json!({"state": name}));
+            } else {
+                println!("{name}");
+            }
+            if state == pb::WriteState::Committed {
                 return Ok(Done::NotFound);
             }
         }

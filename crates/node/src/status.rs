@@ -25,6 +25,7 @@ pub fn to_status(err: &Error) -> Status {
         // gRPC's own code for "may or may not have happened".
         ErrorKind::Ambiguous => (Code::DeadlineExceeded, pb::ErrorKind::Ambiguous),
         ErrorKind::StaleEpoch => (Code::Aborted, pb::ErrorKind::StaleEpoch),
+        ErrorKind::Aborted => (Code::Aborted, pb::ErrorKind::Aborted),
     };
     if matches!(err.kind(), ErrorKind::Internal | ErrorKind::Corruption) {
         tracing::error!(error = %err, "request failed");

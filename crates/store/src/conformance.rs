@@ -12,7 +12,7 @@ type Check<E> = (&'static str, fn(&E));
 /// Runs every check, each on a fresh engine from `make`. The second value `make`
 /// returns is kept alive while the engine is used (a temporary directory, say).
 pub fn run_all<E: TabletEngine, G>(make: impl Fn() -> (E, G)) {
-    let checks: [Check<E>; 12] = [
+    let checks: [Check<E>; 13] = [
         ("get_latest_and_at_timestamp", get_latest_and_at_timestamp),
         (
             "tombstone_hides_older_versions",
@@ -45,6 +45,10 @@ pub fn run_all<E: TabletEngine, G>(make: impl Fn() -> (E, G)) {
         (
             "export_and_import_replace_a_tablet",
             export_and_import_replace_a_tablet,
+        ),
+        (
+            "aborts_void_records_and_cutting_an_abort_restores_them",
+            aborts_void_records_and_cutting_an_abort_restores_them,
         ),
     ];
     for (name, check) in checks {
@@ -597,6 +601,96 @@ fn export_and_import_replace_a_tablet<E: TabletEngine>(engine: &E) {
         .expect("import empty");
     assert_eq!(value_at(engine, TableId(2), b"a", u64::MAX), None);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Appends `bodies` to the tablet, one record each, from seq `first` (ts = seq × 10).
+fn append_bodies<E: TabletEngine>(
+    engine: &E,
+    table: TableId,
+    tablet: TabletId,
+    first: u64,
+    bodies: Vec<RecordBody>,
+) -> TabletState {
+    let mut state = engine
+        .tablet_state(tablet)
+        .expect("tablet_state")
+        .unwrap_or_default();
+    let mut records = Vec::new();
+    for (i, body) in bodies.into_iter().enumerate() {
+        let seq = Seq(first + i as u64);
+        let record = OplogRecord {
+            epoch: Epoch(1),
+            seq,
+            ts: Timestamp(seq.0 * 10),
+            body,
+            origin: None,
+        };
+        state.advance(&record);
+        records.push(record);
+    }
+    engine
+        .append(&[TabletAppend {
+            table,
+            tablet,
+            records,
+            state: state.clone(),
+        }])
+        .expect("append");
+    state
+}
+
+fn aborts_void_records_and_cutting_an_abort_restores_them<E: TabletEngine>(engine: &E) {
+    let (t, tab) = (TableId(1), TabletId(1));
+    let put = |k: &[u8], v: &[u8]| {
+        RecordBody::Write(vec![Mutation::Put {
+            key: k.to_vec(),
+            value: v.to_vec(),
+        }])
+    };
+    let del = |k: &[u8]| RecordBody::Write(vec![Mutation::Delete { key: k.to_vec() }]);
+    // 1: a=1, 2: a=2, 3: delete a, 4: b=1; then 5 voids 2..=4.
+    append_bodies(
+        engine,
+        t,
+        tab,
+        1,
+        vec![put(b"a", b"1"), put(b"a", b"2"), del(b"a"), put(b"b", b"1")],
+    );
+    assert_eq!(value_at(engine, t, b"a", u64::MAX), None);
+    let state = append_bodies(engine, t, tab, 5, vec![RecordBody::Abort { from: Seq(2) }]);
+    assert_eq!(value_at(engine, t, b"a", u64::MAX), Some(b"1".to_vec()));
+    assert_eq!(
+        value_at(engine, t, b"a", 25),
+        Some(b"1".to_vec()),
+        "no trace of 2"
+    );
+    assert_eq!(value_at(engine, t, b"b", u64::MAX), None);
+    assert_eq!(
+        engine.read_oplog(tab, Seq(0), 10).expect("read").len(),
+        5,
+        "voided records stay in the log"
+    );
+    // Cutting the abort (a failover to a master that never had it) brings the voided
+    // records that stay back; cutting them too leaves nothing of them.
+    let cut = state.truncated(Seq(3), Timestamp(30));
+    engine.truncate(t, tab, Seq(3), &cut).expect("truncate");
+    assert_eq!(
+        value_at(engine, t, b"a", u64::MAX),
+        None,
+        "3 deleted a again"
+    );
+    assert_eq!(value_at(engine, t, b"a", 25), Some(b"2".to_vec()));
+    assert_eq!(value_at(engine, t, b"b", u64::MAX), None, "4 was cut");
+    // An abort in the same append as the records it voids.
+    append_bodies(
+        engine,
+        t,
+        tab,
+        4,
+        vec![put(b"c", b"1"), RecordBody::Abort { from: Seq(4) }],
+    );
+    assert_eq!(value_at(engine, t, b"c", u64::MAX), None);
+    assert_eq!(value_at(engine, t, b"a", 25), Some(b"2".to_vec()));
 }
 
 fn drop_table_and_meta<E: TabletEngine>(engine: &E) {

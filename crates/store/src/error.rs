@@ -11,6 +11,14 @@ pub enum Error {
     /// A file outside RocksDB (a tablet export) could not be written or read.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// Records an operation needs were trimmed from the oplog.
+    #[error("{tablet}: record {seq} was trimmed from the oplog")]
+    Trimmed {
+        /// The tablet.
+        tablet: TabletId,
+        /// The missing record.
+        seq: u64,
+    },
     /// Bytes on disk do not decode.
     #[error("corruption: {what}")]
     Corruption {

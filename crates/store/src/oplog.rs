@@ -41,6 +41,13 @@ pub enum RecordBody {
     Noop,
     /// Applies every mutation at the record's timestamp, atomically.
     Write(Vec<Mutation>),
+    /// Voids the records from `from` up to this one (exclusive): their versions are
+    /// deleted, atomically with this record; the records stay in the log. A master
+    /// appends one to revert writes that have not committed.
+    Abort {
+        /// The first voided record.
+        from: Seq,
+    },
 }
 
 /// A client's name for one of its write requests: the same id on a retry lets the

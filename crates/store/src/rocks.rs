@@ -144,6 +144,36 @@ impl RocksTabletEngine {
             .expect("every column family is created at open")
     }
 
+    /// Every record of `tablet` from `from` to `to` inclusive; `Trimmed` when the oplog
+    /// no longer holds one.
+    fn oplog_span(&self, tablet: TabletId, from: Seq, to: Seq) -> Result<Vec<OplogRecord>> {
+        let mut out = Vec::new();
+        let mut next = from;
+        while next <= to {
+            let page = TabletEngine::read_oplog(self, tablet, next, 1024)?;
+            if page.is_empty() {
+                return Err(Error::Trimmed {
+                    tablet,
+                    seq: next.0,
+                });
+            }
+            for r in page {
+                if r.seq > to {
+                    return Ok(out);
+                }
+                if r.seq != next {
+                    return Err(Error::Trimmed {
+                        tablet,
+                        seq: next.0,
+                    });
+                }
+                next = next.next();
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
     fn synced() -> WriteOptions {
         let mut w = WriteOptions::default();
         w.set_sync(true);
@@ -203,18 +233,47 @@ impl TabletEngine for RocksTabletEngine {
                 let encoded =
                     postcard::to_allocvec(record).map_err(|e| Error::corruption(e.to_string()))?;
                 batch.put_cf(&oplog, codec::oplog_key(append.tablet, record.seq), encoded);
-                if let RecordBody::Write(mutations) = &record.body {
-                    for m in mutations {
-                        let value = match m {
-                            Mutation::Put { value, .. } => Some(value.as_slice()),
-                            Mutation::Delete { .. } => None,
-                        };
-                        batch.put_cf(
-                            &data,
-                            codec::version_key(append.table, m.key(), record.ts),
-                            encode_value(value),
-                        );
+                match &record.body {
+                    RecordBody::Write(mutations) => {
+                        for m in mutations {
+                            let value = match m {
+                                Mutation::Put { value, .. } => Some(value.as_slice()),
+                                Mutation::Delete { .. } => None,
+                            };
+                            batch.put_cf(
+                                &data,
+                                codec::version_key(append.table, m.key(), record.ts),
+                                encode_value(value),
+                            );
+                        }
                     }
+                    RecordBody::Abort { from } => {
+                        // The voided records: on disk, or earlier in this append.
+                        let first_here = append.records[0].seq;
+                        let mut voided = if *from < first_here {
+                            self.oplog_span(append.tablet, *from, Seq(first_here.0 - 1))?
+                        } else {
+                            Vec::new()
+                        };
+                        voided.extend(
+                            append
+                                .records
+                                .iter()
+                                .filter(|r| r.seq >= *from && r.seq < record.seq)
+                                .cloned(),
+                        );
+                        for r in &voided {
+                            if let RecordBody::Write(mutations) = &r.body {
+                                for m in mutations {
+                                    batch.delete_cf(
+                                        &data,
+                                        codec::version_key(append.table, m.key(), r.ts),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    RecordBody::Noop => {}
                 }
                 records += 1;
             }
@@ -363,6 +422,7 @@ impl TabletEngine for RocksTabletEngine {
         let (data, oplog, tablet_cf) = (self.cf(CF_DATA), self.cf(CF_OPLOG), self.cf(CF_TABLET));
         let mut batch = WriteBatch::default();
         let mut removed = 0u64;
+        let mut restore = Vec::new();
         let mut next = after.next();
         loop {
             let records = self.read_oplog(tablet, next, 1024)?;
@@ -371,13 +431,38 @@ impl TabletEngine for RocksTabletEngine {
             };
             next = last.seq.next();
             for record in &records {
-                if let RecordBody::Write(mutations) = &record.body {
-                    for m in mutations {
-                        batch.delete_cf(&data, codec::version_key(table, m.key(), record.ts));
+                match &record.body {
+                    RecordBody::Write(mutations) => {
+                        for m in mutations {
+                            batch.delete_cf(&data, codec::version_key(table, m.key(), record.ts));
+                        }
                     }
+                    RecordBody::Abort { from } if *from <= after => {
+                        // The abort goes: the records it voided that stay take effect
+                        // again.
+                        restore.push(*from);
+                    }
+                    _ => {}
                 }
                 batch.delete_cf(&oplog, codec::oplog_key(tablet, record.seq));
                 removed += 1;
+            }
+        }
+        for from in restore {
+            for r in self.oplog_span(tablet, from, after)? {
+                if let RecordBody::Write(mutations) = &r.body {
+                    for m in mutations {
+                        let value = match m {
+                            Mutation::Put { value, .. } => Some(value.as_slice()),
+                            Mutation::Delete { .. } => None,
+                        };
+                        batch.put_cf(
+                            &data,
+                            codec::version_key(table, m.key(), r.ts),
+                            encode_value(value),
+                        );
+                    }
+                }
             }
         }
         let encoded = postcard::to_allocvec(state).map_err(|e| Error::corruption(e.to_string()))?;

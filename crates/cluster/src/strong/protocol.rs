@@ -79,9 +79,30 @@ pub struct AckState {
     pub followers: BTreeMap<NodeId, (Seq, Timestamp)>,
     /// Members whose acks `Acks::All` waits for (the master included).
     pub in_sync: Vec<NodeId>,
+    /// Records voided by abort records, oldest first.
+    pub voids: Vec<Void>,
+}
+
+/// Records `from..at` voided by the abort record at `at`. Until the abort record
+/// commits, the high watermark stays below `from`, so the voided records never count
+/// as committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Void {
+    /// The first voided record.
+    pub from: Seq,
+    /// The abort record.
+    pub at: Seq,
+    /// Timestamp of the record before `from` (what committed reads may read at
+    /// while the abort is uncommitted).
+    pub before_ts: Timestamp,
 }
 
 impl AckState {
+    /// Whether the record at `seq` was voided by an abort record.
+    pub fn voided(&self, seq: Seq) -> bool {
+        self.voids.iter().any(|v| v.from <= seq && seq < v.at)
+    }
+
     fn end_of(&self, node: NodeId) -> (Seq, Timestamp) {
         if node == self.master {
             self.master_end
@@ -93,14 +114,22 @@ impl AckState {
         }
     }
 
-    /// The highest seq every in-sync member holds durably, with its timestamp.
+    /// The highest seq every in-sync member holds durably, with its timestamp; held
+    /// below the records of an abort that has not reached that far.
     pub fn high_watermark(&self) -> (Seq, Timestamp) {
-        self.in_sync
+        let mut hw = self
+            .in_sync
             .iter()
             .chain(std::iter::once(&self.master))
             .map(|n| self.end_of(*n))
             .min_by_key(|(seq, _)| *seq)
-            .unwrap_or(self.master_end)
+            .unwrap_or(self.master_end);
+        for v in &self.voids {
+            if hw.0 < v.at && hw.0 >= v.from {
+                hw = (Seq(v.from.0 - 1), v.before_ts);
+            }
+        }
+        hw
     }
 
     /// Whether the record at `seq` has the acks asked for.
@@ -210,6 +239,35 @@ mod tests {
     }
 
     #[test]
+    fn an_uncommitted_abort_holds_the_high_watermark_below_what_it_voids() {
+        let mut a = AckState {
+            master: NodeId(1),
+            master_end: (Seq(12), Timestamp(120)),
+            followers: BTreeMap::from([(NodeId(2), (Seq(11), Timestamp(110)))]),
+            in_sync: vec![NodeId(1), NodeId(2)],
+            voids: vec![Void {
+                from: Seq(9),
+                at: Seq(12),
+                before_ts: Timestamp(80),
+            }],
+        };
+        // The follower holds the voided records 9..=11 but not the abort at 12.
+        assert_eq!(a.high_watermark(), (Seq(8), Timestamp(80)));
+        assert!(
+            !a.satisfied(Seq(9), Acks::All),
+            "a voided record never commits"
+        );
+        assert!(a.voided(Seq(9)) && a.voided(Seq(11)));
+        assert!(!a.voided(Seq(8)) && !a.voided(Seq(12)));
+        // Before the follower reached the voided records the cap changes nothing.
+        a.followers.insert(NodeId(2), (Seq(7), Timestamp(70)));
+        assert_eq!(a.high_watermark(), (Seq(7), Timestamp(70)));
+        // Once the abort is held everywhere, both commit together.
+        a.followers.insert(NodeId(2), (Seq(12), Timestamp(120)));
+        assert_eq!(a.high_watermark(), (Seq(12), Timestamp(120)));
+    }
+
+    #[test]
     fn acks_and_high_watermark() {
         let mut a = AckState {
             master: NodeId(1),
@@ -219,6 +277,7 @@ mod tests {
                 (NodeId(3), (Seq(5), Timestamp(50))),
             ]),
             in_sync: vec![NodeId(1), NodeId(2), NodeId(3)],
+            voids: Vec::new(),
         };
         assert_eq!(a.high_watermark(), (Seq(5), Timestamp(50)));
         assert!(a.satisfied(Seq(10), Acks::One));
@@ -330,6 +389,7 @@ mod tests {
                     .map(|i| (NodeId(i as u64), end(i)))
                     .collect(),
                 in_sync: self.in_sync.iter().map(|i| NodeId(*i as u64)).collect(),
+                voids: Vec::new(),
             }
         }
 

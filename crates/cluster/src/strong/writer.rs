@@ -2,7 +2,7 @@
 //! group commit on masters, and appending the master's records on followers. It owns
 //! every served tablet's [`TabletState`]; nothing else writes tablet data.
 
-use super::protocol::{AckState, agreement};
+use super::protocol::{AckState, Void, agreement};
 use super::{AckView, Config, Expected, Lead, Leads, OpResult, Outcome, Position, WriteOp};
 use crate::catalog::TabletDesc;
 use crate::error::{Error, Result};
@@ -46,6 +46,13 @@ pub(super) enum Command {
         table: TableId,
         tablets: Vec<TabletId>,
         reply: Reply<()>,
+    },
+    /// Void the records of a tablet this node masters from `from` on, with an abort
+    /// record; the answer is that record's position.
+    Abort {
+        tablet: TabletId,
+        from: Seq,
+        reply: Reply<Position>,
     },
     /// Replace this node's replica with a master's export (follower side).
     InstallSnapshot {
@@ -138,10 +145,23 @@ struct Served {
     /// Each client's last request recorded in the log, and its answer: a retry of it
     /// is answered from here. Covers the records still in the oplog.
     requests: Requests,
+    /// Records voided by abort records still in the oplog.
+    voids: Vec<Void>,
 }
 
 /// Client → (its last request's number, that request's answer).
 type Requests = HashMap<u64, (u64, Outcome)>;
+
+/// What a replica's oplog says of client requests and voided records.
+type Recalled = (Requests, Vec<Void>);
+
+/// Forgets requests whose records were voided: a retry of one applies anew.
+fn forget_voided(requests: &mut Requests, voids: &[Void]) {
+    requests.retain(|_, (_, o)| {
+        o.position
+            .is_none_or(|p| !voids.iter().any(|v| v.from <= p.seq && p.seq < v.at))
+    });
+}
 
 /// The answer a record carrying `origin` gave.
 fn recorded_outcome(tablet: TabletId, r: &OplogRecord) -> Option<(RequestId, Outcome)> {
@@ -288,6 +308,14 @@ impl Writer {
                         self.commit(std::mem::take(&mut group));
                         let _ = reply.send(self.drop_table(table, &tablets));
                     }
+                    Command::Abort {
+                        tablet,
+                        from,
+                        reply,
+                    } => {
+                        self.commit(std::mem::take(&mut group));
+                        let _ = reply.send(self.abort(tablet, from));
+                    }
                     Command::InstallSnapshot { install, reply } => {
                         self.commit(std::mem::take(&mut group));
                         let _ = reply.send(self.install_snapshot(install));
@@ -316,9 +344,13 @@ impl Writer {
     }
 
     /// The tablet's state: as served, or as persisted.
-    fn load(&self, tablet: TabletId) -> Result<(TabletState, Seq, Requests)> {
+    fn load(&self, tablet: TabletId) -> Result<(TabletState, Seq, Recalled)> {
         if let Some(s) = self.served.get(&tablet) {
-            return Ok((s.state.clone(), s.trimmed_below, s.requests.clone()));
+            return Ok((
+                s.state.clone(),
+                s.trimmed_below,
+                (s.requests.clone(), s.voids.clone()),
+            ));
         }
         let state = self.engine.tablet_state(tablet)?.unwrap_or_default();
         let trimmed_below = self
@@ -326,13 +358,16 @@ impl Writer {
             .read_oplog(tablet, Seq(0), 1)?
             .first()
             .map_or(Seq(0), |r| r.seq);
-        let requests = self.recall_requests(tablet, state.log_end)?;
-        Ok((state, trimmed_below, requests))
+        let recalled = self.recall(tablet, state.log_end)?;
+        Ok((state, trimmed_below, recalled))
     }
 
-    /// The client requests recorded in a tablet's oplog on disk, up to `log_end`.
-    fn recall_requests(&self, tablet: TabletId, log_end: Seq) -> Result<Requests> {
+    /// The client requests and the voided records a tablet's oplog on disk holds, up
+    /// to `log_end` (requests of voided records do not count).
+    fn recall(&self, tablet: TabletId, log_end: Seq) -> Result<Recalled> {
         let mut requests = Requests::new();
+        let mut voids = Vec::new();
+        let mut ts_of: BTreeMap<Seq, Timestamp> = BTreeMap::new();
         let mut from = Seq(0);
         while from <= log_end {
             let page = self.engine.read_oplog(tablet, from, 4096)?;
@@ -340,11 +375,23 @@ impl Writer {
                 break;
             };
             for r in page.iter().filter(|r| r.seq <= log_end) {
+                ts_of.insert(r.seq, r.ts);
                 remember(&mut requests, tablet, r);
+                if let RecordBody::Abort { from } = r.body {
+                    voids.push(Void {
+                        from,
+                        at: r.seq,
+                        before_ts: ts_of
+                            .get(&Seq(from.0.saturating_sub(1)))
+                            .copied()
+                            .unwrap_or(Timestamp(0)),
+                    });
+                }
             }
             from = last.next();
         }
-        Ok(requests)
+        forget_voided(&mut requests, &voids);
+        Ok((requests, voids))
     }
 
     fn open(&mut self, desc: &TabletDesc) -> Result<()> {
@@ -360,7 +407,7 @@ impl Writer {
                 });
             }
         }
-        let (mut state, trimmed_below, requests) = self.load(desc.id)?;
+        let (mut state, trimmed_below, (requests, voids)) = self.load(desc.id)?;
         self.clock.observe(state.last_ts);
         if let Some(last) = state.last_epoch()
             && last > desc.master_epoch
@@ -400,6 +447,7 @@ impl Writer {
                 master_end: (state.log_end, state.last_ts),
                 followers: Default::default(),
                 in_sync: desc.in_sync.clone(),
+                voids: voids.clone(),
             },
             history: state.epoch_history.clone(),
             epoch_first,
@@ -420,6 +468,7 @@ impl Writer {
                 state,
                 trimmed_below,
                 requests,
+                voids,
             },
         );
         self.close_now();
@@ -447,7 +496,7 @@ impl Writer {
             }
             return Ok(());
         }
-        let (state, trimmed_below, requests) = self.load(desc.id)?;
+        let (state, trimmed_below, (requests, voids)) = self.load(desc.id)?;
         self.clock.observe(state.last_ts);
         self.served.insert(
             desc.id,
@@ -459,6 +508,7 @@ impl Writer {
                 state,
                 trimmed_below,
                 requests,
+                voids,
             },
         );
         Ok(())
@@ -472,7 +522,7 @@ impl Writer {
         }
         if !self.served.contains_key(&req.tablet) {
             // The metadata naming this node a replica has not reached it yet.
-            let (state, trimmed_below, requests) = self.load(req.tablet)?;
+            let (state, trimmed_below, (requests, voids)) = self.load(req.tablet)?;
             self.served.insert(
                 req.tablet,
                 Served {
@@ -483,6 +533,7 @@ impl Writer {
                     state,
                     trimmed_below,
                     requests,
+                    voids,
                 },
             );
         }
@@ -537,11 +588,39 @@ impl Writer {
                 ),
             ));
         }
+        let mut before: Vec<(Seq, Timestamp)> = Vec::new();
+        for r in &fresh {
+            if let RecordBody::Abort { from } = r.body {
+                let prev = Seq(from.0.saturating_sub(1));
+                let ts = match fresh.iter().find(|f| f.seq == prev) {
+                    Some(f) => f.ts,
+                    None => self
+                        .engine
+                        .read_oplog(req.tablet, prev, 1)?
+                        .first()
+                        .filter(|p| p.seq == prev)
+                        .map_or(Timestamp(0), |p| p.ts),
+                };
+                before.push((r.seq, ts));
+            }
+        }
         let served = self.served.get_mut(&req.tablet).expect("served");
         for r in &fresh {
             state.advance(r);
             self.clock.observe(r.ts);
             remember(&mut served.requests, req.tablet, r);
+            if let RecordBody::Abort { from } = r.body {
+                let before_ts = before
+                    .iter()
+                    .find(|(at, _)| *at == r.seq)
+                    .map_or(Timestamp(0), |(_, ts)| *ts);
+                served.voids.push(Void {
+                    from,
+                    at: r.seq,
+                    before_ts,
+                });
+                forget_voided(&mut served.requests, &served.voids);
+            }
         }
         state.high_watermark = req.high_watermark.min(state.log_end);
         // Follower reads: every committed record up to the master's high watermark is
@@ -587,6 +666,7 @@ impl Writer {
             served.state = TabletState::default();
             served.trimmed_below = Seq(0);
             served.requests.clear();
+            served.voids.clear();
             tracing::warn!(%tablet, %after, "records to cut were trimmed: deleted the replica to catch up again");
             return Ok(());
         }
@@ -606,10 +686,11 @@ impl Writer {
         let cut = served.state.truncated(after, last_ts);
         let removed = self.engine.truncate(table, tablet, after, &cut)?;
         tracing::warn!(%tablet, %after, removed, "cut records the master does not hold");
-        let requests = self.recall_requests(tablet, cut.log_end)?;
+        let (requests, voids) = self.recall(tablet, cut.log_end)?;
         let served = self.served.get_mut(&tablet).expect("served");
         served.state = cut;
         served.requests = requests;
+        served.voids = voids;
         Ok(())
     }
 
@@ -622,6 +703,80 @@ impl Writer {
             self.replica_reads.write().remove(t);
         }
         Ok(())
+    }
+
+    /// Appends an abort record voiding `from..` on a tablet this node masters: only
+    /// records not committed yet, and not voided already, may be voided.
+    fn abort(&mut self, tablet: TabletId, from: Seq) -> Result<Position> {
+        let lead = self.leads.read().get(&tablet).cloned();
+        let (Some(lead), Some(served)) = (lead, self.served.get(&tablet)) else {
+            return Err(Error::Unavailable(format!(
+                "{tablet} is not mastered by this node"
+            )));
+        };
+        if served.fenced {
+            return Err(Error::Unavailable(format!(
+                "{tablet} is being handed over to another master; retry"
+            )));
+        }
+        let view = lead.view();
+        let hw = view.acks.high_watermark().0;
+        let mut state = served.state.clone();
+        if from <= hw {
+            return Err(Error::invalid(
+                "position",
+                format!("record {from} of {tablet} has committed: it cannot be aborted"),
+            ));
+        }
+        if from > state.log_end || view.acks.voided(from) {
+            return Err(Error::invalid(
+                "position",
+                format!("record {from} of {tablet} is not a pending record of its log"),
+            ));
+        }
+        let before_ts = self
+            .engine
+            .read_oplog(tablet, Seq(from.0 - 1), 1)?
+            .first()
+            .filter(|r| r.seq.0 == from.0 - 1)
+            .map_or(Timestamp(0), |r| r.ts);
+        let record = OplogRecord {
+            epoch: served.epoch,
+            seq: state.log_end.next(),
+            ts: self.clock.now(),
+            body: RecordBody::Abort { from },
+            origin: None,
+        };
+        let void = Void {
+            from,
+            at: record.seq,
+            before_ts,
+        };
+        state.advance(&record);
+        let mut acks = view.acks.clone();
+        acks.voids.push(void);
+        state.high_watermark = acks.high_watermark().0.min(state.log_end);
+        let position = Position {
+            tablet,
+            epoch: record.epoch,
+            seq: record.seq,
+        };
+        self.engine.append(&[TabletAppend {
+            table: served.table,
+            tablet,
+            records: vec![record],
+            state: state.clone(),
+        }])?;
+        tracing::warn!(%tablet, %from, at = %position.seq, "aborted records that had not committed");
+        lead.void(void);
+        lead.appended(&state);
+        let served = self.served.get_mut(&tablet).expect("served");
+        served.state = state;
+        served.voids.push(void);
+        forget_voided(&mut served.requests, &served.voids);
+        self.maybe_trim(tablet);
+        self.close_now();
+        Ok(position)
     }
 
     /// Replaces this node's replica of a tablet with a master's export, unless the
@@ -668,6 +823,7 @@ impl Writer {
                 state: install.state,
                 trimmed_below: log_end.next(),
                 requests: Requests::new(),
+                voids: Vec::new(),
             },
         );
         Ok((log_end, last_ts))
@@ -929,9 +1085,10 @@ impl Writer {
                 for a in &appends {
                     let log_end = self.served.get(&a.tablet).map(|s| s.state.log_end);
                     if let Some(log_end) = log_end {
-                        let recalled = self.recall_requests(a.tablet, log_end);
-                        if let (Ok(r), Some(s)) = (recalled, self.served.get_mut(&a.tablet)) {
+                        let recalled = self.recall(a.tablet, log_end);
+                        if let (Ok((r, v)), Some(s)) = (recalled, self.served.get_mut(&a.tablet)) {
                             s.requests = r;
+                            s.voids = v;
                         }
                     }
                 }

@@ -140,6 +140,15 @@ pub fn write_options(
     })
 }
 
+fn write_state(state: WriteState) -> pb::WriteState {
+    match state {
+        WriteState::Committed => pb::WriteState::Committed,
+        WriteState::Pending => pb::WriteState::Pending,
+        WriteState::Lost => pb::WriteState::Lost,
+        WriteState::Aborted => pb::WriteState::Aborted,
+    }
+}
+
 /// Longest staleness a follower read accepts when the request does not say.
 const DEFAULT_MAX_STALENESS_MS: u32 = 10_000;
 
@@ -199,7 +208,8 @@ writes!(
     pb::DeleteRangeRequest,
     pb::CompareAndSetRequest,
     pb::IncrementRequest,
-    pb::WriteStatusRequest
+    pb::WriteStatusRequest,
+    pb::AbortWriteRequest
 );
 
 /// The read consistency of a request, if it is a read.
@@ -552,13 +562,49 @@ impl pb::kv_server::Kv for KvService {
                 )
                 .await
                 .status()?;
-            let state = match state {
-                WriteState::Committed => pb::WriteState::Committed,
-                WriteState::Pending => pb::WriteState::Pending,
-                WriteState::Lost => pb::WriteState::Lost,
-            };
             Ok(pb::WriteStatusResponse {
-                state: state as i32,
+                state: write_state(state) as i32,
+            })
+        })
+        .await
+    }
+
+    async fn abort_write(
+        &self,
+        request: Request<pb::AbortWriteRequest>,
+    ) -> Result<Response<pb::AbortWriteResponse>, Status> {
+        let router = self.router.clone();
+        let start_key = |r: &pb::AbortWriteRequest| {
+            let tablet = r.position.as_ref().map_or(0, |p| p.tablet_id);
+            router
+                .catalog()
+                .tablet(TabletId(tablet))
+                .map(|t| t.start)
+                .unwrap_or_default()
+        };
+        let request = forward_if_remote!(self, request, abort_write, start_key);
+        let req = request;
+        timed(&self.metrics, "AbortWrite", async {
+            self.limits.table(&req.table).status()?;
+            let Some(p) = req.position else {
+                return Err(Error::invalid(
+                    "position",
+                    "the write's position is required",
+                ))
+                .status();
+            };
+            let state = self
+                .router
+                .abort_write(
+                    &req.table,
+                    TabletId(p.tablet_id),
+                    Epoch(p.epoch),
+                    Seq(p.seq),
+                )
+                .await
+                .status()?;
+            Ok(pb::AbortWriteResponse {
+                state: write_state(state) as i32,
             })
         })
         .await
