@@ -652,7 +652,18 @@ async fn a_pending_write_is_aborted_and_no_replica_or_reader_ever_sees_it() {
         one.write_status("t", x).await.expect("status"),
         pb::WriteState::Pending
     );
-    // Aborting x (through another node, which forwards) voids x and y.
+    // A writer waiting for all its acks on a later record learns it was aborted.
+    let mut all = cluster.client(master).await.expect("connect");
+    let waiting = tokio::spawn(async move { all.put("t", b"w", b"1").await });
+    let mut latest = cluster.client(master).await.expect("connect");
+    latest.set_consistency(pb::ReadConsistency::Latest);
+    wait_until("w is in the master's log", CLUSTER_WAIT, || {
+        let mut latest = latest.clone();
+        async move { latest.get("t", b"w").await.is_ok_and(|v| v.is_some()) }
+    })
+    .await
+    .expect("w staged");
+    // Aborting x (through another node, which forwards) voids x, y and w.
     let arg = |p: &pb::WritePosition| {
         [
             "abort-write".to_string(),
@@ -676,6 +687,11 @@ async fn a_pending_write_is_aborted_and_no_replica_or_reader_ever_sees_it() {
         one.abort_write("t", x).await.expect("abort again"),
         pb::WriteState::Aborted
     );
+    let err = waiting
+        .await
+        .expect("join")
+        .expect_err("the waiting write was aborted");
+    assert_eq!(err.kind, ErrorKind::Aborted, "{err:?}");
     // Aborting a committed write changes nothing: exit 1, "committed".
     let args = arg(&committed);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -687,6 +703,7 @@ async fn a_pending_write_is_aborted_and_no_replica_or_reader_ever_sees_it() {
         one.set_consistency(level);
         assert_eq!(one.get("t", b"x").await.expect("get x"), None, "{level:?}");
         assert_eq!(one.get("t", b"y").await.expect("get y"), None, "{level:?}");
+        assert_eq!(one.get("t", b"w").await.expect("get w"), None, "{level:?}");
         assert_eq!(
             one.get("t", b"kept").await.expect("get").map(|v| v.value),
             Some(b"1".to_vec())

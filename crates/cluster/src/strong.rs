@@ -744,7 +744,10 @@ impl StrongPolicy {
         let waited = tokio::time::timeout(
             Duration::from_millis(self.config.ack_timeout_ms),
             rx.wait_for(|v| {
-                v.deposed || v.acks.voided(position.seq) || v.acks.satisfied(position.seq, acks)
+                // A voided write waits for its abort to commit (or for the timeout).
+                v.deposed
+                    || v.acks.aborted(position.seq)
+                    || (!v.acks.voided(position.seq) && v.acks.satisfied(position.seq, acks))
             }),
         )
         .await;
@@ -756,7 +759,7 @@ impl StrongPolicy {
             reason: reason.to_string(),
         };
         match waited {
-            Ok(Ok(v)) if v.acks.voided(position.seq) => Err(Error::Aborted {
+            Ok(Ok(v)) if v.acks.aborted(position.seq) => Err(Error::Aborted {
                 tablet: position.tablet,
                 seq: position.seq,
             }),

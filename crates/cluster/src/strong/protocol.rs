@@ -103,6 +103,15 @@ impl AckState {
         self.voids.iter().any(|v| v.from <= seq && seq < v.at)
     }
 
+    /// Whether the record at `seq` was voided by an abort record that committed: it
+    /// never takes effect, whatever happens to this master.
+    pub fn aborted(&self, seq: Seq) -> bool {
+        let hw = self.high_watermark().0;
+        self.voids
+            .iter()
+            .any(|v| v.from <= seq && seq < v.at && hw >= v.at)
+    }
+
     fn end_of(&self, node: NodeId) -> (Seq, Timestamp) {
         if node == self.master {
             self.master_end
@@ -259,12 +268,14 @@ mod tests {
         );
         assert!(a.voided(Seq(9)) && a.voided(Seq(11)));
         assert!(!a.voided(Seq(8)) && !a.voided(Seq(12)));
+        assert!(!a.aborted(Seq(9)), "not final before the abort commits");
         // Before the follower reached the voided records the cap changes nothing.
         a.followers.insert(NodeId(2), (Seq(7), Timestamp(70)));
         assert_eq!(a.high_watermark(), (Seq(7), Timestamp(70)));
         // Once the abort is held everywhere, both commit together.
         a.followers.insert(NodeId(2), (Seq(12), Timestamp(120)));
         assert_eq!(a.high_watermark(), (Seq(12), Timestamp(120)));
+        assert!(a.aborted(Seq(9)) && a.aborted(Seq(11)) && !a.aborted(Seq(12)));
     }
 
     #[test]

@@ -684,7 +684,21 @@ impl Writer {
             }
         };
         let cut = served.state.truncated(after, last_ts);
-        let removed = self.engine.truncate(table, tablet, after, &cut)?;
+        let removed = match self.engine.truncate(table, tablet, after, &cut) {
+            Ok(n) => n,
+            Err(datalayer_store::Error::Trimmed { .. }) => {
+                // Records an abort being cut had voided are gone: start over.
+                self.engine.drop_tablet(table, tablet, range)?;
+                let served = self.served.get_mut(&tablet).expect("served");
+                served.state = TabletState::default();
+                served.trimmed_below = Seq(0);
+                served.requests.clear();
+                served.voids.clear();
+                tracing::warn!(%tablet, %after, "records to restore were trimmed: deleted the replica to catch up again");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         tracing::warn!(%tablet, %after, removed, "cut records the master does not hold");
         let (requests, voids) = self.recall(tablet, cut.log_end)?;
         let served = self.served.get_mut(&tablet).expect("served");
@@ -733,6 +747,13 @@ impl Writer {
                 "position",
                 format!("record {from} of {tablet} is not a pending record of its log"),
             ));
+        }
+        if let Some(v) = view.acks.voids.iter().find(|v| from <= v.at) {
+            // Voids never overlap: an abort is never voided itself.
+            return Err(Error::Unavailable(format!(
+                "record {from} of {tablet} precedes the abort record at {}; retry once it committed",
+                v.at
+            )));
         }
         let before_ts = self
             .engine
