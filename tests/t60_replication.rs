@@ -735,3 +735,87 @@ async fn a_pending_write_is_aborted_and_no_replica_or_reader_ever_sees_it() {
         assert_eq!(f.get("t", b"y").await.expect("follower get"), None);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_transferred_under_writes_loses_nothing() {
+    let (cluster, _, t) = cluster_with_table(3, &[]).await;
+    let master = node_index(t.master);
+    let target = *t
+        .replicas
+        .iter()
+        .find(|n| **n != t.master)
+        .expect("a follower");
+    let via = (0..3)
+        .find(|i| *i != master && *i as u64 + 1 != target)
+        .expect("a third node");
+    // Bad targets are refused and change nothing.
+    let o = cluster
+        .node(via)
+        .cli(&["table", "transfer-master", "t", "9"]);
+    assert_eq!(o.status.code(), Some(2), "{}", datalayer_tests::stderr(&o));
+    assert!(
+        datalayer_tests::stderr(&o).contains("in-sync"),
+        "{}",
+        datalayer_tests::stderr(&o)
+    );
+    let o = cluster
+        .node(via)
+        .cli(&["table", "transfer-master", "t", "nine"]);
+    assert_eq!(o.status.code(), Some(2));
+    // A writer with acks=1 keeps writing through the transfer; the client retries
+    // writes refused while the master hands over.
+    let mut w = cluster.client(via).await.expect("connect");
+    w.set_acks(Some(datalayer_client::acks_one()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut acked = BTreeMap::new();
+            let mut k = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || k < 100 {
+                let (key, value) = (format!("k{k:05}"), format!("v{k}"));
+                w.put("t", key.as_bytes(), value.as_bytes())
+                    .await
+                    .unwrap_or_else(|e| panic!("put {key}: {e}"));
+                acked.insert(key, value);
+                k += 1;
+            }
+            acked
+        })
+    };
+    let o = cluster.node(via).cli(&[
+        "--json",
+        "table",
+        "transfer-master",
+        "t",
+        &target.to_string(),
+    ]);
+    assert!(o.status.success(), "{}", datalayer_tests::stderr(&o));
+    let v = datalayer_tests::json(&o);
+    assert_eq!(v["master"].as_u64(), Some(target), "{v}");
+    assert_eq!(v["master_epoch"].as_u64(), Some(t.master_epoch + 1), "{v}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.await.expect("writer");
+    // Every write acknowledged by the old master alone is on the new one.
+    let mut c = cluster.client(node_index(target)).await.expect("connect");
+    assert_all_present(&mut c, "t", &acked).await;
+    let after = wait_tablet(&cluster, via, "t", "the old master back in sync", |t| {
+        t.in_sync.len() == 3
+    })
+    .await;
+    assert_eq!(after.master, target);
+    wait_replicas_agree(&cluster, &after).await;
+    // Transferring to the current master changes nothing.
+    let o = cluster.node(via).cli(&[
+        "--json",
+        "table",
+        "transfer-master",
+        "t",
+        &target.to_string(),
+    ]);
+    assert!(o.status.success(), "{}", datalayer_tests::stderr(&o));
+    assert_eq!(
+        datalayer_tests::json(&o)["master_epoch"].as_u64(),
+        Some(t.master_epoch + 1)
+    );
+}

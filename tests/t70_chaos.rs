@@ -3,7 +3,7 @@
 //! unique values, and unique ids added with `acks=all`), and one fault per scenario:
 //! kill -9 the master, kill -9 a follower, cut the master off past its lease, pause
 //! the master past its lease, cut off the metadata leader, shrink the in-sync set then
-//! kill the master, and a rolling restart of every node.
+//! kill the master, a planned master transfer, and a rolling restart of every node.
 //!
 //! Each scenario passes when the workload ran at 50 ops/s or more before the fault,
 //! made progress again after it, every register's history is linearizable, no id
@@ -31,6 +31,7 @@ enum Fault {
     PartitionMetaLeader,
     ShrinkInSyncThenKillMaster,
     RollingRestart,
+    TransferMaster,
 }
 
 /// A parsed history.
@@ -248,6 +249,25 @@ async fn scenario(c: &mut DockerCluster, fault: Fault, table: &str) -> Vec<Strin
             wait_progress(c, &client, "progress after the failover", 100).await;
             c.start_node(master).expect("restart master");
         }
+        Fault::TransferMaster => {
+            // A planned hand-over (what rebalancing and decommission do) under load.
+            let o = c
+                .cli(
+                    follower,
+                    &["table", "transfer-master", table, &follower.to_string()],
+                )
+                .expect("transfer-master runs");
+            assert!(
+                o.status.success(),
+                "transfer-master: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            wait_tablet(c, &all, table, "the follower masters the tablet", |t| {
+                new_master(t) && t["master"].as_u64() == Some(follower as u64)
+            })
+            .await;
+            wait_progress(c, &client, "progress after the transfer", 100).await;
+        }
         Fault::RollingRestart => {
             for i in all {
                 c.restart(i).expect("restart");
@@ -401,6 +421,7 @@ async fn chaos_suite() {
         Fault::PauseMaster,
         Fault::PartitionMetaLeader,
         Fault::ShrinkInSyncThenKillMaster,
+        Fault::TransferMaster,
         Fault::RollingRestart,
     ];
     let mut failed = Vec::new();

@@ -304,6 +304,27 @@ impl Client {
             .into_inner())
     }
 
+    /// Hands the mastership of `table`'s tablet holding `key` over to `target`, an
+    /// in-sync replica, losing nothing; answers the tablet after.
+    pub async fn transfer_master(
+        &mut self,
+        table: &str,
+        key: &[u8],
+        target: u64,
+    ) -> Result<pb::TabletInfo> {
+        Ok(self
+            .admin
+            .transfer_master(pb::TransferMasterRequest {
+                table: table.into(),
+                key: key.to_vec(),
+                target,
+            })
+            .await?
+            .into_inner()
+            .tablet
+            .unwrap_or_default())
+    }
+
     /// Whether the write at `position` (from an `Ambiguous` error) committed, is
     /// pending or was lost.
     pub async fn write_status(

@@ -279,6 +279,41 @@ impl Router {
         Ok(())
     }
 
+    /// Hands the tablet of `table` holding `key` over to `target` (an in-sync
+    /// replica), through its master wherever it runs; answers the tablet after.
+    pub async fn transfer_master(
+        &self,
+        table: &str,
+        key: &[u8],
+        target: NodeId,
+    ) -> Result<TabletDesc> {
+        let table = self.table_synced(table).await?;
+        let tablet = table.tablet_for(key).clone();
+        if tablet.master != target {
+            if !tablet.in_sync.contains(&target) {
+                return Err(Error::invalid(
+                    "target",
+                    format!(
+                        "{target} is not an in-sync replica of {} (in sync: {:?})",
+                        tablet.id, tablet.in_sync
+                    ),
+                ));
+            }
+            if tablet.master == self.me {
+                self.hand_over(tablet.id, target).await?;
+            } else {
+                let addr = self.catalog.node_addr(tablet.master).ok_or_else(|| {
+                    Error::Unavailable(format!("{} has no known address", tablet.master))
+                })?;
+                crate::replicator::hand_over_at(&addr, tablet.id, target).await?;
+            }
+            self.catalog.sync().await?;
+        }
+        self.catalog
+            .tablet(tablet.id)
+            .ok_or_else(|| Error::Unavailable(format!("{} no longer exists", tablet.id)))
+    }
+
     /// Removes `node` from the cluster: first every tablet it masters is handed over
     /// to one of its in-sync replicas (nothing is lost), then the metadata drops the
     /// node and gives its replica slots to other nodes, which catch up from the

@@ -218,6 +218,15 @@ enum TableCmd {
     /// A digest of this node's replicas of the table's tablets (equal digests at equal
     /// log ends mean equal data).
     Digest { name: String },
+    /// Hand a tablet's mastership over to another in-sync replica, losing nothing.
+    TransferMaster {
+        name: String,
+        /// The node to master the tablet.
+        node: u64,
+        /// A key of the tablet (default: the table's first tablet).
+        #[arg(long, default_value = "")]
+        key: String,
+    },
     /// Drop a table and all its data.
     Drop {
         name: String,
@@ -562,6 +571,17 @@ async fn client_command(
                         t.tablet_id, t.log_end, t.rows, t.digest
                     );
                 }
+            }
+        }
+        Command::Table(TableCmd::TransferMaster { name, node, key }) => {
+            let t = c.transfer_master(&name, key.as_bytes(), node).await?;
+            if json_out {
+                print(json!({"tablet": t.id, "master": t.master, "master_epoch": t.master_epoch}));
+            } else {
+                println!(
+                    "tablet {}: master {} epoch {}",
+                    t.id, t.master, t.master_epoch
+                );
             }
         }
         Command::Table(TableCmd::Drop { name, if_exists }) => {

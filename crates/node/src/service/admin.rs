@@ -273,6 +273,28 @@ impl pb::admin_server::Admin for AdminService {
         .await
     }
 
+    async fn transfer_master(
+        &self,
+        request: Request<pb::TransferMasterRequest>,
+    ) -> Result<Response<pb::TransferMasterResponse>, Status> {
+        let req = request.into_inner();
+        timed(&self.metrics, "TransferMaster", async {
+            self.limits.table(&req.table).status()?;
+            let tablet = self
+                .router
+                .transfer_master(&req.table, &req.key, datalayer_store::NodeId(req.target))
+                .await
+                .status()?;
+            let table = self.router.table(&req.table).status()?;
+            let info = table_info(&table, self.router.strong())
+                .tablets
+                .into_iter()
+                .find(|t| t.id == tablet.id.0);
+            Ok(pb::TransferMasterResponse { tablet: info })
+        })
+        .await
+    }
+
     async fn table_digest(
         &self,
         request: Request<pb::TableDigestRequest>,
