@@ -72,6 +72,8 @@ async fn connect(addr: &str) -> Result<ReplicationClient<Channel>> {
         .max_encoding_message_size(64 << 20))
 }
 
+/// How long a hand-over asked of another node may take.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes of a snapshot file per message.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// How long sending a whole snapshot may take.
@@ -396,12 +398,20 @@ pub async fn hand_over_at(
     target: NodeId,
 ) -> Result<()> {
     let mut client = connect(addr).await?;
-    client
-        .hand_over(pb::HandOverRequest {
-            tablet_id: tablet.0,
-            target: target.0,
-        })
+    let mut request = tonic::Request::new(pb::HandOverRequest {
+        tablet_id: tablet.0,
+        target: target.0,
+    });
+    // The master bounds its wait for the target; a master that stopped answering
+    // (paused, cut off) must not hold the caller forever.
+    request.set_timeout(HAND_OVER_TIMEOUT);
+    tokio::time::timeout(HAND_OVER_TIMEOUT, client.hand_over(request))
         .await
+        .map_err(|_| {
+            Error::Unavailable(format!(
+                "hand-over of {tablet} at {addr}: no answer within {HAND_OVER_TIMEOUT:?}"
+            ))
+        })?
         .map_err(|s| {
             Error::Unavailable(format!("hand-over of {tablet} at {addr}: {}", s.message()))
         })?;
