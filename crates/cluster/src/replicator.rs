@@ -177,12 +177,16 @@ async fn ship(
         let records: Vec<OplogRecord> = match next {
             Some(n) if n <= master_end => {
                 let tablet = lead.tablet;
-                match strong.read_oplog(tablet, n, MAX_RECORDS, MAX_BYTES).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(%tablet, error = %e, "reading the oplog to ship failed");
-                        tokio::time::sleep(backoff).await;
-                        continue;
+                if let Some(records) = lead.recent_from(n, MAX_RECORDS, MAX_BYTES) {
+                    records
+                } else {
+                    match strong.read_oplog(tablet, n, MAX_RECORDS, MAX_BYTES).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(%tablet, error = %e, "reading the oplog to ship failed");
+                            tokio::time::sleep(backoff).await;
+                            continue;
+                        }
                     }
                 }
             }

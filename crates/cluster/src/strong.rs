@@ -246,20 +246,71 @@ pub struct Lead {
     adding: parking_lot::Mutex<Vec<NodeId>>,
     /// When each follower last held everything the master had.
     caught_up: parking_lot::Mutex<HashMap<NodeId, std::time::Instant>>,
+    /// The newest durable records, contiguous, for the shippers: they read the oplog
+    /// only for older ones.
+    recent: parking_lot::Mutex<std::collections::VecDeque<datalayer_store::OplogRecord>>,
+    /// Most records kept in `recent` (never more than the oplog keeps, so a follower
+    /// the oplog cannot catch up gets a snapshot either way).
+    recent_cap: usize,
 }
 
+/// Most records a lead keeps in memory for its shippers.
+const RECENT_RECORDS: usize = 4096;
+
 impl Lead {
-    fn new(desc: &TabletDesc, view: AckView, replica_lag_ms: u64) -> Lead {
+    fn new(desc: &TabletDesc, view: AckView, config: &Config) -> Lead {
         Lead {
             table: desc.table,
             tablet: desc.id,
             epoch: desc.master_epoch,
             replicas: parking_lot::Mutex::new(desc.replicas.clone()),
-            replica_lag_ms,
+            replica_lag_ms: config.replica_lag_ms,
             view: watch::channel(view).0,
             adding: Default::default(),
             caught_up: Default::default(),
+            recent: Default::default(),
+            recent_cap: RECENT_RECORDS.min(config.oplog_retention_records as usize),
         }
+    }
+
+    /// Keeps records just made durable for the shippers (call before
+    /// [`Lead::appended`] publishes them).
+    fn keep_recent(&self, records: &[datalayer_store::OplogRecord]) {
+        let mut recent = self.recent.lock();
+        for r in records {
+            if recent.back().is_some_and(|b| b.seq.next() != r.seq) {
+                recent.clear(); // not contiguous: start again from here
+            }
+            recent.push_back(r.clone());
+        }
+        while recent.len() > self.recent_cap {
+            recent.pop_front();
+        }
+    }
+
+    /// Up to `limit` records (about `max_bytes`) from `from` on, if they are still in
+    /// memory.
+    pub fn recent_from(
+        &self,
+        from: Seq,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<datalayer_store::OplogRecord>> {
+        let recent = self.recent.lock();
+        let first = recent.front()?.seq;
+        if from < first || from > recent.back()?.seq {
+            return None;
+        }
+        let mut bytes = 0usize;
+        let mut out = Vec::new();
+        for r in recent.iter().skip((from.0 - first.0) as usize).take(limit) {
+            bytes += record_size(r);
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(r.clone());
+        }
+        Some(out)
     }
 
     /// Nodes holding a replica now.

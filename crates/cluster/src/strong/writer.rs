@@ -454,7 +454,7 @@ impl Writer {
             deposed: false,
         };
         self.replica_reads.write().remove(&desc.id);
-        let lead = Arc::new(Lead::new(desc, view, self.config.replica_lag_ms));
+        let lead = Arc::new(Lead::new(desc, view, &self.config));
         if let Some(old) = self.leads.write().insert(desc.id, lead) {
             old.depose();
         }
@@ -1070,6 +1070,7 @@ impl Writer {
             Ok(()) => {
                 for a in appends {
                     if let Some(lead) = self.leads.read().get(&a.tablet) {
+                        lead.keep_recent(&a.records);
                         lead.appended(&a.state);
                     }
                     if let Some(s) = self.served.get_mut(&a.tablet) {
