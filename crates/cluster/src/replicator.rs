@@ -3,8 +3,9 @@
 //! (`datalayer.v1.Replication`), and one keeper task per tablet grows and shrinks the
 //! in-sync set through the metadata group.
 //!
-//! A shipper reads durable records from the oplog, so a follower never holds a record
-//! its master could lose in a crash. Each call carries the master's epoch history; the
+//! A shipper sends only durable records (from the lead's in-memory tail of the newest
+//! ones, or from the oplog), so a follower never holds a record its master could lose
+//! in a crash; a follower that needs records trimmed from the oplog gets a snapshot. Each call carries the master's epoch history; the
 //! follower cuts any suffix that disagrees ([`crate::strong::protocol::agreement`]) and
 //! answers with its durable log end, which is both its acknowledgement and where the
 //! next call starts.

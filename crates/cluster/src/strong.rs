@@ -1,7 +1,6 @@
 //! The `strong` policy: each tablet's master orders writes in its oplog.
 //!
-//! This node masters every tablet it serves (replication to followers comes with the
-//! strong-replication work). Writes go through one writer thread per node
+//! Writes go through one writer thread per node
 //! ([`writer`]): it takes every command waiting in its queue, evaluates them in order
 //! (compare-and-set and increment read the group's own earlier writes), assigns each
 //! record its position `(epoch, seq)` and a timestamp, and appends the whole group in
@@ -12,9 +11,11 @@
 //! publishes, after every commit, a timestamp at or below which every write is durable
 //! and visible, so a read at it is repeatable and sees every acknowledged write.
 
+mod lead;
 pub mod protocol;
 mod writer;
 
+pub use lead::{AckView, Lead};
 pub use protocol::{AckState, Acks};
 pub use writer::{Install, Replicate};
 
@@ -29,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 /// Settings of the strong policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,241 +213,6 @@ pub enum WriteState {
     Lost,
     /// Voided by a committed abort record: it never takes effect.
     Aborted,
-}
-
-/// What a master knows about its followers, published on every change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AckView {
-    /// Durable positions of the master and its followers, and the in-sync set.
-    pub acks: AckState,
-    /// The master's epoch history.
-    pub history: Vec<(Epoch, Seq)>,
-    /// Seq of the current epoch's no-op: committed reads wait until it commits.
-    pub epoch_first: Seq,
-    /// Set when this node stopped mastering the tablet.
-    pub deposed: bool,
-}
-
-/// A tablet this node masters: its epoch and the acknowledgements of its followers.
-#[derive(Debug)]
-pub struct Lead {
-    /// The tablet's table.
-    pub table: TableId,
-    /// The tablet.
-    pub tablet: TabletId,
-    /// The epoch this node masters it in.
-    pub epoch: Epoch,
-    /// Nodes holding a replica (the metadata may add or replace them).
-    replicas: parking_lot::Mutex<Vec<NodeId>>,
-    /// A follower behind for this long leaves the in-sync set.
-    pub replica_lag_ms: u64,
-    view: watch::Sender<AckView>,
-    /// Followers being added to the in-sync set: their acks count before the metadata
-    /// says so.
-    adding: parking_lot::Mutex<Vec<NodeId>>,
-    /// When each follower last held everything the master had.
-    caught_up: parking_lot::Mutex<HashMap<NodeId, std::time::Instant>>,
-    /// The newest durable records, contiguous, for the shippers: they read the oplog
-    /// only for older ones.
-    recent: parking_lot::Mutex<std::collections::VecDeque<datalayer_store::OplogRecord>>,
-    /// Most records kept in `recent` (never more than the oplog keeps, so a follower
-    /// the oplog cannot catch up gets a snapshot either way).
-    recent_cap: usize,
-}
-
-/// Most records a lead keeps in memory for its shippers.
-const RECENT_RECORDS: usize = 4096;
-
-impl Lead {
-    fn new(desc: &TabletDesc, view: AckView, config: &Config) -> Lead {
-        Lead {
-            table: desc.table,
-            tablet: desc.id,
-            epoch: desc.master_epoch,
-            replicas: parking_lot::Mutex::new(desc.replicas.clone()),
-            replica_lag_ms: config.replica_lag_ms,
-            view: watch::channel(view).0,
-            adding: Default::default(),
-            caught_up: Default::default(),
-            recent: Default::default(),
-            recent_cap: RECENT_RECORDS.min(config.oplog_retention_records as usize),
-        }
-    }
-
-    /// Keeps records just made durable for the shippers (call before
-    /// [`Lead::appended`] publishes them).
-    fn keep_recent(&self, records: &[datalayer_store::OplogRecord]) {
-        let mut recent = self.recent.lock();
-        for r in records {
-            if recent.back().is_some_and(|b| b.seq.next() != r.seq) {
-                recent.clear(); // not contiguous: start again from here
-            }
-            recent.push_back(r.clone());
-        }
-        while recent.len() > self.recent_cap {
-            recent.pop_front();
-        }
-    }
-
-    /// Up to `limit` records (about `max_bytes`) from `from` on, if they are still in
-    /// memory.
-    pub fn recent_from(
-        &self,
-        from: Seq,
-        limit: usize,
-        max_bytes: usize,
-    ) -> Option<Vec<datalayer_store::OplogRecord>> {
-        let recent = self.recent.lock();
-        let first = recent.front()?.seq;
-        if from < first || from > recent.back()?.seq {
-            return None;
-        }
-        let mut bytes = 0usize;
-        let mut out = Vec::new();
-        for r in recent.iter().skip((from.0 - first.0) as usize).take(limit) {
-            bytes += record_size(r);
-            if bytes > max_bytes && !out.is_empty() {
-                break;
-            }
-            out.push(r.clone());
-        }
-        Some(out)
-    }
-
-    /// Nodes holding a replica now.
-    pub fn replicas(&self) -> Vec<NodeId> {
-        self.replicas.lock().clone()
-    }
-
-    /// Takes the replica set the metadata records; returns the nodes that are new.
-    /// Acks of nodes that left stop counting.
-    pub fn set_replicas(&self, replicas: &[NodeId]) -> Vec<NodeId> {
-        let mut current = self.replicas.lock();
-        let added = replicas
-            .iter()
-            .filter(|n| !current.contains(n))
-            .copied()
-            .collect();
-        let gone: Vec<NodeId> = current
-            .iter()
-            .filter(|n| !replicas.contains(n))
-            .copied()
-            .collect();
-        *current = replicas.to_vec();
-        drop(current);
-        if !gone.is_empty() {
-            self.adding.lock().retain(|n| !gone.contains(n));
-            self.caught_up.lock().retain(|n, _| !gone.contains(n));
-            self.view.send_modify(|v| {
-                v.acks.followers.retain(|n, _| !gone.contains(n));
-                v.acks.in_sync.retain(|n| !gone.contains(n));
-            });
-        }
-        added
-    }
-
-    /// When each follower last held everything the master had.
-    pub fn caught_up(&self) -> HashMap<NodeId, std::time::Instant> {
-        self.caught_up.lock().clone()
-    }
-
-    /// Starts counting `follower` in the in-sync set, before proposing it.
-    pub fn add_in_sync(&self, follower: NodeId) {
-        let mut adding = self.adding.lock();
-        if !adding.contains(&follower) {
-            adding.push(follower);
-        }
-        self.view.send_if_modified(|v| {
-            let new = !v.acks.in_sync.contains(&follower);
-            if new {
-                v.acks.in_sync.push(follower);
-            }
-            new
-        });
-    }
-
-    /// Stops counting a follower whose addition did not go through.
-    pub fn drop_adding(&self, follower: NodeId) {
-        self.adding.lock().retain(|n| *n != follower);
-    }
-
-    /// Takes the in-sync set the metadata records, plus followers being added.
-    pub fn sync_in_sync(&self, recorded: &[NodeId]) {
-        let mut adding = self.adding.lock();
-        adding.retain(|n| !recorded.contains(n));
-        let mut set = recorded.to_vec();
-        set.extend(adding.iter().copied());
-        set.sort();
-        set.dedup();
-        drop(adding);
-        self.set_in_sync(set);
-    }
-
-    /// The current view.
-    pub fn view(&self) -> AckView {
-        self.view.borrow().clone()
-    }
-
-    /// Notified on every change of the view.
-    pub fn subscribe(&self) -> watch::Receiver<AckView> {
-        self.view.subscribe()
-    }
-
-    /// Whether another node could be appointed master (a member of the in-sync set
-    /// besides this one): only then must this node hold a lease to serve.
-    fn needs_lease(&self) -> bool {
-        !self.alone()
-    }
-
-    /// Whether the master is the whole in-sync set.
-    fn alone(&self) -> bool {
-        let v = self.view.borrow();
-        v.acks.in_sync.iter().all(|n| *n == v.acks.master)
-    }
-
-    fn appended(&self, state: &datalayer_store::TabletState) {
-        self.view.send_modify(|v| {
-            v.acks.master_end = (state.log_end, state.last_ts);
-            v.history.clone_from(&state.epoch_history);
-        });
-    }
-
-    /// Records a follower's durable log end; `target` is the master's log end when
-    /// the records were read (reaching it means the follower caught up).
-    pub fn acknowledged(&self, follower: NodeId, end: Seq, ts: Timestamp, target: Seq) {
-        if end >= target {
-            self.caught_up
-                .lock()
-                .insert(follower, std::time::Instant::now());
-        }
-        self.view.send_if_modified(|v| {
-            let old = v.acks.followers.insert(follower, (end, ts));
-            old != Some((end, ts))
-        });
-    }
-
-    /// Sets the members whose acks `all` waits for.
-    fn set_in_sync(&self, in_sync: Vec<NodeId>) {
-        self.view.send_if_modified(|v| {
-            let changed = v.acks.in_sync != in_sync;
-            v.acks.in_sync = in_sync;
-            changed
-        });
-    }
-
-    /// Records an abort record's void (before publishing the abort's append).
-    fn void(&self, void: protocol::Void) {
-        self.view.send_modify(|v| v.acks.voids.push(void));
-    }
-
-    fn depose(&self) {
-        self.view.send_modify(|v| v.deposed = true);
-    }
-
-    /// Whether this node stopped mastering the tablet.
-    pub fn deposed(&self) -> bool {
-        self.view.borrow().deposed
-    }
 }
 
 /// For each tablet this node follows: the timestamp follower reads may read at, and
@@ -1251,7 +1017,7 @@ pub fn resume_key(last: &[u8], reverse: bool) -> Vec<u8> {
 }
 
 /// Roughly how many bytes a record takes on the wire.
-fn record_size(r: &datalayer_store::OplogRecord) -> usize {
+pub(crate) fn record_size(r: &datalayer_store::OplogRecord) -> usize {
     match &r.body {
         datalayer_store::RecordBody::Noop | datalayer_store::RecordBody::Abort { .. } => 32,
         datalayer_store::RecordBody::Write(ms) => {
