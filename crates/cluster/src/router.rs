@@ -546,14 +546,8 @@ impl Router {
             .await
     }
 
-    /// Whether the write at `(epoch, seq)` of a tablet of `table` committed.
-    pub async fn write_status(
-        &self,
-        table: &str,
-        tablet: TabletId,
-        epoch: Epoch,
-        seq: Seq,
-    ) -> Result<WriteState> {
+    /// The tablet `tablet` of `table`, if this node masters it (where to go if not).
+    async fn mastered_by_id(&self, table: &str, tablet: TabletId) -> Result<()> {
         let table = self.table_synced(table).await?;
         let desc = table
             .tablets
@@ -566,6 +560,18 @@ impl Router {
                 )
             })?;
         self.mastered(desc).await?;
+        Ok(())
+    }
+
+    /// Whether the write at `(epoch, seq)` of a tablet of `table` committed.
+    pub async fn write_status(
+        &self,
+        table: &str,
+        tablet: TabletId,
+        epoch: Epoch,
+        seq: Seq,
+    ) -> Result<WriteState> {
+        self.mastered_by_id(table, tablet).await?;
         self.strong.write_status(tablet, epoch, seq).await
     }
 
@@ -578,18 +584,7 @@ impl Router {
         epoch: Epoch,
         seq: Seq,
     ) -> Result<WriteState> {
-        let table = self.table_synced(table).await?;
-        let desc = table
-            .tablets
-            .iter()
-            .find(|t| t.id == tablet)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "position.tablet_id",
-                    format!("{tablet} is not a tablet of table {:?}", table.name),
-                )
-            })?;
-        self.mastered(desc).await?;
+        self.mastered_by_id(table, tablet).await?;
         self.strong.abort_write(tablet, epoch, seq).await
     }
 

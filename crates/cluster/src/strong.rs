@@ -415,9 +415,7 @@ impl StrongPolicy {
     /// it loses nothing (even writes acknowledged with `acks=1`). Call
     /// [`StrongPolicy::resume`] if the appointment does not go through.
     pub async fn hand_over(&self, tablet: TabletId, target: NodeId) -> Result<()> {
-        let lead = self
-            .lead(tablet)
-            .ok_or_else(|| Error::Unavailable(format!("{tablet} is not mastered by this node")))?;
+        let lead = self.mastering(tablet)?;
         let end = self
             .call(|reply| writer::Command::Fence {
                 tablet,
@@ -482,6 +480,12 @@ impl StrongPolicy {
             Ok(records)
         })
         .await
+    }
+
+    /// The tablet's lead; `Unavailable` when this node does not master it.
+    fn mastering(&self, tablet: TabletId) -> Result<Arc<Lead>> {
+        self.lead(tablet)
+            .ok_or_else(|| Error::Unavailable(format!("{tablet} is not mastered by this node")))
     }
 
     /// The tablet's lead, if this node masters it.
@@ -616,9 +620,7 @@ impl StrongPolicy {
         epoch: Epoch,
         seq: Seq,
     ) -> Result<WriteState> {
-        let lead = self
-            .lead(tablet)
-            .ok_or_else(|| Error::Unavailable(format!("{tablet} is not mastered by this node")))?;
+        let lead = self.mastering(tablet)?;
         let view = lead.view();
         let state = datalayer_store::TabletState {
             epoch_history: view.history.clone(),
@@ -660,9 +662,7 @@ impl StrongPolicy {
         epoch: Epoch,
         seq: Seq,
     ) -> Result<WriteState> {
-        let lead = self
-            .lead(tablet)
-            .ok_or_else(|| Error::Unavailable(format!("{tablet} is not mastered by this node")))?;
+        let lead = self.mastering(tablet)?;
         self.check_lease(&lead)?;
         let at = match self.write_status(tablet, epoch, seq).await? {
             WriteState::Pending => {

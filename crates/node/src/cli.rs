@@ -432,13 +432,18 @@ fn table_json(t: &pb::TableInfo) -> serde_json::Value {
     })
 }
 
-fn write_state_name(state: pb::WriteState) -> &'static str {
-    match state {
+fn print_write_state(state: pb::WriteState, json_out: bool) {
+    let name = match state {
         pb::WriteState::Committed => "committed",
         pb::WriteState::Pending => "pending",
         pb::WriteState::Lost => "lost",
         pb::WriteState::Aborted => "aborted",
         pb::WriteState::Unspecified => "unknown",
+    };
+    if json_out {
+        println!("{}", json!({"state": name}));
+    } else {
+        println!("{name}");
     }
 }
 
@@ -714,12 +719,7 @@ async fn client_command(
                 seq,
             };
             let state = c.write_status(&table, position).await?;
-            let name = write_state_name(state);
-            if json_out {
-                print(json!({"state": name}));
-            } else {
-                println!("{name}");
-            }
+            print_write_state(state, json_out);
             if matches!(state, pb::WriteState::Lost | pb::WriteState::Aborted) {
                 return Ok(Done::NotFound);
             }
@@ -736,12 +736,7 @@ async fn client_command(
                 seq,
             };
             let state = c.abort_write(&table, position).await?;
-            let name = write_state_name(state);
-            if json_out {
-                print(json!({"state": name}));
-            } else {
-                println!("{name}");
-            }
+            print_write_state(state, json_out);
             if state == pb::WriteState::Committed {
                 return Ok(Done::NotFound);
             }

@@ -193,6 +193,27 @@ fn encode_value(value: Option<&[u8]>) -> Vec<u8> {
     }
 }
 
+/// Adds the versions `mutations` write at `ts` to `batch`.
+fn put_versions(
+    batch: &mut WriteBatch,
+    data: &Arc<BoundColumnFamily<'_>>,
+    table: TableId,
+    mutations: &[Mutation],
+    ts: Timestamp,
+) {
+    for m in mutations {
+        let value = match m {
+            Mutation::Put { value, .. } => Some(value.as_slice()),
+            Mutation::Delete { .. } => None,
+        };
+        batch.put_cf(
+            data,
+            codec::version_key(table, m.key(), ts),
+            encode_value(value),
+        );
+    }
+}
+
 /// `Some(value)` for a put, `None` for a tombstone.
 fn decode_value(raw: &[u8]) -> Result<Option<&[u8]>> {
     match raw.split_first() {
@@ -235,17 +256,7 @@ impl TabletEngine for RocksTabletEngine {
                 batch.put_cf(&oplog, codec::oplog_key(append.tablet, record.seq), encoded);
                 match &record.body {
                     RecordBody::Write(mutations) => {
-                        for m in mutations {
-                            let value = match m {
-                                Mutation::Put { value, .. } => Some(value.as_slice()),
-                                Mutation::Delete { .. } => None,
-                            };
-                            batch.put_cf(
-                                &data,
-                                codec::version_key(append.table, m.key(), record.ts),
-                                encode_value(value),
-                            );
-                        }
+                        put_versions(&mut batch, &data, append.table, mutations, record.ts);
                     }
                     RecordBody::Abort { from } => {
                         // The voided records: on disk, or earlier in this append.
@@ -451,17 +462,7 @@ impl TabletEngine for RocksTabletEngine {
         for from in restore {
             for r in self.oplog_span(tablet, from, after)? {
                 if let RecordBody::Write(mutations) = &r.body {
-                    for m in mutations {
-                        let value = match m {
-                            Mutation::Put { value, .. } => Some(value.as_slice()),
-                            Mutation::Delete { .. } => None,
-                        };
-                        batch.put_cf(
-                            &data,
-                            codec::version_key(table, m.key(), r.ts),
-                            encode_value(value),
-                        );
-                    }
+                    put_versions(&mut batch, &data, table, mutations, r.ts);
                 }
             }
         }

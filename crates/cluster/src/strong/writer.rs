@@ -662,13 +662,8 @@ impl Writer {
         // The records after `after`, and `after` itself for its timestamp.
         let needed = if after.0 == 0 { Seq(1) } else { after };
         if served.trimmed_below > needed {
-            self.engine.drop_tablet(table, tablet, range)?;
-            served.state = TabletState::default();
-            served.trimmed_below = Seq(0);
-            served.requests.clear();
-            served.voids.clear();
-            tracing::warn!(%tablet, %after, "records to cut were trimmed: deleted the replica to catch up again");
-            return Ok(());
+            tracing::warn!(%tablet, %after, "records to cut were trimmed: deleting the replica to catch up again");
+            return self.wipe(table, tablet, range);
         }
         let last_ts = if after.0 == 0 {
             Timestamp(0)
@@ -687,15 +682,8 @@ impl Writer {
         let removed = match self.engine.truncate(table, tablet, after, &cut) {
             Ok(n) => n,
             Err(datalayer_store::Error::Trimmed { .. }) => {
-                // Records an abort being cut had voided are gone: start over.
-                self.engine.drop_tablet(table, tablet, range)?;
-                let served = self.served.get_mut(&tablet).expect("served");
-                served.state = TabletState::default();
-                served.trimmed_below = Seq(0);
-                served.requests.clear();
-                served.voids.clear();
-                tracing::warn!(%tablet, %after, "records to restore were trimmed: deleted the replica to catch up again");
-                return Ok(());
+                tracing::warn!(%tablet, %after, "records to restore were trimmed: deleting the replica to catch up again");
+                return self.wipe(table, tablet, range);
             }
             Err(e) => return Err(e.into()),
         };
@@ -705,6 +693,18 @@ impl Writer {
         served.state = cut;
         served.requests = requests;
         served.voids = voids;
+        Ok(())
+    }
+
+    /// Deletes a served follower replica's data: it catches up from scratch.
+    fn wipe(&mut self, table: TableId, tablet: TabletId, range: &KeyRange) -> Result<()> {
+        self.engine.drop_tablet(table, tablet, range)?;
+        if let Some(served) = self.served.get_mut(&tablet) {
+            served.state = TabletState::default();
+            served.trimmed_below = Seq(0);
+            served.requests.clear();
+            served.voids.clear();
+        }
         Ok(())
     }
 

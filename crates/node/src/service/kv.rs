@@ -140,6 +140,23 @@ pub fn write_options(
     })
 }
 
+/// The first key of the tablet a write position names (where to forward it).
+fn position_key(router: &Router, position: Option<&pb::WritePosition>) -> Vec<u8> {
+    let tablet = position.map_or(0, |p| p.tablet_id);
+    router
+        .catalog()
+        .tablet(TabletId(tablet))
+        .map(|t| t.start)
+        .unwrap_or_default()
+}
+
+/// A request's write position, which it must have.
+fn required_position(position: Option<pb::WritePosition>) -> Result<(TabletId, Epoch, Seq), Error> {
+    let p =
+        position.ok_or_else(|| Error::invalid("position", "the write's position is required"))?;
+    Ok((TabletId(p.tablet_id), Epoch(p.epoch), Seq(p.seq)))
+}
+
 fn write_state(state: WriteState) -> pb::WriteState {
     match state {
         WriteState::Committed => pb::WriteState::Committed,
@@ -533,33 +550,15 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::WriteStatusRequest>,
     ) -> Result<Response<pb::WriteStatusResponse>, Status> {
         let router = self.router.clone();
-        let start_key = |r: &pb::WriteStatusRequest| {
-            let tablet = r.position.as_ref().map_or(0, |p| p.tablet_id);
-            router
-                .catalog()
-                .tablet(TabletId(tablet))
-                .map(|t| t.start)
-                .unwrap_or_default()
-        };
+        let start_key = |r: &pb::WriteStatusRequest| position_key(&router, r.position.as_ref());
         let request = forward_if_remote!(self, request, write_status, start_key);
         let req = request;
         timed(&self.metrics, "WriteStatus", async {
             self.limits.table(&req.table).status()?;
-            let Some(p) = req.position else {
-                return Err(Error::invalid(
-                    "position",
-                    "the write's position is required",
-                ))
-                .status();
-            };
+            let (tablet, epoch, seq) = required_position(req.position).status()?;
             let state = self
                 .router
-                .write_status(
-                    &req.table,
-                    TabletId(p.tablet_id),
-                    Epoch(p.epoch),
-                    Seq(p.seq),
-                )
+                .write_status(&req.table, tablet, epoch, seq)
                 .await
                 .status()?;
             Ok(pb::WriteStatusResponse {
@@ -574,33 +573,15 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::AbortWriteRequest>,
     ) -> Result<Response<pb::AbortWriteResponse>, Status> {
         let router = self.router.clone();
-        let start_key = |r: &pb::AbortWriteRequest| {
-            let tablet = r.position.as_ref().map_or(0, |p| p.tablet_id);
-            router
-                .catalog()
-                .tablet(TabletId(tablet))
-                .map(|t| t.start)
-                .unwrap_or_default()
-        };
+        let start_key = |r: &pb::AbortWriteRequest| position_key(&router, r.position.as_ref());
         let request = forward_if_remote!(self, request, abort_write, start_key);
         let req = request;
         timed(&self.metrics, "AbortWrite", async {
             self.limits.table(&req.table).status()?;
-            let Some(p) = req.position else {
-                return Err(Error::invalid(
-                    "position",
-                    "the write's position is required",
-                ))
-                .status();
-            };
+            let (tablet, epoch, seq) = required_position(req.position).status()?;
             let state = self
                 .router
-                .abort_write(
-                    &req.table,
-                    TabletId(p.tablet_id),
-                    Epoch(p.epoch),
-                    Seq(p.seq),
-                )
+                .abort_write(&req.table, tablet, epoch, seq)
                 .await
                 .status()?;
             Ok(pb::AbortWriteResponse {
