@@ -637,7 +637,7 @@ impl StrongPolicy {
             return Ok(WriteState::Lost);
         }
         let hw = view.acks.high_watermark().0;
-        if let Some(void) = view.acks.voids.iter().find(|v| v.from <= seq && seq < v.at) {
+        if let Some(void) = view.acks.void_of(seq) {
             // Voided: final once the abort record committed.
             return Ok(if hw >= void.at {
                 WriteState::Aborted
@@ -667,7 +667,7 @@ impl StrongPolicy {
         let at = match self.write_status(tablet, epoch, seq).await? {
             WriteState::Pending => {
                 let view = lead.view();
-                match view.acks.voids.iter().find(|v| v.from <= seq && seq < v.at) {
+                match view.acks.void_of(seq) {
                     // Voided already; wait for that abort to commit.
                     Some(void) => void.at,
                     None => match self

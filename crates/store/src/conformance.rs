@@ -657,7 +657,16 @@ fn aborts_void_records_and_cutting_an_abort_restores_them<E: TabletEngine>(engin
         vec![put(b"a", b"1"), put(b"a", b"2"), del(b"a"), put(b"b", b"1")],
     );
     assert_eq!(value_at(engine, t, b"a", u64::MAX), None);
-    let state = append_bodies(engine, t, tab, 5, vec![RecordBody::Abort { from: Seq(2) }]);
+    let state = append_bodies(
+        engine,
+        t,
+        tab,
+        5,
+        vec![RecordBody::Abort {
+            from: Seq(2),
+            before_ts: Timestamp(10),
+        }],
+    );
     assert_eq!(value_at(engine, t, b"a", u64::MAX), Some(b"1".to_vec()));
     assert_eq!(
         value_at(engine, t, b"a", 25),
@@ -687,7 +696,13 @@ fn aborts_void_records_and_cutting_an_abort_restores_them<E: TabletEngine>(engin
         t,
         tab,
         4,
-        vec![put(b"c", b"1"), RecordBody::Abort { from: Seq(4) }],
+        vec![
+            put(b"c", b"1"),
+            RecordBody::Abort {
+                from: Seq(4),
+                before_ts: Timestamp(30),
+            },
+        ],
     );
     assert_eq!(value_at(engine, t, b"c", u64::MAX), None);
     assert_eq!(value_at(engine, t, b"a", 25), Some(b"2".to_vec()));

@@ -47,6 +47,9 @@ pub enum RecordBody {
     Abort {
         /// The first voided record.
         from: Seq,
+        /// Timestamp of the record before `from`: committed reads stay at or below it
+        /// until this record commits.
+        before_ts: Timestamp,
     },
 }
 

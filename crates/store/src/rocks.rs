@@ -258,7 +258,7 @@ impl TabletEngine for RocksTabletEngine {
                     RecordBody::Write(mutations) => {
                         put_versions(&mut batch, &data, append.table, mutations, record.ts);
                     }
-                    RecordBody::Abort { from } => {
+                    RecordBody::Abort { from, .. } => {
                         // The voided records: on disk, or earlier in this append.
                         let first_here = append.records[0].seq;
                         let mut voided = if *from < first_here {
@@ -448,7 +448,7 @@ impl TabletEngine for RocksTabletEngine {
                             batch.delete_cf(&data, codec::version_key(table, m.key(), record.ts));
                         }
                     }
-                    RecordBody::Abort { from } if *from <= after => {
+                    RecordBody::Abort { from, .. } if *from <= after => {
                         // The abort goes: the records it voided that stay take effect
                         // again.
                         restore.push(*from);

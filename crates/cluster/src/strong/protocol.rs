@@ -97,19 +97,41 @@ pub struct Void {
     pub before_ts: Timestamp,
 }
 
+impl Void {
+    /// The void an abort record declares; `None` for other records.
+    pub fn of(record: &datalayer_store::OplogRecord) -> Option<Void> {
+        match record.body {
+            datalayer_store::RecordBody::Abort { from, before_ts } => Some(Void {
+                from,
+                at: record.seq,
+                before_ts,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether the record at `seq` is voided by it.
+    pub fn covers(&self, seq: Seq) -> bool {
+        self.from <= seq && seq < self.at
+    }
+}
+
 impl AckState {
+    /// The void covering the record at `seq`, if an abort record voided it.
+    pub fn void_of(&self, seq: Seq) -> Option<&Void> {
+        self.voids.iter().find(|v| v.covers(seq))
+    }
+
     /// Whether the record at `seq` was voided by an abort record.
     pub fn voided(&self, seq: Seq) -> bool {
-        self.voids.iter().any(|v| v.from <= seq && seq < v.at)
+        self.void_of(seq).is_some()
     }
 
     /// Whether the record at `seq` was voided by an abort record that committed: it
     /// never takes effect, whatever happens to this master.
     pub fn aborted(&self, seq: Seq) -> bool {
-        let hw = self.high_watermark().0;
-        self.voids
-            .iter()
-            .any(|v| v.from <= seq && seq < v.at && hw >= v.at)
+        self.void_of(seq)
+            .is_some_and(|v| self.high_watermark().0 >= v.at)
     }
 
     fn end_of(&self, node: NodeId) -> (Seq, Timestamp) {

@@ -159,7 +159,7 @@ type Recalled = (Requests, Vec<Void>);
 fn forget_voided(requests: &mut Requests, voids: &[Void]) {
     requests.retain(|_, (_, o)| {
         o.position
-            .is_none_or(|p| !voids.iter().any(|v| v.from <= p.seq && p.seq < v.at))
+            .is_none_or(|p| !voids.iter().any(|v| v.covers(p.seq)))
     });
 }
 
@@ -367,7 +367,6 @@ impl Writer {
     fn recall(&self, tablet: TabletId, log_end: Seq) -> Result<Recalled> {
         let mut requests = Requests::new();
         let mut voids = Vec::new();
-        let mut ts_of: BTreeMap<Seq, Timestamp> = BTreeMap::new();
         let mut from = Seq(0);
         while from <= log_end {
             let page = self.engine.read_oplog(tablet, from, 4096)?;
@@ -375,18 +374,8 @@ impl Writer {
                 break;
             };
             for r in page.iter().filter(|r| r.seq <= log_end) {
-                ts_of.insert(r.seq, r.ts);
                 remember(&mut requests, tablet, r);
-                if let RecordBody::Abort { from } = r.body {
-                    voids.push(Void {
-                        from,
-                        at: r.seq,
-                        before_ts: ts_of
-                            .get(&Seq(from.0.saturating_sub(1)))
-                            .copied()
-                            .unwrap_or(Timestamp(0)),
-                    });
-                }
+                voids.extend(Void::of(r));
             }
             from = last.next();
         }
@@ -588,37 +577,13 @@ impl Writer {
                 ),
             ));
         }
-        let mut before: Vec<(Seq, Timestamp)> = Vec::new();
-        for r in &fresh {
-            if let RecordBody::Abort { from } = r.body {
-                let prev = Seq(from.0.saturating_sub(1));
-                let ts = match fresh.iter().find(|f| f.seq == prev) {
-                    Some(f) => f.ts,
-                    None => self
-                        .engine
-                        .read_oplog(req.tablet, prev, 1)?
-                        .first()
-                        .filter(|p| p.seq == prev)
-                        .map_or(Timestamp(0), |p| p.ts),
-                };
-                before.push((r.seq, ts));
-            }
-        }
         let served = self.served.get_mut(&req.tablet).expect("served");
         for r in &fresh {
             state.advance(r);
             self.clock.observe(r.ts);
             remember(&mut served.requests, req.tablet, r);
-            if let RecordBody::Abort { from } = r.body {
-                let before_ts = before
-                    .iter()
-                    .find(|(at, _)| *at == r.seq)
-                    .map_or(Timestamp(0), |(_, ts)| *ts);
-                served.voids.push(Void {
-                    from,
-                    at: r.seq,
-                    before_ts,
-                });
+            if let Some(void) = Void::of(r) {
+                served.voids.push(void);
                 forget_voided(&mut served.requests, &served.voids);
             }
         }
@@ -765,14 +730,10 @@ impl Writer {
             epoch: served.epoch,
             seq: state.log_end.next(),
             ts: self.clock.now(),
-            body: RecordBody::Abort { from },
+            body: RecordBody::Abort { from, before_ts },
             origin: None,
         };
-        let void = Void {
-            from,
-            at: record.seq,
-            before_ts,
-        };
+        let void = Void::of(&record).expect("an abort record");
         state.advance(&record);
         let mut acks = view.acks.clone();
         acks.voids.push(void);
@@ -782,14 +743,16 @@ impl Writer {
             epoch: record.epoch,
             seq: record.seq,
         };
+        let records = vec![record];
         self.engine.append(&[TabletAppend {
             table: served.table,
             tablet,
-            records: vec![record],
+            records: records.clone(),
             state: state.clone(),
         }])?;
         tracing::warn!(%tablet, %from, at = %position.seq, "aborted records that had not committed");
         lead.void(void);
+        lead.keep_recent(&records);
         lead.appended(&state);
         let served = self.served.get_mut(&tablet).expect("served");
         served.state = state;
