@@ -330,7 +330,7 @@ async fn a_joining_node_takes_a_share_of_existing_replicas_and_masters() {
                 let digests: Vec<_> = tb
                     .replicas
                     .iter()
-                    .map(|n| replica_digest(&cluster, *n as usize - 1, &name))
+                    .map(|n| cluster.replica_digest(*n as usize - 1, &name))
                     .collect();
                 all &= tb.moving_to == 0
                     && digests
@@ -366,27 +366,10 @@ async fn a_joining_node_takes_a_share_of_existing_replicas_and_masters() {
     .expect("moved replicas deleted");
 }
 
-/// Log end and digest of node `i`'s replica of `table`'s only tablet.
-/// `Err` when the node did not answer.
-fn replica_digest(
-    cluster: &TestCluster,
-    i: usize,
-    table: &str,
-) -> Result<Option<(u64, u64)>, String> {
-    let o = cluster.node(i).cli(&["--json", "table", "digest", table]);
-    if !o.status.success() {
-        return Err(datalayer_tests::stderr(&o));
-    }
-    let v = datalayer_tests::json(&o);
-    Ok(v["tablets"][0]["log_end"]
-        .as_u64()
-        .zip(v["tablets"][0]["digest"].as_u64()))
-}
-
 /// How many of the cluster's tablets node `i` holds data for.
 fn held_tablets(cluster: &TestCluster, i: usize) -> usize {
     (0..6)
-        .filter(|t| matches!(replica_digest(cluster, i, &format!("t{t}")), Ok(Some(_))))
+        .filter(|t| matches!(cluster.replica_digest(i, &format!("t{t}")), Ok(Some(_))))
         .count()
 }
 

@@ -389,24 +389,14 @@ async fn a_decommissioned_master_hands_over_and_a_new_replica_catches_up() {
     wait_replicas_agree(&cluster, &after).await;
 }
 
-/// Log end and digest of node `i`'s replica of table "t" (`None` when it holds none).
-/// `Err` when the node did not answer.
-fn digest(cluster: &TestCluster, i: usize) -> Result<Option<(u64, u64)>, String> {
-    let o = cluster.node(i).cli(&["--json", "table", "digest", "t"]);
-    if !o.status.success() {
-        return Err(datalayer_tests::stderr(&o));
-    }
-    let v = datalayer_tests::json(&o);
-    Ok(v["tablets"][0]["log_end"]
-        .as_u64()
-        .zip(v["tablets"][0]["digest"].as_u64()))
-}
-
 /// Waits until every replica of `t` holds the same data.
 async fn wait_replicas_agree(cluster: &TestCluster, t: &pb::TabletInfo) {
     let replicas: Vec<usize> = t.replicas.iter().map(|n| node_index(*n)).collect();
     wait_until("replicas agree", CLUSTER_WAIT, || async {
-        let d: Vec<_> = replicas.iter().map(|i| digest(cluster, *i)).collect();
+        let d: Vec<_> = replicas
+            .iter()
+            .map(|i| cluster.replica_digest(*i, "t"))
+            .collect();
         d.iter().all(|x| matches!(x, Ok(Some(_))) && *x == d[0])
     })
     .await
@@ -453,7 +443,9 @@ async fn a_dead_replica_moves_to_a_live_node_that_catches_up() {
     wait_until(
         "the returning node drops its old copy",
         CLUSTER_WAIT,
-        || async { cluster.node(victim).is_running() && digest(&cluster, victim) == Ok(None) },
+        || async {
+            cluster.node(victim).is_running() && cluster.replica_digest(victim, "t") == Ok(None)
+        },
     )
     .await
     .expect("stale copy deleted");

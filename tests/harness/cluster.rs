@@ -213,6 +213,19 @@ impl TestCluster {
         .await
     }
 
+    /// Log end and digest of node `i`'s replica of `table`'s first tablet (`None` when
+    /// it holds none; `Err` when the node did not answer), from `datalayer table digest`.
+    pub fn replica_digest(&self, i: usize, table: &str) -> Result<Option<(u64, u64)>, String> {
+        let o = self.nodes[i].cli(&["--json", "table", "digest", table]);
+        if !o.status.success() {
+            return Err(crate::stderr(&o));
+        }
+        let v = crate::json(&o);
+        Ok(v["tablets"][0]["log_end"]
+            .as_u64()
+            .zip(v["tablets"][0]["digest"].as_u64()))
+    }
+
     /// The index of the node that leads the metadata group, as node `asking` sees it.
     pub async fn meta_leader(&self, asking: usize) -> Result<usize> {
         let leader = self.status(asking).await?.meta_leader;
