@@ -8,7 +8,8 @@
 # successful acks=all write through another node, over several rounds.
 # Figures go to BENCHMARKS.md.
 # Usage: scripts/bench-cluster.sh [extra `datalayer bench` flags, e.g. --seconds 10]
-# FAILOVER_ROUNDS (default 10) sets the number of master kills.
+# FAILOVER_ROUNDS (default 10) sets the number of master kills; FAILOVER_ONLY=1 skips
+# the throughput workloads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -62,8 +63,10 @@ for e in json.load(sys.stdin):
         print(e["Endpoint"].replace("http://", ""))')
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
-"$bin" --addr 127.0.0.1:17810 bench --cluster 127.0.0.1:17810,127.0.0.1:17820,127.0.0.1:17830 \
-  --single-node 127.0.0.1:17900 --etcd "$etcd_leader" "$@"
+if [ "${FAILOVER_ONLY:-0}" != 1 ]; then
+  "$bin" --addr 127.0.0.1:17810 bench --cluster 127.0.0.1:17810,127.0.0.1:17820,127.0.0.1:17830 \
+    --single-node 127.0.0.1:17900 --etcd "$etcd_leader" "$@"
+fi
 
 # Failover: kill -9 the tablet's master, time the first successful acks=all write
 # through another node, restart the killed node and wait until it is in sync again.

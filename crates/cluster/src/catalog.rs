@@ -67,6 +67,10 @@ pub struct TabletDesc {
     pub master: NodeId,
     /// Bumped each time a new master is appointed.
     pub master_epoch: Epoch,
+    /// The master's liveness epoch when it was appointed: it serves the tablet only
+    /// while its liveness record keeps that epoch (see `meta::liveness`).
+    #[serde(default)]
+    pub master_liveness: u64,
     /// Bumped by every change of `replicas`: replica moves compare-and-set on it.
     #[serde(default)]
     pub conf_version: u64,
@@ -188,6 +192,7 @@ mod tests {
             in_sync: vec![],
             master: NodeId(1),
             master_epoch: Epoch(1),
+            master_liveness: 0,
             conf_version: 0,
             moving: None,
         };

@@ -10,14 +10,14 @@
 //! ```
 
 pub mod controller;
-pub mod lease;
+pub mod liveness;
 pub mod network;
 pub mod placement;
 pub mod raft_catalog;
 pub mod state;
 pub mod storage;
 
-pub use lease::Lease;
+pub use liveness::{Lease, Liveness};
 pub use raft_catalog::{MetaOptions, RaftCatalog, join};
 pub use state::{MetaCommand, MetaError, MetaResponse, MetaState, NodeInfo};
 

@@ -110,12 +110,31 @@ impl Router {
         let router = Arc::downgrade(self);
         let mut applied = self.catalog.applied();
         tokio::spawn(async move {
+            // Most changes are liveness heartbeats: the tables as last reconciled
+            // without error are skipped (a changed table is a new `Arc`).
+            let mut done: Option<(Vec<Arc<TableDesc>>, usize)> = None;
             while applied.changed().await.is_ok() {
                 let Some(router) = router.upgrade() else {
                     return;
                 };
-                if let Err(e) = router.reconcile().await {
-                    tracing::warn!(error = %e, "reconciling tablets with the metadata failed");
+                let now = (
+                    router.catalog.tables(),
+                    router.catalog.dropped().map_or(usize::MAX, |d| d.len()),
+                );
+                let same = done.as_ref().is_some_and(|(tables, dropped)| {
+                    *dropped == now.1
+                        && tables.len() == now.0.len()
+                        && tables.iter().zip(&now.0).all(|(a, b)| Arc::ptr_eq(a, b))
+                });
+                if same {
+                    continue;
+                }
+                match router.reconcile().await {
+                    Ok(()) => done = Some(now),
+                    Err(e) => {
+                        done = None;
+                        tracing::warn!(error = %e, "reconciling tablets with the metadata failed");
+                    }
                 }
             }
         });

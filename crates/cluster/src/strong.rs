@@ -548,7 +548,7 @@ impl StrongPolicy {
             }
             return Ok(outcome);
         };
-        let lapsed = |lead: &Lead| lead.needs_lease() && !self.lease.valid();
+        let lapsed = |lead: &Lead| lead.needs_lease() && !self.lease.valid_for(lead.liveness);
         if acks == Acks::One {
             if lapsed(&lead) {
                 return Err(Error::Ambiguous {
@@ -856,9 +856,9 @@ impl StrongPolicy {
 
     /// Refuses to serve a tablet another node could be mastering by now.
     fn check_lease(&self, lead: &Lead) -> Result<()> {
-        if lead.needs_lease() && !self.lease.valid() {
+        if lead.needs_lease() && !self.lease.valid_for(lead.liveness) {
             return Err(Error::Unavailable(format!(
-                "{}: this master's lease lapsed (it lost touch with the metadata leader)",
+                "{}: this master's lease lapsed (its liveness heartbeats are not getting through)",
                 lead.tablet
             )));
         }

@@ -166,8 +166,9 @@ struct StartArgs {
     /// Seconds a metadata voter may stay unreachable before a learner replaces it.
     #[arg(long)]
     dead_voter_secs: Option<u64>,
-    /// Milliseconds a tablet master may stay unreachable before another in-sync
-    /// replica is appointed (default 1500).
+    /// Milliseconds a node's liveness heartbeat lasts: a master whose heartbeats stop
+    /// getting through is replaced by another in-sync replica about this long after
+    /// its last one (default 1000).
     #[arg(long)]
     master_failover_ms: Option<u64>,
     /// Seconds a node may stay unreachable before its replicas move to other nodes

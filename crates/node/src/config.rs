@@ -29,8 +29,10 @@ pub struct Config {
     /// Seconds a metadata voter may stay unreachable before a live learner takes its
     /// place. Default 10.
     pub dead_voter_secs: u64,
-    /// Milliseconds a tablet master may stay unreachable before the metadata leader
-    /// appoints another in-sync replica. Default 1500.
+    /// Milliseconds a node's liveness heartbeat lasts: a master whose heartbeats stop
+    /// getting through stops serving this long after its last one (less
+    /// `max_clock_offset_ms`), and the metadata leader then appoints another in-sync
+    /// replica. Nodes heartbeat five times per period. Default 1000.
     pub master_failover_ms: u64,
     /// Seconds a node may stay unreachable before the controller moves its replicas
     /// to other nodes (they catch up from the masters). Default 60.
@@ -39,7 +41,7 @@ pub struct Config {
     /// their counts (after a node joins, say). Default true.
     pub rebalance: bool,
     /// The most two nodes' wall clocks may differ, in milliseconds. A master's lease
-    /// (two thirds of `master_failover_ms`) is shortened by it. Default 250.
+    /// (`master_failover_ms` from its last heartbeat) is shortened by it. Default 250.
     pub max_clock_offset_ms: u64,
     /// Request limits.
     pub limits: Limits,
@@ -60,7 +62,7 @@ impl Default for Config {
             advertise_addr: None,
             meta_voters: 3,
             dead_voter_secs: 10,
-            master_failover_ms: 1500,
+            master_failover_ms: 1000,
             dead_node_secs: 60,
             rebalance: true,
             max_clock_offset_ms: 250,
@@ -84,12 +86,6 @@ impl Config {
         Ok(toml::from_str(text)?)
     }
 
-    /// How long a master may serve after its last lease grant: two thirds of the
-    /// failover timeout, so it stops before another node is appointed.
-    pub fn master_lease_ms(&self) -> u64 {
-        self.master_failover_ms * 2 / 3
-    }
-
     /// Checks every section.
     pub fn validate(&self) -> anyhow::Result<()> {
         if ![1, 3, 5].contains(&self.meta_voters) {
@@ -101,11 +97,11 @@ impl Config {
         if self.dead_node_secs == 0 {
             anyhow::bail!("dead_node_secs must be at least 1");
         }
-        // The lease must outlast the clock offset by more than one controller tick.
-        if self.master_lease_ms() < self.max_clock_offset_ms + 300 {
+        // What is left of a lease after the clock offset must span a few heartbeats.
+        if self.master_failover_ms < self.max_clock_offset_ms + 250 {
             anyhow::bail!(
-                "master_failover_ms must be at least 1.5 × (max_clock_offset_ms + 300) = {} ms",
-                (self.max_clock_offset_ms + 300) * 3 / 2
+                "master_failover_ms must be at least max_clock_offset_ms + 250 = {} ms",
+                self.max_clock_offset_ms + 250
             );
         }
         if self.gc_interval_secs == 0 {

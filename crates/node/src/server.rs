@@ -95,7 +95,7 @@ pub async fn run(
     let (node, bootstrap) =
         node_identity(&engine, &config, &advertised, &http_addr.to_string()).await?;
     let lease = Arc::new(datalayer_cluster::meta::Lease::new(
-        Duration::from_millis(config.master_lease_ms()),
+        Duration::from_millis(config.master_failover_ms),
         Duration::from_millis(config.max_clock_offset_ms),
     ));
     let catalog = RaftCatalog::start(
@@ -106,7 +106,6 @@ pub async fn run(
         datalayer_cluster::meta::MetaOptions {
             voters: config.meta_voters,
             dead_voter_timeout: Duration::from_secs(config.dead_voter_secs),
-            failover_timeout: Duration::from_millis(config.master_failover_ms),
             dead_node_timeout: Duration::from_secs(config.dead_node_secs),
             rebalance: config.rebalance,
             lease: lease.clone(),

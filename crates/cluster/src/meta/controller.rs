@@ -1,18 +1,17 @@
 //! The metadata leader's controller. Two loops run on every node and act only on the
 //! leader:
 //!
-//! - liveness: confirms the leadership with a quorum, pings every registered node
-//!   (granting master leases with the ping) and records who answered;
-//! - control: tablet masters silent past the failover timeout are replaced
+//! - liveness: pings every registered node and records who answered;
+//! - control: the masterships of silent nodes end and other replicas are appointed
 //!   ([`failover`]); every registered node becomes a learner of the group, caught-up
 //!   learners are promoted until the group has its voters, a voter unreachable past
 //!   its timeout gives its place to a live learner; replicas move off dead nodes and
 //!   even out across live ones ([`super::placement`]).
 //!
-//! The loops are separate so a slow quorum confirmation never delays failover or
-//! membership work.
+//! The loops are separate so a slow ping round never delays failover or membership
+//! work.
 
-use super::lease::{LeaseGrant, wall_ms};
+use super::liveness::wall_ms;
 use super::placement::{self, Action};
 use super::raft_catalog::RaftCatalog;
 use crate::catalog::TabletDesc;
@@ -25,7 +24,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// How often the controller looks.
-const TICK: Duration = Duration::from_millis(300);
+const TICK: Duration = Duration::from_millis(150);
 /// A learner within this many entries of the leader's log counts as caught up.
 const CAUGHT_UP_ENTRIES: u64 = 16;
 /// How long a liveness ping may take.
@@ -33,9 +32,11 @@ const PING_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// What the leader saw of the nodes, shared by its two loops.
 #[derive(Debug, Clone, Default)]
-struct Liveness {
+struct Seen {
     /// When this node's leadership was first noticed; `None` when not leading.
     leading_since: Option<Instant>,
+    /// The same on the wall clock (ms).
+    leading_since_ms: u64,
     /// Completed ping rounds since then.
     rounds: u64,
     /// Nodes that answered the last round.
@@ -44,7 +45,7 @@ struct Liveness {
     last_seen: HashMap<u64, Instant>,
 }
 
-impl Liveness {
+impl Seen {
     /// How long `node` has been silent: never seen counts from the leadership's start.
     fn silent_for(&self, node: u64, now: Instant) -> Duration {
         if self.live.contains(&node) {
@@ -62,10 +63,11 @@ impl Liveness {
 
 /// Runs until the catalog is dropped.
 pub async fn run(catalog: Weak<RaftCatalog>) {
-    let liveness = Arc::new(Mutex::new(Liveness::default()));
+    let liveness = Arc::new(Mutex::new(Seen::default()));
     tokio::spawn(watch_liveness(catalog.clone(), liveness.clone()));
     let handing_over: Arc<Mutex<HashSet<TabletId>>> = Default::default();
     let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let Some(catalog) = catalog.upgrade() else {
@@ -81,38 +83,28 @@ fn leading(catalog: &RaftCatalog) -> bool {
     catalog.raft().metrics().borrow().current_leader == Some(catalog.node().0)
 }
 
-/// The liveness loop: while leading, confirms the leadership, grants leases and pings.
-async fn watch_liveness(catalog: Weak<RaftCatalog>, liveness: Arc<Mutex<Liveness>>) {
+/// The liveness loop: while leading, pings every node.
+async fn watch_liveness(catalog: Weak<RaftCatalog>, liveness: Arc<Mutex<Seen>>) {
     let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let Some(catalog) = catalog.upgrade() else {
             return;
         };
         if !leading(&catalog) {
-            *liveness.lock() = Liveness::default();
+            *liveness.lock() = Seen::default();
             continue;
         }
         let started = Instant::now();
-        liveness.lock().leading_since.get_or_insert(started);
-        let term = catalog.raft().metrics().borrow().current_term;
-        // Leases are granted only by a leader a quorum still follows.
-        let sent_ms = wall_ms();
-        let confirmed =
-            tokio::time::timeout(PING_TIMEOUT * 2, catalog.raft().ensure_linearizable()).await;
-        let grant = match confirmed {
-            Ok(Ok(_)) => {
-                let grant = LeaseGrant {
-                    term,
-                    sent_ms,
-                    applied: *catalog.applied().borrow(),
-                };
-                catalog.grant(grant);
-                Some(grant)
+        {
+            let mut l = liveness.lock();
+            if l.leading_since.is_none() {
+                l.leading_since = Some(started);
+                l.leading_since_ms = wall_ms();
             }
-            _ => None,
-        };
-        let live = probe(&catalog, grant).await;
+        }
+        let live = probe(&catalog).await;
         let mut l = liveness.lock();
         if l.leading_since.is_none() {
             continue; // leadership lost meanwhile
@@ -125,9 +117,8 @@ async fn watch_liveness(catalog: Weak<RaftCatalog>, liveness: Arc<Mutex<Liveness
     }
 }
 
-/// Pings every registered node, granting leases when `grant`; returns the ids that
-/// answered (this node included).
-async fn probe(catalog: &RaftCatalog, grant: Option<LeaseGrant>) -> BTreeSet<u64> {
+/// Pings every registered node; returns the ids that answered (this node included).
+async fn probe(catalog: &RaftCatalog) -> BTreeSet<u64> {
     let mut pings = tokio::task::JoinSet::new();
     for node in catalog.state().nodes.into_values() {
         if node.id == catalog.node() {
@@ -136,7 +127,7 @@ async fn probe(catalog: &RaftCatalog, grant: Option<LeaseGrant>) -> BTreeSet<u64
         pings.spawn(async move {
             (
                 node.id.0,
-                super::network::ping(&node.grpc_addr, PING_TIMEOUT, grant).await,
+                super::network::ping(&node.grpc_addr, PING_TIMEOUT).await,
             )
         });
     }
@@ -151,7 +142,7 @@ async fn probe(catalog: &RaftCatalog, grant: Option<LeaseGrant>) -> BTreeSet<u64
 
 async fn step(
     catalog: &Arc<RaftCatalog>,
-    liveness: &Mutex<Liveness>,
+    liveness: &Mutex<Seen>,
     handing_over: &Arc<Mutex<HashSet<TabletId>>>,
 ) -> Result<(), String> {
     if !leading(catalog) {
@@ -167,7 +158,7 @@ async fn step(
     };
     let live = seen.live.clone();
     let silent_for = |n: u64| seen.silent_for(n, now);
-    failover(catalog, &live, &silent_for).await;
+    failover(catalog, &live, seen.leading_since_ms).await;
     if membership(catalog, &live, &silent_for).await? {
         return Ok(());
     }
@@ -324,21 +315,57 @@ async fn membership(
     Ok(false)
 }
 
-/// Appoints a new master for every tablet whose master has been silent past the
-/// failover timeout: the live in-sync replica with the highest `(last epoch, log end)`
-/// (DESIGN §6), in the next epoch. A tablet with no live in-sync replica waits for one.
-async fn failover(
-    catalog: &RaftCatalog,
-    live: &BTreeSet<u64>,
-    silent_for: &(dyn Fn(u64) -> Duration + Sync),
-) {
-    let state = catalog.state();
-    let timeout = catalog.failover_timeout();
+/// Ends the masterships of silent nodes and appoints new masters (DESIGN §6).
+///
+/// A master's node is silent when its liveness record has expired by this node's
+/// clock and it missed the last ping round, or when its record has stayed expired for
+/// a whole lease (it answers pings but cannot heartbeat); the time before this node
+/// led does not count, as nobody could heartbeat during the election. Its liveness
+/// epoch is incremented (compare-and-set on the record read), which ends its
+/// masterships. Each tablet whose master's epoch moved on gets the live in-sync
+/// replica with the highest `(last epoch, log end)` among those with a current record
+/// (the old master too, once it is back), in the next master epoch. A tablet with no
+/// such replica waits for one.
+async fn failover(catalog: &RaftCatalog, live: &BTreeSet<u64>, leading_since_ms: u64) {
+    let now = wall_ms();
+    let lease_ms = catalog.failover_timeout().as_millis() as u64;
+    let mut state = catalog.state();
+    let serving: BTreeSet<NodeId> = state
+        .tables
+        .values()
+        .flat_map(|t| t.tablets.iter())
+        .filter(|tb| tb.master_liveness == state.liveness(tb.master).epoch)
+        .map(|tb| tb.master)
+        .collect();
+    let mut fenced = false;
+    for node in serving {
+        let seen = state.liveness(node);
+        let lapsed_for = now.saturating_sub(seen.expiration_ms.max(leading_since_ms));
+        if !seen.expired(now) || (live.contains(&node.0) && lapsed_for <= lease_ms) {
+            continue;
+        }
+        tracing::warn!(%node, epoch = seen.epoch, "node's liveness lapsed: ending its masterships");
+        match catalog
+            .propose(
+                super::state::MetaCommand::IncrementEpoch { node, seen },
+                false,
+            )
+            .await
+        {
+            Ok(super::state::MetaResponse::Done) => fenced = true,
+            Ok(other) => tracing::info!(%node, answer = ?other, "liveness epoch not incremented"),
+            Err(e) => tracing::warn!(%node, error = %e, "liveness epoch not incremented"),
+        }
+    }
+    if fenced {
+        state = catalog.state();
+    }
+    let current = |n: &NodeId| live.contains(&n.0) && !state.liveness(*n).expired(now);
     let orphans: Vec<TabletDesc> = state
         .tables
         .values()
         .flat_map(|t| t.tablets.iter())
-        .filter(|tb| silent_for(tb.master.0) > timeout)
+        .filter(|tb| tb.master_liveness != state.liveness(tb.master).epoch)
         .cloned()
         .collect();
     if orphans.is_empty() {
@@ -347,11 +374,7 @@ async fn failover(
     // Ask each live candidate once for all the tablets it may take.
     let mut asks: BTreeMap<NodeId, Vec<TabletId>> = BTreeMap::new();
     for tb in &orphans {
-        for r in tb
-            .in_sync
-            .iter()
-            .filter(|r| **r != tb.master && live.contains(&r.0))
-        {
+        for r in tb.in_sync.iter().filter(|r| current(r)) {
             asks.entry(*r).or_default().push(tb.id);
         }
     }
@@ -377,11 +400,11 @@ async fn failover(
         let candidates = positions.remove(&tb.id).unwrap_or_default();
         let Some(next) = choose_master(&candidates) else {
             tracing::warn!(tablet = %tb.id, master = %tb.master, in_sync = ?tb.in_sync,
-                "master is dead and no in-sync replica is live: the tablet waits");
+                "the master's liveness lapsed and no in-sync replica is live: the tablet waits");
             continue;
         };
-        tracing::warn!(tablet = %tb.id, dead = %tb.master, new = %next, epoch = tb.master_epoch.0 + 1,
-            "master is dead: appointing the most advanced in-sync replica");
+        tracing::warn!(tablet = %tb.id, old = %tb.master, new = %next, epoch = tb.master_epoch.0 + 1,
+            "appointing the most advanced live in-sync replica");
         if let Err(e) = catalog.appoint_master(tb.id, tb.master_epoch, next).await {
             tracing::warn!(tablet = %tb.id, error = %e, "failover proposal failed");
         }

@@ -170,14 +170,9 @@ pub async fn propose_at(
     result
 }
 
-/// Whether the member at `addr` answers a ping within `timeout`. A ping from the
-/// metadata leader carries a lease grant.
-pub async fn ping(addr: &str, timeout: Duration, grant: Option<super::lease::LeaseGrant>) -> bool {
-    let payload = pb::RaftPayload {
-        json: grant
-            .and_then(|g| serde_json::to_vec(&g).ok())
-            .unwrap_or_default(),
-    };
+/// Whether the member at `addr` answers a ping within `timeout`.
+pub async fn ping(addr: &str, timeout: Duration) -> bool {
+    let payload = pb::RaftPayload::default();
     let attempt = async {
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .ok()?
@@ -246,13 +241,8 @@ impl pb::raft_server::Raft for RaftService {
 
     async fn ping(
         &self,
-        request: tonic::Request<pb::RaftPayload>,
+        _request: tonic::Request<pb::RaftPayload>,
     ) -> Result<tonic::Response<pb::RaftPayload>, tonic::Status> {
-        let payload = request.into_inner();
-        if !payload.json.is_empty() {
-            let grant: super::lease::LeaseGrant = decode(payload)?;
-            self.catalog.grant(grant);
-        }
         Ok(tonic::Response::new(pb::RaftPayload::default()))
     }
 

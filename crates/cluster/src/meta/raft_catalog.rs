@@ -29,13 +29,12 @@ pub struct MetaOptions {
     pub voters: usize,
     /// How long a voter may stay silent before a learner replaces it.
     pub dead_voter_timeout: Duration,
-    /// How long a tablet master may stay silent before another is appointed.
-    pub failover_timeout: Duration,
     /// How long a node may stay silent before its replicas move to other nodes.
     pub dead_node_timeout: Duration,
     /// Whether the controller moves replicas and masters to even out the nodes' load.
     pub rebalance: bool,
-    /// This node's master lease, renewed by the leader's grants.
+    /// This node's master lease, extended by its liveness heartbeats; its length is
+    /// how long a silent master keeps its tablets before others are appointed.
     pub lease: Arc<super::Lease>,
 }
 
@@ -46,13 +45,9 @@ pub struct RaftCatalog {
     state: Arc<RwLock<MetaState>>,
     voters: usize,
     dead_voter_timeout: Duration,
-    failover_timeout: Duration,
     dead_node_timeout: Duration,
     rebalance: bool,
     lease: Arc<super::Lease>,
-    /// A grant from metadata this node had not applied yet: it takes effect once the
-    /// node has.
-    pending_grant: parking_lot::Mutex<Option<super::lease::LeaseGrant>>,
     applied: tokio::sync::watch::Receiver<u64>,
 }
 
@@ -84,7 +79,6 @@ impl RaftCatalog {
         let MetaOptions {
             voters,
             dead_voter_timeout,
-            failover_timeout,
             dead_node_timeout,
             rebalance,
             lease,
@@ -96,9 +90,11 @@ impl RaftCatalog {
             .map_err(|e| Error::Internal(format!("open metadata state machine: {e}")))?;
         let config = Config {
             cluster_name: "datalayer-meta".into(),
-            heartbeat_interval: 200,
-            election_timeout_min: 1000,
-            election_timeout_max: 2000,
+            // A dead metadata leader delays the failover of the tablets it mastered by
+            // the election: keep it short, but well above a loaded machine's stalls.
+            heartbeat_interval: 150,
+            election_timeout_min: 750,
+            election_timeout_max: 1500,
             // Small metadata: snapshot often enough that a restart replays little.
             snapshot_policy: SnapshotPolicy::LogsSinceLast(2000),
             max_in_snapshot_log_to_keep: 1000,
@@ -119,27 +115,12 @@ impl RaftCatalog {
             state,
             voters: voters.max(1),
             dead_voter_timeout,
-            failover_timeout,
             dead_node_timeout,
             rebalance,
             lease,
-            pending_grant: Default::default(),
             applied,
         });
-        // Pending lease grants take effect as the metadata they need is applied.
-        let weak = Arc::downgrade(&catalog);
-        let mut changes = catalog.applied.clone();
-        tokio::spawn(async move {
-            while changes.changed().await.is_ok() {
-                let Some(catalog) = weak.upgrade() else {
-                    return;
-                };
-                let pending = catalog.pending_grant.lock().take();
-                if let Some(grant) = pending {
-                    catalog.grant(grant);
-                }
-            }
-        });
+        tokio::spawn(super::liveness::heartbeat(Arc::downgrade(&catalog)));
         tokio::spawn(super::controller::run(Arc::downgrade(&catalog)));
         Ok(catalog)
     }
@@ -197,7 +178,7 @@ impl RaftCatalog {
 
     /// How long a tablet master may stay silent before the controller replaces it.
     pub fn failover_timeout(&self) -> Duration {
-        self.failover_timeout
+        self.lease.length()
     }
 
     /// How long a node may stay silent before its replicas move elsewhere.
@@ -213,25 +194,6 @@ impl RaftCatalog {
     /// This node's master lease.
     pub fn lease(&self) -> &Arc<super::Lease> {
         &self.lease
-    }
-
-    /// Renews this node's lease from a leader's grant, unless the grant comes from a
-    /// term older than this node knows.
-    pub fn grant(&self, grant: super::lease::LeaseGrant) {
-        let term = self.raft.metrics().borrow().current_term;
-        if grant.term < term {
-            return;
-        }
-        let applied = *self.applied.borrow();
-        if applied >= grant.applied {
-            self.lease.renew(grant.sent_ms);
-        } else {
-            // Keep the newest grant until this node has applied what it needs.
-            let mut pending = self.pending_grant.lock();
-            if pending.is_none_or(|p| p.sent_ms < grant.sent_ms) {
-                *pending = Some(grant);
-            }
-        }
     }
 
     /// Voters the group aims for.
@@ -527,7 +489,6 @@ mod tests {
             MetaOptions {
                 voters: 1,
                 dead_voter_timeout: Duration::from_secs(10),
-                failover_timeout: Duration::from_millis(1500),
                 dead_node_timeout: Duration::from_secs(60),
                 rebalance: true,
                 lease: Arc::new(crate::meta::Lease::new(

@@ -100,6 +100,25 @@ pub enum MetaCommand {
         /// The node losing its replica.
         node: NodeId,
     },
+    /// A node extends its liveness record: succeeds only while the record still has
+    /// `epoch`. Answers with the record either way.
+    Heartbeat {
+        /// The node.
+        node: NodeId,
+        /// The epoch the node knows its record at.
+        epoch: u64,
+        /// Its wall clock when sending, plus the lease length.
+        expiration_ms: u64,
+    },
+    /// The controller ends a silent node's masterships: increments its liveness epoch,
+    /// refused unless the record is still `seen` (the controller checks that it has
+    /// expired by its clock before proposing).
+    IncrementEpoch {
+        /// The node.
+        node: NodeId,
+        /// The record the controller read.
+        seen: super::liveness::Liveness,
+    },
     /// A node announces where it listens. A node already known by `id` (or, without
     /// an id, by its gRPC address) keeps its id and gets the new addresses; a new one
     /// gets the next id.
@@ -167,6 +186,13 @@ pub enum MetaResponse {
     Node(NodeId),
     /// The log index a `Sync` was applied at.
     Synced(u64),
+    /// A node's liveness record after a heartbeat, and whether it was extended.
+    Liveness {
+        /// The record.
+        record: super::liveness::Liveness,
+        /// False when the record has another epoch than the heartbeat's.
+        renewed: bool,
+    },
     /// The command changed nothing.
     Rejected(MetaError),
 }
@@ -182,9 +208,41 @@ pub struct MetaState {
     pub next_id: u64,
     /// Registered nodes by id.
     pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Nodes' liveness records (a node without one is at epoch 0, expired). Kept when
+    /// a node is removed, so its epoch never goes back.
+    #[serde(default)]
+    pub liveness: BTreeMap<NodeId, super::liveness::Liveness>,
 }
 
 impl MetaState {
+    /// A node's liveness record.
+    pub fn liveness(&self, node: NodeId) -> super::liveness::Liveness {
+        self.liveness.get(&node).copied().unwrap_or_default()
+    }
+
+    fn heartbeat(&mut self, node: NodeId, epoch: u64, expiration_ms: u64) -> MetaResponse {
+        if !self.nodes.contains_key(&node) {
+            return invalid("node", format!("{node} is not registered"));
+        }
+        let record = self.liveness.entry(node).or_default();
+        let renewed = record.heartbeat(epoch, expiration_ms);
+        MetaResponse::Liveness {
+            record: *record,
+            renewed,
+        }
+    }
+
+    fn increment_epoch(&mut self, node: NodeId, seen: super::liveness::Liveness) -> MetaResponse {
+        let record = self.liveness.entry(node).or_default();
+        if *record != seen {
+            return MetaResponse::Rejected(MetaError::Conflict(format!(
+                "the liveness record of {node} is now {record:?}, not {seen:?}"
+            )));
+        }
+        record.epoch += 1;
+        MetaResponse::Done
+    }
+
     fn take_id(&mut self) -> u64 {
         self.next_id = self.next_id.max(1);
         let id = self.next_id;
@@ -424,6 +482,7 @@ impl MetaState {
     }
 
     fn appoint_master(&mut self, id: TabletId, expect: Epoch, master: NodeId) -> MetaResponse {
+        let liveness = self.liveness(master).epoch;
         let tablet = match self.tablet_at(id, expect) {
             Ok(t) => t,
             Err(rejected) => return rejected,
@@ -440,6 +499,7 @@ impl MetaState {
         }
         tablet.master = master;
         tablet.master_epoch = Epoch(expect.0 + 1);
+        tablet.master_liveness = liveness;
         MetaResponse::Done
     }
 
@@ -510,6 +570,7 @@ impl MetaState {
                     };
                 }
                 let (master, replicas) = self.place(*proposer, spec.replication_factor);
+                let master_liveness = self.liveness(master).epoch;
                 let table = TableId(self.take_id());
                 let tablet = TabletId(self.take_id());
                 let desc = TableDesc {
@@ -535,6 +596,7 @@ impl MetaState {
                         replicas,
                         master,
                         master_epoch: Epoch(1),
+                        master_liveness,
                         conf_version: 1,
                         moving: None,
                     }],
@@ -590,6 +652,12 @@ impl MetaState {
             } => self.drop_replica(*tablet, *expect_conf, *node),
             // The state machine answers with the entry's index.
             MetaCommand::Sync => MetaResponse::Done,
+            MetaCommand::Heartbeat {
+                node,
+                epoch,
+                expiration_ms,
+            } => self.heartbeat(*node, *epoch, *expiration_ms),
+            MetaCommand::IncrementEpoch { node, seen } => self.increment_epoch(*node, *seen),
             MetaCommand::RegisterNode {
                 id,
                 grpc_addr,
@@ -934,6 +1002,95 @@ mod tests {
         };
         assert_eq!(s.apply(&grow), MetaResponse::Done);
         assert_eq!(tablet(&s).in_sync, vec![NodeId(1), NodeId(2), NodeId(3)]);
+    }
+
+    #[test]
+    fn liveness_epochs_fence_masterships_and_heartbeats() {
+        use crate::meta::Liveness;
+        let mut s = MetaState::default();
+        for (i, addr) in ["a:1", "b:1"].iter().enumerate() {
+            register(&mut s, Some(i as u64 + 1), addr);
+        }
+        let beat = |node: u64, epoch: u64, expiration_ms: u64| MetaCommand::Heartbeat {
+            node: NodeId(node),
+            epoch,
+            expiration_ms,
+        };
+        let at = |epoch, expiration_ms| Liveness {
+            epoch,
+            expiration_ms,
+        };
+        assert_eq!(
+            s.apply(&beat(1, 0, 100)),
+            MetaResponse::Liveness {
+                record: at(0, 100),
+                renewed: true
+            }
+        );
+        assert!(
+            matches!(
+                s.apply(&beat(9, 0, 100)),
+                MetaResponse::Rejected(MetaError::Invalid { .. })
+            ),
+            "an unregistered node has no record"
+        );
+        let MetaResponse::Table { table, .. } = s.apply(&create("t", false)) else {
+            panic!("create");
+        };
+        let t = &table.tablets[0];
+        assert_eq!((t.master, t.master_liveness), (NodeId(1), 0));
+        // The increment compares the whole record: a heartbeat in between wins.
+        let stale = MetaCommand::IncrementEpoch {
+            node: NodeId(1),
+            seen: at(0, 50),
+        };
+        assert!(matches!(
+            s.apply(&stale),
+            MetaResponse::Rejected(MetaError::Conflict(_))
+        ));
+        let bump = MetaCommand::IncrementEpoch {
+            node: NodeId(1),
+            seen: at(0, 100),
+        };
+        assert_eq!(s.apply(&bump), MetaResponse::Done);
+        assert_eq!(s.liveness(NodeId(1)), at(1, 100));
+        // The node's heartbeats at the old epoch extend nothing and tell it the new one.
+        assert_eq!(
+            s.apply(&beat(1, 0, 900)),
+            MetaResponse::Liveness {
+                record: at(1, 100),
+                renewed: false
+            }
+        );
+        assert_eq!(
+            s.apply(&beat(1, 1, 900)),
+            MetaResponse::Liveness {
+                record: at(1, 900),
+                renewed: true
+            }
+        );
+        // Its mastership stays at the old epoch until it is appointed again.
+        let t = s.tablet(t.id).expect("tablet").clone();
+        assert_eq!(t.master_liveness, 0);
+        let again = MetaCommand::AppointMaster {
+            tablet: t.id,
+            expect_epoch: t.master_epoch,
+            master: NodeId(1),
+        };
+        assert_eq!(s.apply(&again), MetaResponse::Done);
+        let t = s.tablet(t.id).expect("tablet");
+        assert_eq!((t.master, t.master_liveness), (NodeId(1), 1));
+        // Removing a node keeps its record: epochs never go back.
+        let bump2 = MetaCommand::IncrementEpoch {
+            node: NodeId(2),
+            seen: Liveness::default(),
+        };
+        assert_eq!(s.apply(&bump2), MetaResponse::Done);
+        assert_eq!(
+            s.apply(&MetaCommand::RemoveNode { id: NodeId(2) }),
+            MetaResponse::Done
+        );
+        assert_eq!(s.liveness(NodeId(2)).epoch, 1);
     }
 
     #[test]

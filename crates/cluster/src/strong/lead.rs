@@ -32,6 +32,8 @@ pub struct Lead {
     pub tablet: TabletId,
     /// The epoch this node masters it in.
     pub epoch: Epoch,
+    /// This node's liveness epoch when it was appointed: its lease must be at it.
+    pub liveness: u64,
     /// Nodes holding a replica (the metadata may add or replace them).
     replicas: parking_lot::Mutex<Vec<NodeId>>,
     /// A follower behind for this long leaves the in-sync set.
@@ -59,6 +61,7 @@ impl Lead {
             table: desc.table,
             tablet: desc.id,
             epoch: desc.master_epoch,
+            liveness: desc.master_liveness,
             replicas: parking_lot::Mutex::new(desc.replicas.clone()),
             replica_lag_ms: config.replica_lag_ms,
             view: watch::channel(view).0,
