@@ -91,10 +91,12 @@ impl RaftCatalog {
         let config = Config {
             cluster_name: "datalayer-meta".into(),
             // A dead metadata leader delays the failover of the tablets it mastered by
-            // the election: keep it short, but well above a loaded machine's stalls.
-            heartbeat_interval: 150,
-            election_timeout_min: 750,
-            election_timeout_max: 1500,
+            // the election. openraft elects after `election_timeout_max` (its leader
+            // lease) plus a random timeout between min and max without a heartbeat:
+            // 0.75–1 s here, etcd's default order, well above a loaded machine's stalls.
+            heartbeat_interval: 100,
+            election_timeout_min: 250,
+            election_timeout_max: 500,
             // Small metadata: snapshot often enough that a restart replays little.
             snapshot_policy: SnapshotPolicy::LogsSinceLast(2000),
             max_in_snapshot_log_to_keep: 1000,
