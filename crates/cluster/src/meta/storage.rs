@@ -10,8 +10,11 @@
 //! | `raft/sm`              | JSON applied state (position, membership, metadata) |
 //! | `raft/snapshot`        | JSON snapshot (meta and data)           |
 //!
-//! The state machine is small (tables and tablets), so it is written whole after each
-//! applied batch; a restart reads it back instead of replaying the log.
+//! The state machine is small (tables and tablets), so it is written whole, but not
+//! after every applied batch: most entries are liveness heartbeats. It is written
+//! once `PERSIST_EVERY` entries were applied since the last write, with each snapshot
+//! (before openraft purges the log below it) and when a snapshot is installed; a
+//! restart reads it back and openraft re-applies the committed entries after it.
 
 // openraft's `StorageError` is large by its design; every method here returns it.
 #![allow(clippy::result_large_err)]
@@ -39,6 +42,10 @@ const COMMITTED: &[u8] = b"raft/committed";
 const PURGED: &[u8] = b"raft/purged";
 const SM: &[u8] = b"raft/sm";
 const SNAPSHOT: &[u8] = b"raft/snapshot";
+/// The state machine is written to disk at least once per this many applied entries
+/// (fewer than openraft keeps in the log behind a snapshot, so a restart always
+/// finds the entries it must re-apply).
+const PERSIST_EVERY: u64 = 256;
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 type Io = Arc<dyn TabletEngine>;
@@ -247,6 +254,8 @@ pub struct StateMachine {
     applied: Applied,
     shared: Arc<RwLock<MetaState>>,
     on_apply: tokio::sync::watch::Sender<u64>,
+    /// The last applied index written to disk.
+    persisted: u64,
 }
 
 impl StateMachine {
@@ -259,19 +268,30 @@ impl StateMachine {
     ) -> Result<StateMachine, std::io::Error> {
         let applied: Applied = read_json(&io, SM).await?.unwrap_or_default();
         *shared.write() = applied.state.clone();
+        let persisted = applied.last_applied.map_or(0, |l| l.index);
         Ok(StateMachine {
             io,
             applied,
             shared,
             on_apply,
+            persisted,
         })
     }
 
-    async fn persist(&self) -> Result<(), std::io::Error> {
-        let v = to_json(&self.applied)?;
-        write(&self.io, vec![(SM.to_vec(), v)], vec![]).await?;
+    fn index(&self) -> u64 {
+        self.applied.last_applied.map_or(0, |l| l.index)
+    }
+
+    /// Publishes the applied state to readers, writing it to disk when `force` or
+    /// when `PERSIST_EVERY` entries were applied since the last write.
+    async fn persist(&mut self, force: bool) -> Result<(), std::io::Error> {
+        let index = self.index();
+        if force || index >= self.persisted + PERSIST_EVERY {
+            let v = to_json(&self.applied)?;
+            write(&self.io, vec![(SM.to_vec(), v)], vec![]).await?;
+            self.persisted = index;
+        }
         *self.shared.write() = self.applied.state.clone();
-        let index = self.applied.last_applied.map_or(0, |l| l.index);
         self.on_apply.send_replace(index);
         Ok(())
     }
@@ -301,9 +321,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             data: data.clone(),
         })
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        write(&self.io, vec![(SNAPSHOT.to_vec(), stored)], vec![])
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        // The state it was built from goes with it: openraft purges the log below the
+        // snapshot next, and a restart must not need entries purged.
+        write(
+            &self.io,
+            vec![(SNAPSHOT.to_vec(), stored), (SM.to_vec(), data.clone())],
+            vec![],
+        )
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -341,7 +367,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             responses.push(response);
         }
-        self.persist()
+        self.persist(false)
             .await
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         Ok(responses)
@@ -377,7 +403,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         write(&self.io, vec![(SNAPSHOT.to_vec(), stored)], vec![])
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        self.persist()
+        self.persist(true)
             .await
             .map_err(|e| StorageIOError::write_state_machine(&e).into())
     }
