@@ -141,7 +141,15 @@ async fn wait_progress(c: &DockerCluster, client: &str, what: &str, ops: usize) 
             .unwrap_or(false)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap_or_else(|e| {
+        // A stalled workload keeps the node logs too.
+        let name: String = what
+            .chars()
+            .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' })
+            .collect();
+        let dir = save_artifacts(c, &format!("stalled-{name}"), "");
+        panic!("{e} (node logs in {dir})")
+    });
     c.client_output(client).unwrap_or_default()
 }
 

@@ -5,10 +5,13 @@
 //!
 //! A shipper sends only durable records (from the lead's in-memory tail of the newest
 //! ones, or from the oplog), so a follower never holds a record its master could lose
-//! in a crash; a follower that needs records trimmed from the oplog gets a snapshot. Each call carries the master's epoch history; the
-//! follower cuts any suffix that disagrees ([`crate::strong::protocol::agreement`]) and
-//! answers with its durable log end, which is both its acknowledgement and where the
-//! next call starts.
+//! in a crash; a follower that needs records trimmed from the oplog gets a snapshot.
+//! Calls go on one `ReplicateStream` per follower, up to [`WINDOW`] of them
+//! unanswered; the follower applies them in order. Each call carries the master's
+//! epoch history; the follower cuts any suffix that disagrees
+//! ([`crate::strong::protocol::agreement`]) and answers with its durable log end, which
+//! is its acknowledgement; a follower that did not take every call (a gap) is resumed
+//! from that end.
 
 use crate::error::{Error, Result};
 use crate::meta::RaftCatalog;
@@ -16,7 +19,7 @@ use crate::strong::{Lead, StrongPolicy};
 use datalayer_api::v1 as pb;
 use datalayer_store::{NodeId, OplogRecord, Seq, Timestamp};
 use pb::replication_client::ReplicationClient;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
@@ -30,6 +33,9 @@ const MAX_BYTES: usize = 2 << 20;
 const HEARTBEAT: Duration = Duration::from_millis(300);
 /// How long one replication call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Replication calls a shipper keeps unanswered on its stream: a record made durable
+/// while calls are in flight goes out at once instead of after their answers.
+const WINDOW: usize = 4;
 /// How often the keeper looks at the in-sync set.
 const KEEPER_TICK: Duration = Duration::from_millis(200);
 
@@ -154,7 +160,10 @@ async fn send_snapshot(
     Ok((Seq(resp.log_end), Timestamp(resp.last_ts)))
 }
 
-/// Streams `lead`'s oplog to `follower` until the lead is deposed.
+/// Streams `lead`'s oplog to `follower` until the lead is deposed, over one
+/// `ReplicateStream` at a time with up to [`WINDOW`] calls in flight (the follower
+/// applies and answers them in order); a broken stream is opened again from where
+/// the follower's log ends.
 async fn ship(
     catalog: Weak<RaftCatalog>,
     strong: Weak<StrongPolicy>,
@@ -162,7 +171,7 @@ async fn ship(
     follower: NodeId,
 ) {
     let mut client: Option<(String, ReplicationClient<Channel>)> = None;
-    // Where the follower's log ends; unknown until it answers.
+    // Where the follower's log ends (plus one), as it last answered.
     let mut next: Option<Seq> = None;
     let mut rx = lead.subscribe();
     let mut backoff = Duration::from_millis(50);
@@ -173,56 +182,10 @@ async fn ship(
         if !lead.replicas().contains(&follower) {
             return; // no longer a replica
         }
-        let view = lead.view();
-        let master_end = view.acks.master_end.0;
-        let records: Vec<OplogRecord> = match next {
-            Some(n) if n <= master_end => {
-                let tablet = lead.tablet;
-                if let Some(records) = lead.recent_from(n, MAX_RECORDS, MAX_BYTES) {
-                    records
-                } else {
-                    match strong.read_oplog(tablet, n, MAX_RECORDS, MAX_BYTES).await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::warn!(%tablet, error = %e, "reading the oplog to ship failed");
-                            tokio::time::sleep(backoff).await;
-                            continue;
-                        }
-                    }
-                }
-            }
-            Some(n) => {
-                // Caught up: wait for new records, or send a heartbeat when none come.
-                if wait_for_records(&lead, &mut rx, n).await {
-                    continue;
-                }
-                Vec::new()
-            }
-            None => Vec::new(),
-        };
         let Some(addr) = catalog.node_addr(follower) else {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
-        if let (Some(n), Some(first)) = (next, records.first())
-            && first.seq != n
-        {
-            // The follower needs records trimmed from the oplog: send it a copy of the
-            // whole replica, then go on from the copy's log end.
-            tracing::info!(tablet = %lead.tablet, %follower, from = %n, first = %first.seq,
-                "follower needs records trimmed from the oplog: sending a snapshot");
-            match send_snapshot(&addr, &catalog, &strong, &lead).await {
-                Ok((end, ts)) => {
-                    lead.acknowledged(follower, end, ts, master_end);
-                    next = Some(end.next());
-                }
-                Err(e) => {
-                    tracing::warn!(tablet = %lead.tablet, %follower, error = %e, "sending a snapshot failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            continue;
-        }
         if client.as_ref().is_none_or(|(a, _)| *a != addr) {
             match connect(&addr).await {
                 Ok(c) => client = Some((addr.clone(), c)),
@@ -234,80 +197,203 @@ async fn ship(
                 }
             }
         }
-        let sent_end = records.last().map(|r| r.seq);
-        let encoded = match postcard::to_allocvec(&records) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "encoding records failed");
-                return;
-            }
-        };
-        let req = pb::ReplicateRequest {
-            table_id: lead.table.0,
-            tablet_id: lead.tablet.0,
-            epoch: lead.epoch.0,
-            history: view
-                .history
-                .iter()
-                .map(|(e, s)| pb::EpochStart {
-                    epoch: e.0,
-                    first_seq: s.0,
-                })
-                .collect(),
-            log_end: master_end.max(sent_end.unwrap_or(Seq(0))).0,
-            high_watermark: view.acks.high_watermark().0.0,
-            records: encoded,
-            committed_ts: strong.committed_ts(&lead).0,
-        };
         let c = &mut client.as_mut().expect("connected above").1;
-        let mut request = tonic::Request::new(req);
-        request.set_timeout(CALL_TIMEOUT);
-        match tokio::time::timeout(CALL_TIMEOUT, c.replicate(request)).await {
-            Ok(Ok(resp)) => {
-                let resp = resp.into_inner();
-                let end = Seq(resp.log_end);
-                lead.acknowledged(follower, end, Timestamp(resp.last_ts), master_end);
-                next = Some(end.next());
-                backoff = Duration::from_millis(50);
-            }
-            Ok(Err(status)) => {
-                let stale = status.code() == tonic::Code::Aborted;
-                tracing::debug!(tablet = %lead.tablet, %follower, %status, "replication call refused");
-                if stale {
-                    // The follower knows a newer master: stop; the metadata will tell
-                    // this node to step down.
-                    tracing::warn!(tablet = %lead.tablet, %follower, "follower follows a newer epoch; shipping stops");
-                    return;
+        let ended = stream(&lead, &strong, c, follower, &mut next, &mut rx).await;
+        match ended {
+            Ended::Stop => return,
+            Ended::Snapshot(from, first) => {
+                // The follower needs records trimmed from the oplog: send it a copy of
+                // the whole replica, then go on from the copy's log end.
+                tracing::info!(tablet = %lead.tablet, %follower, %from, %first,
+                    "follower needs records trimmed from the oplog: sending a snapshot");
+                let master_end = lead.view().acks.master_end.0;
+                match send_snapshot(&addr, &catalog, &strong, &lead).await {
+                    Ok((end, ts)) => {
+                        lead.acknowledged(follower, end, ts, master_end);
+                        next = Some(end.next());
+                    }
+                    Err(e) => {
+                        tracing::warn!(tablet = %lead.tablet, %follower, error = %e, "sending a snapshot failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
-            Err(_) => {
-                tracing::debug!(tablet = %lead.tablet, %follower, "replication call timed out");
+            Ended::Failed(why) => {
+                tracing::debug!(tablet = %lead.tablet, %follower, %why, "replication stream ended");
                 client = None;
                 next = None;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        }
+        backoff = Duration::from_millis(50);
+    }
+}
+
+/// Why a replication stream ended.
+enum Ended {
+    /// The lead was deposed, or the follower follows a newer master.
+    Stop,
+    /// The follower needs records from `.0` on; the oplog starts at `.1`.
+    Snapshot(Seq, Seq),
+    /// The stream broke (the follower is unreachable, slow, or refused a call).
+    Failed(String),
+}
+
+/// One replication stream to `follower`: sends records as the master makes them
+/// durable, keeping up to [`WINDOW`] calls unanswered, and records each answer as the
+/// follower's acknowledgement.
+async fn stream(
+    lead: &Lead,
+    strong: &StrongPolicy,
+    client: &mut ReplicationClient<Channel>,
+    follower: NodeId,
+    next: &mut Option<Seq>,
+    rx: &mut tokio::sync::watch::Receiver<crate::strong::AckView>,
+) -> Ended {
+    let (calls, outgoing) = tokio::sync::mpsc::channel(WINDOW);
+    let mut answers = match client
+        .replicate_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(status) => return refused(lead, follower, status),
+    };
+    // Calls sent and not answered yet: the master's log end when each was read, and
+    // when it was sent.
+    let mut in_flight: VecDeque<(Seq, Instant)> = VecDeque::new();
+    // Where the next call starts, counting the calls in flight as taken; unknown
+    // until the follower first answers.
+    let mut cursor = *next;
+    let mut last_sent: Option<Instant> = None;
+    loop {
+        if lead.deposed() {
+            return Ended::Stop;
+        }
+        while in_flight.len() < WINDOW {
+            let view = lead.view();
+            let master_end = view.acks.master_end.0;
+            let idle = in_flight.is_empty() && last_sent.is_none_or(|t| t.elapsed() >= HEARTBEAT);
+            let records = match cursor {
+                Some(n) if n <= master_end => match records_from(lead, strong, n).await {
+                    Ok(r) => r,
+                    Err(e) => return Ended::Failed(e.to_string()),
+                },
+                // Nothing new: an empty call now and then, so the follower learns the
+                // high watermark and the master learns the follower is alive; the
+                // first call only asks where the follower's log ends.
+                _ if idle => Vec::new(),
+                _ => break,
+            };
+            if let (Some(n), Some(first)) = (cursor, records.first())
+                && first.seq != n
+            {
+                return Ended::Snapshot(n, first.seq);
+            }
+            let sent_end = records.last().map(|r| r.seq);
+            let call = match request(lead, strong, &view, master_end, sent_end, &records) {
+                Ok(c) => c,
+                Err(e) => return Ended::Failed(e),
+            };
+            if calls.send(call).await.is_err() {
+                return Ended::Failed("the stream closed".into());
+            }
+            let now = Instant::now();
+            in_flight.push_back((master_end, now));
+            last_sent = Some(now);
+            if let Some(end) = sent_end {
+                cursor = Some(end.next());
+            }
+            if cursor.is_none() {
+                break; // wait for the follower's position
+            }
+        }
+        let deadline = match in_flight.front() {
+            Some((_, sent)) => *sent + CALL_TIMEOUT,
+            None => last_sent.map_or_else(Instant::now, |t| t + HEARTBEAT),
+        };
+        tokio::select! {
+            answer = answers.message() => match answer {
+                Ok(Some(answer)) => {
+                    let Some((target, _)) = in_flight.pop_front() else {
+                        return Ended::Failed("an answer to no call".into());
+                    };
+                    let end = Seq(answer.log_end);
+                    lead.acknowledged(follower, end, Timestamp(answer.last_ts), target);
+                    *next = Some(end.next());
+                    // The first answer gives the follower's position; once every call
+                    // is answered, a follower that did not take them all (a gap, or a
+                    // suffix cut) is resumed from its own log end.
+                    if cursor.is_none() || (in_flight.is_empty() && cursor != *next) {
+                        cursor = *next;
+                    }
+                }
+                Ok(None) => return Ended::Failed("the follower ended the stream".into()),
+                Err(status) => return refused(lead, follower, status),
+            },
+            changed = rx.changed(), if cursor.is_some() => {
+                if changed.is_err() {
+                    return Ended::Stop;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                if in_flight.front().is_some_and(|(_, sent)| sent.elapsed() >= CALL_TIMEOUT) {
+                    return Ended::Failed("a replication call timed out".into());
+                }
             }
         }
     }
 }
 
-/// Waits until the master's log reaches `next` (true) or a heartbeat is due (false).
-async fn wait_for_records(
-    lead: &Lead,
-    rx: &mut tokio::sync::watch::Receiver<crate::strong::AckView>,
-    next: Seq,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + HEARTBEAT;
-    loop {
-        if lead.deposed() || lead.view().acks.master_end.0 >= next {
-            return true;
-        }
-        match tokio::time::timeout_at(deadline, rx.changed()).await {
-            Ok(Ok(())) => continue,
-            Ok(Err(_)) => return true,
-            Err(_) => return false,
-        }
+/// A replication call refused: a follower that knows a newer master stops the
+/// shipper (the metadata will tell this node to step down).
+fn refused(lead: &Lead, follower: NodeId, status: tonic::Status) -> Ended {
+    if status.code() == tonic::Code::Aborted {
+        tracing::warn!(tablet = %lead.tablet, %follower, "follower follows a newer epoch; shipping stops");
+        return Ended::Stop;
     }
+    Ended::Failed(status.to_string())
+}
+
+/// Up to a call's worth of records from `from` on: from the lead's in-memory tail,
+/// else from the oplog.
+async fn records_from(lead: &Lead, strong: &StrongPolicy, from: Seq) -> Result<Vec<OplogRecord>> {
+    if let Some(records) = lead.recent_from(from, MAX_RECORDS, MAX_BYTES) {
+        return Ok(records);
+    }
+    strong
+        .read_oplog(lead.tablet, from, MAX_RECORDS, MAX_BYTES)
+        .await
+}
+
+/// A replication call carrying `records`.
+fn request(
+    lead: &Lead,
+    strong: &StrongPolicy,
+    view: &crate::strong::AckView,
+    master_end: Seq,
+    sent_end: Option<Seq>,
+    records: &[OplogRecord],
+) -> std::result::Result<pb::ReplicateRequest, String> {
+    let encoded = postcard::to_allocvec(records).map_err(|e| format!("encoding records: {e}"))?;
+    Ok(pb::ReplicateRequest {
+        table_id: lead.table.0,
+        tablet_id: lead.tablet.0,
+        epoch: lead.epoch.0,
+        history: view
+            .history
+            .iter()
+            .map(|(e, s)| pb::EpochStart {
+                epoch: e.0,
+                first_seq: s.0,
+            })
+            .collect(),
+        log_end: master_end.max(sent_end.unwrap_or(Seq(0))).0,
+        high_watermark: view.acks.high_watermark().0.0,
+        records: encoded,
+        committed_ts: strong.committed_ts(lead).0,
+    })
 }
 
 /// Grows and shrinks the in-sync set of `lead`'s tablet. A follower joins once it

@@ -223,6 +223,19 @@ pub(crate) type ReplicaReads =
 /// The tablets this node masters, shared by the writer and the readers.
 pub(crate) type Leads = Arc<parking_lot::RwLock<HashMap<TabletId, Arc<Lead>>>>;
 
+/// The answer to a queued replication call: the replica's durable log end and that
+/// record's timestamp.
+#[derive(Debug)]
+pub struct ReplicateAnswer(oneshot::Receiver<Result<(Seq, Timestamp)>>);
+
+impl ReplicateAnswer {
+    /// Waits for the answer (cancel-safe: waiting again after a cancelled wait still
+    /// gets it).
+    pub async fn wait(&mut self) -> Result<(Seq, Timestamp)> {
+        (&mut self.0).await.map_err(|_| stopped())?
+    }
+}
+
 /// The strong policy of one node.
 pub struct StrongPolicy {
     snapshot_dir: std::path::PathBuf,
@@ -326,6 +339,18 @@ impl StrongPolicy {
             .await
     }
 
+    /// [`StrongPolicy::replicate`] in two steps: queues the records behind every call
+    /// queued before (so calls apply in the order they are queued) and returns where
+    /// the answer will come.
+    pub async fn queue_replicate(&self, req: Replicate) -> Result<ReplicateAnswer> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(writer::Command::Replicate { req, reply })
+            .await
+            .map_err(|_| stopped())?;
+        Ok(ReplicateAnswer(rx))
+    }
+
     /// This node's replica of `tablet`: its log end, a hash of its live rows (key,
     /// value, version) and how many there are; `None` when it holds no replica.
     pub async fn replica_digest(
@@ -423,19 +448,19 @@ impl StrongPolicy {
                 reply,
             })
             .await?;
-        let mut rx = lead.subscribe();
-        let caught_up = tokio::time::timeout(
-            Duration::from_millis(self.config.ack_timeout_ms * 2),
-            rx.wait_for(|v| {
-                v.deposed
-                    || v.acks
-                        .followers
-                        .get(&target)
-                        .is_some_and(|(s, _)| *s >= end)
-            }),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok_and(|v| !v.deposed));
+        let caught_up = lead
+            .wait_for(
+                Duration::from_millis(self.config.ack_timeout_ms * 2),
+                move |v| {
+                    v.deposed
+                        || v.acks
+                            .followers
+                            .get(&target)
+                            .is_some_and(|(s, _)| *s >= end)
+                },
+            )
+            .await
+            .is_some_and(|v| !v.deposed);
         match caught_up {
             true => Ok(()),
             false => {
@@ -561,17 +586,18 @@ impl StrongPolicy {
             }
             return Ok(outcome);
         }
-        let mut rx = lead.subscribe();
-        let waited = tokio::time::timeout(
-            Duration::from_millis(self.config.ack_timeout_ms),
-            rx.wait_for(|v| {
-                // A voided write waits for its abort to commit (or for the timeout).
-                v.deposed
-                    || v.acks.aborted(position.seq)
-                    || (!v.acks.voided(position.seq) && v.acks.satisfied(position.seq, acks))
-            }),
-        )
-        .await;
+        let seq = position.seq;
+        let waited = lead
+            .wait_for(
+                Duration::from_millis(self.config.ack_timeout_ms),
+                move |v| {
+                    // A voided write waits for its abort to commit (or for the timeout).
+                    v.deposed
+                        || v.acks.aborted(seq)
+                        || (!v.acks.voided(seq) && v.acks.satisfied(seq, acks))
+                },
+            )
+            .await;
         let ambiguous = |reason: &str| Error::Ambiguous {
             tablet: position.tablet,
             epoch: position.epoch,
@@ -580,30 +606,30 @@ impl StrongPolicy {
             reason: reason.to_string(),
         };
         match waited {
-            Ok(Ok(v)) if v.acks.aborted(position.seq) => Err(Error::Aborted {
+            Some(v) if v.acks.aborted(position.seq) => Err(Error::Aborted {
                 tablet: position.tablet,
                 seq: position.seq,
             }),
             // Held by every in-sync replica: committed, whatever happens to this master.
-            Ok(Ok(v)) if !v.deposed && acks == Acks::All => Ok(outcome),
-            Ok(Ok(v)) if !v.deposed && !lapsed(&lead) => Ok(outcome),
-            Ok(Ok(v)) if !v.deposed => Err(ambiguous("the master's lease lapsed while writing")),
-            Ok(_) => Err(ambiguous("the master stepped down")),
-            Err(_) => Err(ambiguous("timed out waiting for acks")),
+            Some(v) if !v.deposed && acks == Acks::All => Ok(outcome),
+            Some(v) if !v.deposed && !lapsed(&lead) => Ok(outcome),
+            Some(v) if !v.deposed => Err(ambiguous("the master's lease lapsed while writing")),
+            Some(_) => Err(ambiguous("the master stepped down")),
+            None => Err(ambiguous("timed out waiting for acks")),
         }
     }
 
     /// Waits until the log up to `seq` has `acks`; a command that wrote nothing fails
     /// as unavailable (retryable: nothing changed) when it does not in time.
     async fn wait_committed(&self, lead: &Lead, seq: Seq, acks: Acks) -> Result<()> {
-        let mut rx = lead.subscribe();
-        let waited = tokio::time::timeout(
-            Duration::from_millis(self.config.ack_timeout_ms),
-            rx.wait_for(|v| v.deposed || v.acks.satisfied(seq, acks)),
-        )
-        .await;
+        let waited = lead
+            .wait_for(
+                Duration::from_millis(self.config.ack_timeout_ms),
+                move |v| v.deposed || v.acks.satisfied(seq, acks),
+            )
+            .await;
         match waited {
-            Ok(Ok(v)) if !v.deposed => Ok(()),
+            Some(v) if !v.deposed => Ok(()),
             _ => Err(Error::Unavailable(format!(
                 "{}: the replicas did not confirm the state the answer rests on in time; \
                  nothing was written",
@@ -689,14 +715,14 @@ impl StrongPolicy {
             }
             done => return Ok(done),
         };
-        let mut rx = lead.subscribe();
-        let waited = tokio::time::timeout(
-            Duration::from_millis(self.config.ack_timeout_ms),
-            rx.wait_for(|v| v.deposed || v.acks.satisfied(at, Acks::All)),
-        )
-        .await;
+        let waited = lead
+            .wait_for(
+                Duration::from_millis(self.config.ack_timeout_ms),
+                move |v| v.deposed || v.acks.satisfied(at, Acks::All),
+            )
+            .await;
         match waited {
-            Ok(Ok(v)) if !v.deposed => Ok(WriteState::Aborted),
+            Some(v) if !v.deposed => Ok(WriteState::Aborted),
             _ => Err(Error::Ambiguous {
                 tablet,
                 epoch: lead.epoch,
@@ -821,7 +847,7 @@ impl StrongPolicy {
         if level == ReadLevel::Latest {
             return Ok(at.unwrap_or(closed));
         }
-        let committed = |v: &AckView| -> Option<Timestamp> {
+        let committed = move |v: &AckView| -> Option<Timestamp> {
             let (hw, hw_ts) = v.acks.high_watermark();
             if hw < v.epoch_first {
                 None // the epoch's no-op is not committed: older commits may be unknown
@@ -832,19 +858,16 @@ impl StrongPolicy {
             }
         };
         let wanted = at.unwrap_or(Timestamp(0));
-        let mut rx = lead.subscribe();
-        let view = tokio::time::timeout(
-            Duration::from_millis(self.config.ack_timeout_ms),
-            rx.wait_for(|v| v.deposed || committed(v).is_some_and(|ts| ts >= wanted)),
-        )
-        .await
-        .map_err(|_| {
-            Error::Unavailable(format!(
-                "{tablet}: the in-sync replicas have not acknowledged enough to read committed data"
-            ))
-        })?
-        .map_err(|_| stopped())?
-        .clone();
+        let view = lead
+            .wait_for(Duration::from_millis(self.config.ack_timeout_ms), move |v| {
+                v.deposed || committed(v).is_some_and(|ts| ts >= wanted)
+            })
+            .await
+            .ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "{tablet}: the in-sync replicas have not acknowledged enough to read committed data"
+                ))
+            })?;
         if view.deposed {
             return Err(Error::Unavailable(format!(
                 "{tablet} is no longer mastered by this node"

@@ -1,14 +1,27 @@
 //! A tablet this node masters: its epoch, its followers' acknowledgements (published
-//! as an [`AckView`] on a watch channel that writes, committed reads and shippers wait
-//! on), its in-sync bookkeeping, and the newest records kept in memory for the
-//! shippers.
+//! as an [`AckView`] on a watch channel the shippers follow, and to waiters — writes,
+//! committed reads — each woken only once its own condition holds), its in-sync
+//! bookkeeping, and the newest records kept in memory for the shippers.
 
 use super::protocol::{AckState, Void};
 use super::{Config, record_size};
 use crate::catalog::TabletDesc;
 use datalayer_store::{Epoch, NodeId, OplogRecord, Seq, TableId, TabletId, Timestamp};
 use std::collections::{HashMap, VecDeque};
-use tokio::sync::watch;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// Someone waiting until the view meets a condition.
+struct Waiter {
+    until: Box<dyn Fn(&AckView) -> bool + Send>,
+    wake: oneshot::Sender<AckView>,
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waiter")
+    }
+}
 
 /// What a master knows about its followers, published on every change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +52,9 @@ pub struct Lead {
     /// A follower behind for this long leaves the in-sync set.
     pub replica_lag_ms: u64,
     view: watch::Sender<AckView>,
+    /// Waiting for the view to meet their conditions (checked on every change, so a
+    /// change wakes only those it satisfies, not every waiter).
+    waiters: parking_lot::Mutex<Vec<Waiter>>,
     /// Followers being added to the in-sync set: their acks count before the metadata
     /// says so.
     adding: parking_lot::Mutex<Vec<NodeId>>,
@@ -65,6 +81,7 @@ impl Lead {
             replicas: parking_lot::Mutex::new(desc.replicas.clone()),
             replica_lag_ms: config.replica_lag_ms,
             view: watch::channel(view).0,
+            waiters: Default::default(),
             adding: Default::default(),
             caught_up: Default::default(),
             recent: Default::default(),
@@ -136,9 +153,10 @@ impl Lead {
         if !gone.is_empty() {
             self.adding.lock().retain(|n| !gone.contains(n));
             self.caught_up.lock().retain(|n, _| !gone.contains(n));
-            self.view.send_modify(|v| {
+            self.publish(|v| {
                 v.acks.followers.retain(|n, _| !gone.contains(n));
                 v.acks.in_sync.retain(|n| !gone.contains(n));
+                true
             });
         }
         added
@@ -155,7 +173,7 @@ impl Lead {
         if !adding.contains(&follower) {
             adding.push(follower);
         }
-        self.view.send_if_modified(|v| {
+        self.publish(|v| {
             let new = !v.acks.in_sync.contains(&follower);
             if new {
                 v.acks.in_sync.push(follower);
@@ -191,6 +209,60 @@ impl Lead {
         self.view.subscribe()
     }
 
+    /// Waits up to `timeout` until the view meets `until`; the view that did, or
+    /// `None` on timeout.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        until: impl Fn(&AckView) -> bool + Send + 'static,
+    ) -> Option<AckView> {
+        {
+            let v = self.view.borrow();
+            if until(&v) {
+                return Some(v.clone());
+            }
+        }
+        let rx = {
+            let mut waiters = self.waiters.lock();
+            // Checked under the waiters' lock: a change published after this check
+            // finds the waiter registered.
+            let v = self.view.borrow();
+            if until(&v) {
+                return Some(v.clone());
+            }
+            let (wake, rx) = oneshot::channel();
+            waiters.push(Waiter {
+                until: Box::new(until),
+                wake,
+            });
+            rx
+        };
+        tokio::time::timeout(timeout, rx).await.ok()?.ok()
+    }
+
+    /// Changes the view with `change` (which says whether it changed anything),
+    /// notifies the shippers and wakes the waiters it satisfies.
+    fn publish(&self, change: impl FnOnce(&mut AckView) -> bool) {
+        if !self.view.send_if_modified(change) {
+            return;
+        }
+        let mut waiters = self.waiters.lock();
+        if waiters.is_empty() {
+            return;
+        }
+        let v = self.view.borrow();
+        let mut i = 0;
+        while i < waiters.len() {
+            let w = &waiters[i];
+            if w.wake.is_closed() || (w.until)(&v) {
+                let w = waiters.swap_remove(i);
+                let _ = w.wake.send(v.clone());
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Whether another node could be appointed master (a member of the in-sync set
     /// besides this one): only then must this node hold a lease to serve.
     pub(super) fn needs_lease(&self) -> bool {
@@ -204,9 +276,10 @@ impl Lead {
     }
 
     pub(super) fn appended(&self, state: &datalayer_store::TabletState) {
-        self.view.send_modify(|v| {
+        self.publish(|v| {
             v.acks.master_end = (state.log_end, state.last_ts);
             v.history.clone_from(&state.epoch_history);
+            true
         });
     }
 
@@ -218,7 +291,7 @@ impl Lead {
                 .lock()
                 .insert(follower, std::time::Instant::now());
         }
-        self.view.send_if_modified(|v| {
+        self.publish(|v| {
             let old = v.acks.followers.insert(follower, (end, ts));
             old != Some((end, ts))
         });
@@ -226,7 +299,7 @@ impl Lead {
 
     /// Sets the members whose acks `all` waits for.
     pub(super) fn set_in_sync(&self, in_sync: Vec<NodeId>) {
-        self.view.send_if_modified(|v| {
+        self.publish(|v| {
             let changed = v.acks.in_sync != in_sync;
             v.acks.in_sync = in_sync;
             changed
@@ -235,11 +308,17 @@ impl Lead {
 
     /// Records an abort record's void (before publishing the abort's append).
     pub(super) fn void(&self, void: Void) {
-        self.view.send_modify(|v| v.acks.voids.push(void));
+        self.publish(|v| {
+            v.acks.voids.push(void);
+            true
+        });
     }
 
     pub(super) fn depose(&self) {
-        self.view.send_modify(|v| v.deposed = true);
+        self.publish(|v| {
+            v.deposed = true;
+            true
+        });
     }
 
     /// Whether this node stopped mastering the tablet.

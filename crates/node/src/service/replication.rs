@@ -3,7 +3,7 @@
 use crate::status::IntoStatus;
 use datalayer_api::v1 as pb;
 use datalayer_cluster::catalog::TabletDesc;
-use datalayer_cluster::strong::{Install, Replicate};
+use datalayer_cluster::strong::{Install, Replicate, ReplicateAnswer};
 use datalayer_cluster::{Error, Router};
 use datalayer_store::{Epoch, OplogRecord, Seq, TableId, TabletId, TabletState};
 use std::path::PathBuf;
@@ -18,7 +18,36 @@ pub struct ReplicationService {
     pub router: Arc<Router>,
 }
 
+/// Calls of one replication stream a follower holds at once (queued on its writer or
+/// answered and not yet sent).
+const STREAM_WINDOW: usize = 16;
+
 impl ReplicationService {
+    /// A master's replication call, checked: the records decoded, and the tablet one
+    /// the metadata places on this node.
+    async fn call(&self, req: pb::ReplicateRequest) -> Result<Replicate, Status> {
+        let tablet = TabletId(req.tablet_id);
+        let desc = self.replica_of(tablet).await?;
+        let records: Vec<OplogRecord> = postcard::from_bytes(&req.records)
+            .map_err(|e| Error::invalid("records", format!("undecodable records: {e}")))
+            .status()?;
+        Ok(Replicate {
+            table: TableId(req.table_id),
+            tablet,
+            range: desc.range(),
+            epoch: Epoch(req.epoch),
+            history: req
+                .history
+                .iter()
+                .map(|h| (Epoch(h.epoch), Seq(h.first_seq)))
+                .collect(),
+            log_end: Seq(req.log_end),
+            high_watermark: Seq(req.high_watermark),
+            committed_ts: datalayer_store::Timestamp(req.committed_ts),
+            records,
+        })
+    }
+
     /// The tablet's descriptor, if the metadata puts a replica on this node (never
     /// resurrect the data of a dropped table, or of a replica that moved away).
     async fn replica_of(&self, tablet: TabletId) -> Result<TabletDesc, Status> {
@@ -130,36 +159,68 @@ impl pb::replication_server::Replication for ReplicationService {
         &self,
         request: Request<pb::ReplicateRequest>,
     ) -> Result<Response<pb::ReplicateResponse>, Status> {
-        let req = request.into_inner();
-        let tablet = TabletId(req.tablet_id);
-        let desc = self.replica_of(tablet).await?;
-        let records: Vec<OplogRecord> = postcard::from_bytes(&req.records)
-            .map_err(|e| Error::invalid("records", format!("undecodable records: {e}")))
-            .status()?;
-        let (log_end, last_ts) = self
-            .router
-            .strong()
-            .replicate(Replicate {
-                table: TableId(req.table_id),
-                tablet,
-                range: desc.range(),
-                epoch: Epoch(req.epoch),
-                history: req
-                    .history
-                    .iter()
-                    .map(|h| (Epoch(h.epoch), Seq(h.first_seq)))
-                    .collect(),
-                log_end: Seq(req.log_end),
-                high_watermark: Seq(req.high_watermark),
-                committed_ts: datalayer_store::Timestamp(req.committed_ts),
-                records,
-            })
-            .await
-            .status()?;
+        let call = self.call(request.into_inner()).await?;
+        let (log_end, last_ts) = self.router.strong().replicate(call).await.status()?;
         Ok(Response::new(pb::ReplicateResponse {
             log_end: log_end.0,
             last_ts: last_ts.0,
         }))
+    }
+
+    type ReplicateStreamStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::ReplicateResponse, Status>> + Send>,
+    >;
+
+    async fn replicate_stream(
+        &self,
+        request: Request<Streaming<pb::ReplicateRequest>>,
+    ) -> Result<Response<Self::ReplicateStreamStream>, Status> {
+        let mut calls = request.into_inner();
+        let (answers, out) = tokio::sync::mpsc::channel(STREAM_WINDOW);
+        let this = self.clone();
+        tokio::spawn(async move {
+            // Calls queued on the writer, oldest first: answered in that order.
+            let mut queued: std::collections::VecDeque<ReplicateAnswer> = Default::default();
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    answer = async {
+                        queued.front_mut().expect("guarded by the condition").wait().await
+                    }, if !queued.is_empty() => {
+                        queued.pop_front();
+                        let answer = answer.status().map(|(end, ts): (Seq, _)| pb::ReplicateResponse {
+                            log_end: end.0,
+                            last_ts: ts.0,
+                        });
+                        let refused = answer.is_err();
+                        if answers.send(answer).await.is_err() || refused {
+                            return;
+                        }
+                    }
+                    call = calls.message(), if open => match call {
+                        Ok(Some(call)) => {
+                            let queued_call = match this.call(call).await {
+                                Ok(c) => this.router.strong().queue_replicate(c).await.status(),
+                                Err(status) => Err(status),
+                            };
+                            match queued_call {
+                                Ok(answer) => queued.push_back(answer),
+                                Err(status) => {
+                                    let _ = answers.send(Err(status)).await;
+                                    return;
+                                }
+                            }
+                        }
+                        Ok(None) => open = false,
+                        Err(_) => return,
+                    },
+                    else => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
     }
 
     async fn replica_status(
