@@ -210,6 +210,15 @@ async fn five_nodes_have_three_voters_and_new_nodes_get_tablets() {
         .build()
         .await
         .expect("cluster forms");
+    // Node 4 applies the metadata a little after the node the builder asked: wait
+    // until it has applied as much.
+    let applied = cluster.status(0).await.expect("status").meta_applied_index;
+    cluster
+        .wait_for_status(4, "node 4 applies the metadata node 1 had", |s| {
+            s.meta_applied_index >= applied
+        })
+        .await
+        .expect("node 4 caught up");
     let status = cluster.status(4).await.expect("status");
     let roles: Vec<&str> = status.nodes.iter().map(|n| n.meta_role.as_str()).collect();
     assert_eq!(

@@ -287,6 +287,18 @@ async fn a_paused_master_stops_serving_once_its_lease_lapses() {
     let (cluster, mut c, first) = cluster_with_table(3, &[]).await;
     c.put("t", b"k", b"old").await.expect("put");
     let master = node_index(first.master);
+    let liveness = |s: &pb::NodeStatusResponse| {
+        s.nodes
+            .iter()
+            .find(|n| n.id == first.master)
+            .map(|n| (n.liveness_epoch, n.lease_left_ms))
+            .expect("the master is listed")
+    };
+    let (epoch_before, left) = liveness(&c.node_status().await.expect("status"));
+    assert!(
+        left > 0,
+        "a serving master's liveness record is current: {left} ms"
+    );
     // A pause longer than the failover timeout: the others appoint a new master, which
     // takes a newer write.
     cluster.node(master).pause().expect("pause");
@@ -295,6 +307,18 @@ async fn a_paused_master_stops_serving_once_its_lease_lapses() {
         t.master_epoch == 2
     })
     .await;
+    // Its masterships were ended by incrementing its liveness epoch once its record
+    // expired.
+    let mut c_other = cluster.client(other).await.expect("connect");
+    let (epoch_after, left) = liveness(&c_other.node_status().await.expect("status"));
+    assert!(
+        epoch_after > epoch_before,
+        "the paused master's liveness epoch went from {epoch_before} to {epoch_after}"
+    );
+    assert!(
+        left < 0,
+        "the paused master's record has expired: {left} ms"
+    );
     let mut c2 = cluster
         .client(node_index(second.master))
         .await

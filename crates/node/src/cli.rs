@@ -770,6 +770,7 @@ async fn client_command(
                     "nodes": s.nodes.iter().zip(&live).map(|(n, up)| json!({
                         "id": n.id, "grpc_addr": n.grpc_addr, "http_addr": n.http_addr,
                         "live": up, "meta_role": n.meta_role, "tablets": n.tablets, "masters": n.masters,
+                        "liveness_epoch": n.liveness_epoch, "lease_left_ms": n.lease_left_ms,
                     })).collect::<Vec<_>>(),
                     "table_map": tables.iter().map(table_json).collect::<Vec<_>>(),
                     "limits": {
@@ -804,13 +805,15 @@ async fn client_command(
                 println!("nodes (metadata leader: node {}):", s.meta_leader);
                 for (n, up) in s.nodes.iter().zip(&live) {
                     println!(
-                        "  node {:<3} {:<22} {:<5} {:<8} tablets={} masters={}",
+                        "  node {:<3} {:<22} {:<5} {:<8} tablets={} masters={} liveness epoch={} lease left={}ms",
                         n.id,
                         n.grpc_addr,
                         if *up { "live" } else { "dead" },
                         n.meta_role,
                         n.tablets,
-                        n.masters
+                        n.masters,
+                        n.liveness_epoch,
+                        n.lease_left_ms
                     );
                 }
                 println!("tables:");

@@ -101,6 +101,9 @@ impl AdminService {
             .nodes
             .values()
             .map(|n| pb::ClusterNode {
+                liveness_epoch: state.liveness(n.id).epoch,
+                lease_left_ms: state.liveness(n.id).expiration_ms as i64
+                    - datalayer_cluster::meta::liveness::wall_ms() as i64,
                 id: n.id.0,
                 grpc_addr: n.grpc_addr.clone(),
                 http_addr: n.http_addr.clone(),
