@@ -134,6 +134,7 @@ fn save_artifacts(c: &DockerCluster, scenario: &str, history: &str) -> String {
 
 /// Waits until the workload's output has grown by `ops` lines since `from` lines.
 async fn wait_progress(c: &DockerCluster, client: &str, what: &str, ops: usize) -> String {
+    let started = std::time::Instant::now();
     let base = c.client_output(client).unwrap_or_default().lines().count();
     wait_until(what, WAIT, || async {
         c.client_output(client)
@@ -150,6 +151,7 @@ async fn wait_progress(c: &DockerCluster, client: &str, what: &str, ops: usize) 
         let dir = save_artifacts(c, &format!("stalled-{name}"), "");
         panic!("{e} (node logs in {dir})")
     });
+    eprintln!("  {what}: {ops} more operations in {:?}", started.elapsed());
     c.client_output(client).unwrap_or_default()
 }
 
@@ -173,10 +175,12 @@ async fn wait_tablet(
 async fn scenario(c: &mut DockerCluster, fault: Fault, table: &str) -> Vec<String> {
     let all = [1usize, 2, 3];
     let addrs = c.addrs();
+    // Long enough that the workload still runs when the cluster has recovered from a
+    // fault that came late (a slow warm-up): a scenario waits for progress after it.
     let secs = if fault == Fault::RollingRestart {
         "45"
     } else {
-        "25"
+        "32"
     };
     let client = c
         .run_client(
