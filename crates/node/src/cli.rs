@@ -805,7 +805,7 @@ async fn client_command(
                 println!("nodes (metadata leader: node {}):", s.meta_leader);
                 for (n, up) in s.nodes.iter().zip(&live) {
                     println!(
-                        "  node {:<3} {:<22} {:<5} {:<8} tablets={} masters={} liveness epoch={} lease left={}ms",
+                        "  node {:<3} {:<22} {:<5} {:<8} tablets={} masters={} liveness epoch={} lease left={}",
                         n.id,
                         n.grpc_addr,
                         if *up { "live" } else { "dead" },
@@ -813,7 +813,10 @@ async fn client_command(
                         n.tablets,
                         n.masters,
                         n.liveness_epoch,
-                        n.lease_left_ms
+                        match n.lease_left_ms {
+                            0 => "- (no heartbeat yet)".to_string(),
+                            ms => format!("{ms}ms"),
+                        }
                     );
                 }
                 println!("tables:");

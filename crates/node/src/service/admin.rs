@@ -102,8 +102,10 @@ impl AdminService {
             .values()
             .map(|n| pb::ClusterNode {
                 liveness_epoch: state.liveness(n.id).epoch,
-                lease_left_ms: state.liveness(n.id).expiration_ms as i64
-                    - datalayer_cluster::meta::liveness::wall_ms() as i64,
+                lease_left_ms: match state.liveness(n.id).expiration_ms {
+                    0 => 0, // no heartbeat yet
+                    until => until as i64 - datalayer_cluster::meta::liveness::wall_ms() as i64,
+                },
                 id: n.id.0,
                 grpc_addr: n.grpc_addr.clone(),
                 http_addr: n.http_addr.clone(),
