@@ -18,9 +18,9 @@ pub struct ReplicationService {
     pub router: Arc<Router>,
 }
 
-/// Calls of one replication stream a follower holds at once (queued on its writer or
-/// answered and not yet sent).
-const STREAM_WINDOW: usize = 16;
+/// Answers of one replication stream a follower buffers before the master reads them
+/// (the master itself keeps at most a few calls unanswered).
+const STREAM_ANSWERS: usize = 16;
 
 impl ReplicationService {
     /// A master's replication call, checked: the records decoded, and the tablet one
@@ -176,7 +176,7 @@ impl pb::replication_server::Replication for ReplicationService {
         request: Request<Streaming<pb::ReplicateRequest>>,
     ) -> Result<Response<Self::ReplicateStreamStream>, Status> {
         let mut calls = request.into_inner();
-        let (answers, out) = tokio::sync::mpsc::channel(STREAM_WINDOW);
+        let (answers, out) = tokio::sync::mpsc::channel(STREAM_ANSWERS);
         let this = self.clone();
         tokio::spawn(async move {
             // Calls queued on the writer, oldest first: answered in that order.
