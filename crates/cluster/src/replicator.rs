@@ -273,10 +273,12 @@ async fn stream(
         }
         while in_flight.len() < WINDOW {
             let view = lead.view();
-            let master_end = view.acks.master_end.0;
+            // Records go out as soon as the master's writer stages them (during its
+            // own sync); the follower catching up means reaching what is durable.
+            let (staged_end, master_end) = (view.staged_end, view.acks.master_end.0);
             let idle = in_flight.is_empty() && last_sent.is_none_or(|t| t.elapsed() >= HEARTBEAT);
             let records = match cursor {
-                Some(n) if n <= master_end => match records_from(lead, strong, n).await {
+                Some(n) if n <= staged_end => match records_from(lead, strong, n).await {
                     Ok(r) => r,
                     Err(e) => return Ended::Failed(e.to_string()),
                 },
@@ -292,7 +294,7 @@ async fn stream(
                 return Ended::Snapshot(n, first.seq);
             }
             let sent_end = records.last().map(|r| r.seq);
-            let call = match request(lead, strong, &view, master_end, sent_end, &records) {
+            let call = match request(lead, strong, &view, staged_end, sent_end, &records) {
                 Ok(c) => c,
                 Err(e) => return Ended::Failed(e),
             };
@@ -372,7 +374,7 @@ fn request(
     lead: &Lead,
     strong: &StrongPolicy,
     view: &crate::strong::AckView,
-    master_end: Seq,
+    staged_end: Seq,
     sent_end: Option<Seq>,
     records: &[OplogRecord],
 ) -> std::result::Result<pb::ReplicateRequest, String> {
@@ -389,7 +391,7 @@ fn request(
                 first_seq: s.0,
             })
             .collect(),
-        log_end: master_end.max(sent_end.unwrap_or(Seq(0))).0,
+        log_end: staged_end.max(sent_end.unwrap_or(Seq(0))).0,
         high_watermark: view.acks.high_watermark().0.0,
         records: encoded,
         committed_ts: strong.committed_ts(lead).0,

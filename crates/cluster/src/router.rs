@@ -199,6 +199,10 @@ impl Router {
                 }
             }
             _ => {
+                let Some(tablet) = self.new_epoch_after_restart(tablet).await? else {
+                    return Ok(());
+                };
+                let tablet = &tablet;
                 self.strong.open_tablet(tablet).await?;
                 self.followed.lock().remove(&tablet.id);
                 if let Some(lead) = self.strong.lead(tablet.id) {
@@ -208,6 +212,35 @@ impl Router {
             }
         }
         Ok(())
+    }
+
+    /// The descriptor to master `tablet` by. A master ships records while it is still
+    /// syncing them, so a process that died (or a write that failed) may have left
+    /// followers holding records of the epoch that its own log lacks; it must never
+    /// write other records at those positions in that epoch. So when this node's log
+    /// already holds records of the tablet's epoch and others hold replicas, it has
+    /// itself appointed again in the next epoch first (the followers then cut what
+    /// its log lacks by comparing epoch histories). `None` when the metadata moved on
+    /// meanwhile (the change it applies reconciles the tablet again).
+    async fn new_epoch_after_restart(&self, tablet: &TabletDesc) -> Result<Option<TabletDesc>> {
+        let resumed = tablet.replicas.len() > 1
+            && self
+                .strong
+                .replica_position(tablet.id)?
+                .is_some_and(|(epoch, _)| epoch == tablet.master_epoch);
+        if !resumed {
+            return Ok(Some(tablet.clone()));
+        }
+        tracing::info!(tablet = %tablet.id, epoch = %tablet.master_epoch,
+            "this node's log already holds the tablet's epoch: mastering it in the next one");
+        self.catalog
+            .appoint_master(tablet.id, tablet.master_epoch, self.me)
+            .await?;
+        self.catalog.sync().await?;
+        Ok(self
+            .catalog
+            .tablet(tablet.id)
+            .filter(|t| t.master == self.me && t.master_epoch > tablet.master_epoch))
     }
 
     async fn purge(&self, table: &TableDesc) -> Result<()> {

@@ -32,6 +32,10 @@ pub struct AckView {
     pub history: Vec<(Epoch, Seq)>,
     /// Seq of the current epoch's no-op: committed reads wait until it commits.
     pub epoch_first: Seq,
+    /// Where the records the shippers may send end: the master's durable log end, or
+    /// beyond it while a group is being written (its records go out during the
+    /// master's own sync; they count for acks only once the master holds them too).
+    pub staged_end: Seq,
     /// Set when this node stopped mastering the tablet.
     pub deposed: bool,
 }
@@ -60,8 +64,9 @@ pub struct Lead {
     adding: parking_lot::Mutex<Vec<NodeId>>,
     /// When each follower last held everything the master had.
     caught_up: parking_lot::Mutex<HashMap<NodeId, std::time::Instant>>,
-    /// The newest durable records, contiguous, for the shippers: they read the oplog
-    /// only for older ones.
+    /// The newest records, contiguous, for the shippers (up to `staged_end`, so
+    /// possibly some the master is still syncing): they read the oplog only for
+    /// older ones.
     recent: parking_lot::Mutex<VecDeque<OplogRecord>>,
     /// Most records kept in `recent` (never more than the oplog keeps, so a follower
     /// the oplog cannot catch up gets a snapshot either way).
@@ -89,9 +94,24 @@ impl Lead {
         }
     }
 
-    /// Keeps records just made durable for the shippers (call before
-    /// [`Lead::appended`] publishes them).
-    pub(super) fn keep_recent(&self, records: &[OplogRecord]) {
+    /// Keeps records being written for the shippers and lets them send them at
+    /// once, while the master syncs them ([`Lead::appended`] says when it did).
+    /// Sound because a master never writes other records at these positions in this
+    /// epoch: a failed write deposes it, and a master that restarts is appointed
+    /// again in a new epoch before it writes (`Router::lead`).
+    pub(super) fn stage(&self, records: &[OplogRecord]) {
+        self.keep_recent(records);
+        if let Some(last) = records.last() {
+            self.publish(|v| {
+                let moved = last.seq > v.staged_end;
+                v.staged_end = v.staged_end.max(last.seq);
+                moved
+            });
+        }
+    }
+
+    /// Keeps records for the shippers.
+    fn keep_recent(&self, records: &[OplogRecord]) {
         let mut recent = self.recent.lock();
         for r in records {
             if recent.back().is_some_and(|b| b.seq.next() != r.seq) {
@@ -275,9 +295,13 @@ impl Lead {
         v.acks.in_sync.iter().all(|n| *n == v.acks.master)
     }
 
-    pub(super) fn appended(&self, state: &datalayer_store::TabletState) {
+    /// The master's log is durable up to `state`'s end (records written another way
+    /// than [`Lead::stage`] are passed along, to be kept for the shippers).
+    pub(super) fn appended(&self, state: &datalayer_store::TabletState, unstaged: &[OplogRecord]) {
+        self.keep_recent(unstaged);
         self.publish(|v| {
             v.acks.master_end = (state.log_end, state.last_ts);
+            v.staged_end = v.staged_end.max(state.log_end);
             v.history.clone_from(&state.epoch_history);
             true
         });

@@ -167,10 +167,12 @@ impl AckState {
     pub fn satisfied(&self, seq: Seq, acks: Acks) -> bool {
         match acks {
             Acks::One => self.master_end.0 >= seq,
+            // The master is always one of the `n`: a record only followers hold may
+            // be cut if the master restarts (it is appointed again in a new epoch,
+            // from its own log end).
             Acks::Count(n) => {
                 let followers = self.followers.values().filter(|(s, _)| *s >= seq).count();
-                let master = usize::from(self.master_end.0 >= seq);
-                master + followers >= n as usize
+                self.master_end.0 >= seq && 1 + followers >= n as usize
             }
             Acks::All => self.high_watermark().0 >= seq,
         }
@@ -324,6 +326,18 @@ mod tests {
         // The master is always part of the set.
         a.in_sync = vec![];
         assert_eq!(a.high_watermark().0, Seq(10));
+        // Followers may hold records the master is still syncing (it ships them
+        // during its own sync): they count for no ack level until the master holds
+        // them too.
+        a.in_sync = vec![NodeId(1), NodeId(2), NodeId(3)];
+        a.followers.insert(NodeId(2), (Seq(14), Timestamp(140)));
+        a.followers.insert(NodeId(3), (Seq(14), Timestamp(140)));
+        assert!(!a.satisfied(Seq(12), Acks::Count(2)));
+        assert!(!a.satisfied(Seq(12), Acks::Count(3)));
+        assert!(!a.satisfied(Seq(12), Acks::All));
+        assert_eq!(a.high_watermark().0, Seq(10));
+        a.master_end = (Seq(14), Timestamp(140));
+        assert!(a.satisfied(Seq(14), Acks::Count(3)) && a.satisfied(Seq(14), Acks::All));
     }
 
     // ---- A model of the protocol: replicas with logs, a master, failovers. ----

@@ -440,6 +440,7 @@ impl Writer {
             },
             history: state.epoch_history.clone(),
             epoch_first,
+            staged_end: state.log_end,
             deposed: false,
         };
         self.replica_reads.write().remove(&desc.id);
@@ -752,8 +753,7 @@ impl Writer {
         }])?;
         tracing::warn!(%tablet, %from, at = %position.seq, "aborted records that had not committed");
         lead.void(void);
-        lead.keep_recent(&records);
-        lead.appended(&state);
+        lead.appended(&state, &records);
         let served = self.served.get_mut(&tablet).expect("served");
         served.state = state;
         served.voids.push(void);
@@ -1021,6 +1021,8 @@ impl Writer {
                     if lead.alone() {
                         a.state.high_watermark = a.state.log_end;
                     }
+                    // The shippers send the group while this thread syncs it.
+                    lead.stage(&a.records);
                 }
             }
         }
@@ -1033,8 +1035,7 @@ impl Writer {
             Ok(()) => {
                 for a in appends {
                     if let Some(lead) = self.leads.read().get(&a.tablet) {
-                        lead.keep_recent(&a.records);
-                        lead.appended(&a.state);
+                        lead.appended(&a.state, &[]);
                     }
                     if let Some(s) = self.served.get_mut(&a.tablet) {
                         s.state = a.state;
@@ -1066,6 +1067,21 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed; its writes were not applied");
+                // A master's records may have reached its followers already: it must
+                // never write other records at their positions in this epoch, so it
+                // stops mastering those tablets; the next request or metadata change
+                // finds its log holding the epoch and has it appointed anew
+                // (`Router::lead`).
+                let staged: Vec<TabletId> = appends
+                    .iter()
+                    .map(|a| a.tablet)
+                    .filter(|t| self.leads.read().contains_key(t))
+                    .collect();
+                for tablet in staged {
+                    tracing::error!(%tablet, "a master's write failed after its records were shipped: it steps down");
+                    self.demote(tablet);
+                    self.served.remove(&tablet);
+                }
                 // Requests staged in the group were not written after all.
                 for a in &appends {
                     let log_end = self.served.get(&a.tablet).map(|s| s.state.log_end);
