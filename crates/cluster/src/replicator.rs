@@ -3,9 +3,13 @@
 //! (`datalayer.v1.Replication`), and one keeper task per tablet grows and shrinks the
 //! in-sync set through the metadata group.
 //!
-//! A shipper sends only durable records (from the lead's in-memory tail of the newest
-//! ones, or from the oplog), so a follower never holds a record its master could lose
-//! in a crash; a follower that needs records trimmed from the oplog gets a snapshot.
+//! A shipper sends records as soon as the master's writer stages them, while the
+//! master syncs them itself (from the lead's in-memory tail of the newest ones, or
+//! from the oplog). A follower may so hold a record its master loses in a crash: no
+//! ack level counts a record before the master holds it, and a restarted master is
+//! appointed again in a new epoch before it writes, so the follower cuts it
+//! (`Router::new_epoch_after_restart`). A follower that needs records trimmed from
+//! the oplog gets a snapshot.
 //! Calls go on one `ReplicateStream` per follower, up to [`WINDOW`] of them
 //! unanswered; the follower applies them in order. Each call carries the master's
 //! epoch history; the follower cuts any suffix that disagrees
@@ -241,8 +245,8 @@ enum Ended {
     Failed(String),
 }
 
-/// One replication stream to `follower`: sends records as the master makes them
-/// durable, keeping up to [`WINDOW`] calls unanswered, and records each answer as the
+/// One replication stream to `follower`: sends records as the master stages them,
+/// keeping up to [`WINDOW`] calls unanswered, and records each answer as the
 /// follower's acknowledgement.
 async fn stream(
     lead: &Lead,

@@ -335,8 +335,7 @@ impl StrongPolicy {
     /// Appends a master's records to this replica; returns the durable log end and
     /// the timestamp of its record.
     pub async fn replicate(&self, req: Replicate) -> Result<(Seq, Timestamp)> {
-        self.call(|reply| writer::Command::Replicate { req, reply })
-            .await
+        self.queue_replicate(req).await?.wait().await
     }
 
     /// [`StrongPolicy::replicate`] in two steps: queues the records behind every call

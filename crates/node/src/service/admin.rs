@@ -100,9 +100,10 @@ impl AdminService {
         state
             .nodes
             .values()
-            .map(|n| pb::ClusterNode {
-                liveness_epoch: state.liveness(n.id).epoch,
-                lease_left_ms: match state.liveness(n.id).expiration_ms {
+            .map(|n| (n, state.liveness(n.id)))
+            .map(|(n, liveness)| pb::ClusterNode {
+                liveness_epoch: liveness.epoch,
+                lease_left_ms: match liveness.expiration_ms {
                     0 => 0, // no heartbeat yet
                     until => until as i64 - datalayer_cluster::meta::liveness::wall_ms() as i64,
                 },
