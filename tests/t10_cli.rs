@@ -183,7 +183,8 @@ fn config_file_is_read_and_flags_override_it() {
     let config = dir.path().join("node.toml");
     std::fs::write(
         &config,
-        "grpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\n[limits]\nmax_key_bytes = 8\n",
+        "grpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\nworker_threads = 3\n\
+         [limits]\nmax_key_bytes = 8\n",
     )
     .expect("write config");
     let data = dir.path().join("d");
@@ -214,6 +215,31 @@ fn config_file_is_read_and_flags_override_it() {
         data.join("db/CURRENT").exists(),
         "--data-dir overrides the file"
     );
+    assert_eq!(
+        json(&cli(&["--json", "status"]))["worker_threads"],
+        3,
+        "worker_threads from the file"
+    );
+    drop(node);
+
+    // The flag overrides the file's thread count.
+    let node = StartedNode::spawn(
+        &[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "--worker-threads".as_ref(),
+            "1".as_ref(),
+        ],
+        dir.path(),
+    )
+    .expect("node starts");
+    let o = Command::new(binary())
+        .args(["--json", "--addr", &node.field("grpc"), "status"])
+        .output()
+        .expect("cli");
+    assert_eq!(json(&o)["worker_threads"], 1, "{}", stdout(&o));
     drop(node);
 
     let bad = dir.path().join("bad.toml");

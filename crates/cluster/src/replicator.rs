@@ -10,8 +10,11 @@
 //! appointed again in a new epoch before it writes, so the follower cuts it
 //! (`Router::new_epoch_after_restart`). A follower that needs records trimmed from
 //! the oplog gets a snapshot.
-//! Calls go on one `ReplicateStream` per follower, up to [`WINDOW`] of them
-//! unanswered; the follower applies them in order. Each call carries the master's
+//! Calls go on one `ReplicateStream` per follower. A follower that keeps up has one
+//! call in flight at a time: what the master stages meanwhile goes out in the next
+//! call, when the follower answers, so the follower syncs once per call for as many
+//! records as arrived during its last sync. A follower catching up gets full calls,
+//! up to [`WINDOW`] of them unanswered. The follower applies them in order. Each call carries the master's
 //! epoch history; the follower cuts any suffix that disagrees
 //! ([`crate::strong::protocol::agreement`]) and answers with its durable log end, which
 //! is its acknowledgement; a follower that did not take every call (a gap) is resumed
@@ -37,8 +40,8 @@ const MAX_BYTES: usize = 2 << 20;
 const HEARTBEAT: Duration = Duration::from_millis(300);
 /// How long one replication call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
-/// Replication calls a shipper keeps unanswered on its stream: a record made durable
-/// while calls are in flight goes out at once instead of after their answers.
+/// Full replication calls a shipper keeps unanswered on its stream while a follower
+/// catches up (a follower that keeps up has one call in flight).
 const WINDOW: usize = 4;
 /// How often the keeper looks at the in-sync set.
 const KEEPER_TICK: Duration = Duration::from_millis(200);
@@ -281,6 +284,14 @@ async fn stream(
             // own sync); the follower catching up means reaching what is durable.
             let (staged_end, master_end) = (view.staged_end, view.acks.master_end.0);
             let idle = in_flight.is_empty() && last_sent.is_none_or(|t| t.elapsed() >= HEARTBEAT);
+            // While a call is in flight, records that would not fill one wait for its
+            // answer and go out together in the next: fewer, larger calls, and fewer
+            // syncs on the follower (one per call). A follower catching up gets full
+            // calls back to back.
+            let fills_a_call = cursor.is_some_and(|n| staged_end.0 >= n.0 + MAX_RECORDS as u64 - 1);
+            if !in_flight.is_empty() && !fills_a_call {
+                break;
+            }
             let records = match cursor {
                 Some(n) if n <= staged_end => match records_from(lead, strong, n).await {
                     Ok(r) => r,
@@ -338,7 +349,8 @@ async fn stream(
                 Ok(None) => return Ended::Failed("the follower ended the stream".into()),
                 Err(status) => return refused(lead, follower, status),
             },
-            changed = rx.changed(), if cursor.is_some() => {
+            // With a call in flight, its answer is what sends the next one.
+            changed = rx.changed(), if cursor.is_some() && in_flight.is_empty() => {
                 if changed.is_err() {
                     return Ended::Stop;
                 }

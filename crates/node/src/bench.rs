@@ -69,6 +69,10 @@ pub struct BenchArgs {
     /// single node, etcd, interleaved); each reports its median round.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Cluster mode: run only the replicated-put comparison (no metadata changes or
+    /// forwarding).
+    #[arg(long)]
+    replication_only: bool,
 }
 
 /// One measured workload.
@@ -513,10 +517,15 @@ async fn cluster_bench(
             Ok(2)
         })
     });
-    for (workload, clients) in [
-        ("create+drop table (1 client)", 1),
-        ("create+drop table", args.clients),
-    ] {
+    let metadata_workloads = if args.replication_only {
+        Vec::new()
+    } else {
+        vec![
+            ("create+drop table (1 client)", 1),
+            ("create+drop table", args.clients),
+        ]
+    };
+    for (workload, clients) in metadata_workloads {
         eprintln!("metadata: create + drop table, {clients} clients");
         let mut conns = Vec::new();
         for _ in 0..clients {
@@ -535,9 +544,6 @@ async fn cluster_bench(
         );
     }
 
-    admin.drop_table("fwd", true).await?;
-    let (table, _) = admin.create_table("fwd", TableOptions::default()).await?;
-    let master = table.tablets[0].master;
     let addr_of = |id: u64| {
         status
             .nodes
@@ -545,13 +551,6 @@ async fn cluster_bench(
             .find(|n| n.id == id)
             .map(|n| n.grpc_addr.clone())
     };
-    let master_addr = addr_of(master).context("master address")?;
-    let other_addr = status
-        .nodes
-        .iter()
-        .find(|n| n.id != master)
-        .map(|n| n.grpc_addr.clone())
-        .context("a cluster bench needs at least two nodes")?;
     let put_with = |acks: pb::Acks, table: &'static str| -> OpFn<RawKv> {
         let v = value.clone();
         Arc::new(move |mut c: RawKv, client, i| {
@@ -568,44 +567,56 @@ async fn cluster_bench(
             })
         })
     };
-    for (label, addr) in [
-        ("put, sent to the master", &master_addr),
-        ("put, sent to another node", &other_addr),
-    ] {
-        eprintln!("forwarding: {label}");
-        let conns = raw_kv(addr, args.clients).await?;
-        let put = put_with(datalayer_client::acks_all(), "fwd");
-        let (m, _) = drive("datalayer 3 nodes", label, &conns, dur, put).await?;
-        results.push(m);
-    }
-    for (label, addr) in [
-        ("get, sent to the master", &master_addr),
-        ("get, sent to another node", &other_addr),
-    ] {
-        eprintln!("forwarding: {label}");
-        let conns = raw_kv(addr, args.clients).await?;
-        let (m, _) = drive(
-            "datalayer 3 nodes",
-            label,
-            &conns,
-            dur,
-            Arc::new(move |mut c: RawKv, client, i| {
-                Box::pin(async move {
-                    c.get(pb::GetRequest {
-                        table: "fwd".into(),
-                        key: key(client, i % 1000),
-                        at_timestamp: 0,
-                        ..Default::default()
+    if !args.replication_only {
+        admin.drop_table("fwd", true).await?;
+        let (table, _) = admin.create_table("fwd", TableOptions::default()).await?;
+        let master = table.tablets[0].master;
+        let master_addr = addr_of(master).context("master address")?;
+        let other_addr = status
+            .nodes
+            .iter()
+            .find(|n| n.id != master)
+            .map(|n| n.grpc_addr.clone())
+            .context("a cluster bench needs at least two nodes")?;
+        for (label, addr) in [
+            ("put, sent to the master", &master_addr),
+            ("put, sent to another node", &other_addr),
+        ] {
+            eprintln!("forwarding: {label}");
+            let conns = raw_kv(addr, args.clients).await?;
+            let put = put_with(datalayer_client::acks_all(), "fwd");
+            let (m, _) = drive("datalayer 3 nodes", label, &conns, dur, put).await?;
+            results.push(m);
+        }
+        for (label, addr) in [
+            ("get, sent to the master", &master_addr),
+            ("get, sent to another node", &other_addr),
+        ] {
+            eprintln!("forwarding: {label}");
+            let conns = raw_kv(addr, args.clients).await?;
+            let (m, _) = drive(
+                "datalayer 3 nodes",
+                label,
+                &conns,
+                dur,
+                Arc::new(move |mut c: RawKv, client, i| {
+                    Box::pin(async move {
+                        c.get(pb::GetRequest {
+                            table: "fwd".into(),
+                            key: key(client, i % 1000),
+                            at_timestamp: 0,
+                            ..Default::default()
+                        })
+                        .await?;
+                        Ok(1)
                     })
-                    .await?;
-                    Ok(1)
-                })
-            }),
-        )
-        .await?;
-        results.push(m);
+                }),
+            )
+            .await?;
+            results.push(m);
+        }
+        admin.drop_table("fwd", true).await?;
     }
-    admin.drop_table("fwd", true).await?;
 
     // Replication: puts to a 3-replica tablet's master with acks=1 and acks=all, the
     // same on a single node, and the same on a 3-node etcd cluster, in interleaved

@@ -140,7 +140,7 @@ enum Command {
     Workload(crate::workload::WorkloadArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct StartArgs {
     /// A TOML config file (see datalayer.example.toml); flags override it.
     #[arg(long)]
@@ -182,6 +182,10 @@ struct StartArgs {
     /// catches up from a snapshot (default 100000).
     #[arg(long)]
     oplog_retention_records: Option<u64>,
+    /// Threads serving requests (default: one per core). Give co-located nodes their
+    /// share of the cores.
+    #[arg(long)]
+    worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,7 +261,23 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    // A node's config decides its runtime's threads; other commands take the default.
+    let config = match &cli.command {
+        Command::Start(args) => match node_config(args) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = config.as_ref().map(|c| c.worker_threads).filter(|n| *n > 0) {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -267,7 +287,10 @@ pub fn main() -> ExitCode {
     let json = cli.json;
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Start(args) => start(args).await.map(|()| Done::Ok),
+            Command::Start(_) => {
+                let config = config.expect("a start command has a config");
+                start(config).await.map(|()| Done::Ok)
+            }
             Command::Bench(args) => crate::bench::run(&cli.addr, args, json)
                 .await
                 .map(|()| Done::Ok),
@@ -306,14 +329,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn start(args: StartArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+/// The node's config: its file (if any), overridden by the flags.
+fn node_config(args: &StartArgs) -> anyhow::Result<Config> {
+    let args = args.clone();
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
@@ -351,6 +369,20 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     if let Some(v) = args.oplog_retention_records {
         config.strong.oplog_retention_records = v;
     }
+    if let Some(v) = args.worker_threads {
+        config.worker_threads = v;
+    }
+    Ok(config)
+}
+
+async fn start(config: Config) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
@@ -766,6 +798,7 @@ async fn client_command(
                     "http_addr": s.http_addr, "data_dir": s.data_dir, "uptime_secs": s.uptime_secs,
                     "tables": s.tables, "tablets": s.tablets, "group_commits": s.group_commits,
                     "records_appended": s.records_appended, "clock": s.clock,
+                    "worker_threads": s.worker_threads,
                     "meta_leader": s.meta_leader,
                     "nodes": s.nodes.iter().zip(&live).map(|(n, up)| json!({
                         "id": n.id, "grpc_addr": n.grpc_addr, "http_addr": n.http_addr,
@@ -782,8 +815,8 @@ async fn client_command(
                 }));
             } else {
                 println!(
-                    "node {} (datalayer {}) up {}s",
-                    s.node_id, s.version, s.uptime_secs
+                    "node {} (datalayer {}) up {}s, {} worker threads",
+                    s.node_id, s.version, s.uptime_secs, s.worker_threads
                 );
                 println!(
                     "  grpc {}  http {}  data {}",

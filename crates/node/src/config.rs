@@ -43,6 +43,9 @@ pub struct Config {
     /// The most two nodes' wall clocks may differ, in milliseconds. A master's lease
     /// (`master_failover_ms` from its last heartbeat) is shortened by it. Default 250.
     pub max_clock_offset_ms: u64,
+    /// Threads serving requests; 0 means one per core. Nodes sharing a machine do
+    /// better with their share of its cores each. Default 0.
+    pub worker_threads: usize,
     /// Request limits.
     pub limits: Limits,
     /// The RocksDB instance.
@@ -66,6 +69,7 @@ impl Default for Config {
             dead_node_secs: 60,
             rebalance: true,
             max_clock_offset_ms: 250,
+            worker_threads: 0,
             limits: Limits::default(),
             store: Default::default(),
             strong: Default::default(),

@@ -744,6 +744,12 @@ fn drop_table_and_meta<E: TabletEngine>(engine: &E) {
         .expect("meta delete");
     let rows = engine.meta_scan(b"t/").expect("meta scan");
     assert_eq!(rows, vec![(b"t/2".to_vec(), b"y".to_vec())]);
+    // A lazy write reads like any other: it only waits less for the disk.
+    engine
+        .meta_write_lazy(&[(b"t/2".to_vec(), b"w".to_vec())], &[b"u/1".to_vec()])
+        .expect("lazy meta write");
+    assert_eq!(engine.meta_get(b"t/2").expect("get"), Some(b"w".to_vec()));
+    assert_eq!(engine.meta_get(b"u/1").expect("get"), None);
 
     let puts: Vec<(Vec<u8>, Vec<u8>)> = (1u8..=5).map(|i| (vec![b'r', i], vec![i])).collect();
     engine.meta_write(&puts, &[]).expect("meta write");

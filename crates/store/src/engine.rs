@@ -143,6 +143,14 @@ pub trait TabletEngine: Send + Sync + 'static {
     /// Writes and deletes metadata entries atomically and durably.
     fn meta_write(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Result<()>;
 
+    /// Like [`TabletEngine::meta_write`], atomically but without waiting for the disk:
+    /// the entries are durable once any later durable write of this engine returns,
+    /// and a crash before that may lose them (never a part of them). For state that
+    /// can be rebuilt, written on a latency-critical path.
+    fn meta_write_lazy(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Result<()> {
+        self.meta_write(puts, deletes)
+    }
+
     /// Metadata entries whose key starts with `prefix`, in key order.
     fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 

@@ -174,6 +174,24 @@ impl RocksTabletEngine {
         Ok(out)
     }
 
+    fn write_meta(
+        &self,
+        puts: &[(Vec<u8>, Vec<u8>)],
+        deletes: &[Vec<u8>],
+        options: &WriteOptions,
+    ) -> Result<()> {
+        let meta = self.cf(CF_META);
+        let mut batch = WriteBatch::default();
+        for k in deletes {
+            batch.delete_cf(&meta, k);
+        }
+        for (k, v) in puts {
+            batch.put_cf(&meta, k, v);
+        }
+        self.db.write_opt(batch, options)?;
+        Ok(())
+    }
+
     fn synced() -> WriteOptions {
         let mut w = WriteOptions::default();
         w.set_sync(true);
@@ -657,16 +675,12 @@ impl TabletEngine for RocksTabletEngine {
     }
 
     fn meta_write(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Result<()> {
-        let meta = self.cf(CF_META);
-        let mut batch = WriteBatch::default();
-        for k in deletes {
-            batch.delete_cf(&meta, k);
-        }
-        for (k, v) in puts {
-            batch.put_cf(&meta, k, v);
-        }
-        self.db.write_opt(batch, &Self::synced())?;
-        Ok(())
+        self.write_meta(puts, deletes, &Self::synced())
+    }
+
+    fn meta_write_lazy(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Result<()> {
+        // The WAL is one sequential log: the next synced write makes this one durable.
+        self.write_meta(puts, deletes, &WriteOptions::default())
     }
 
     fn meta_range(

@@ -121,43 +121,71 @@ impl Lease {
 
 /// Runs until the catalog is dropped: extends this node's liveness record every
 /// [`Lease::heartbeat_every`], and learns of a new epoch when the record moved on.
+///
+/// Heartbeats do not wait for each other: one is sent every period even while earlier
+/// ones are still committing, so a metadata commit slowed by a stalled disk sync
+/// delays the renewals it carries, not every renewal after it.
 pub async fn heartbeat(catalog: Weak<RaftCatalog>) {
+    let again = std::sync::Arc::new(tokio::sync::Notify::new());
     loop {
         let Some(c) = catalog.upgrade() else {
             return;
         };
-        let lease = c.lease().clone();
-        let every = lease.heartbeat_every();
+        let every = c.lease().heartbeat_every();
         let started = Instant::now();
-        let epoch = lease.epoch();
-        let sent_ms = wall_ms();
-        let cmd = MetaCommand::Heartbeat {
-            node: c.node(),
-            epoch,
-            expiration_ms: sent_ms + lease.length().as_millis() as u64,
-        };
-        // A heartbeat that commits after the lease it would extend is worthless.
-        let answer = tokio::time::timeout(lease.length(), c.propose(cmd, true)).await;
-        drop(c);
-        match answer {
-            Ok(Ok(MetaResponse::Liveness { record, renewed })) => {
-                if renewed {
-                    lease.renew(record.epoch, sent_ms);
-                } else {
-                    tracing::warn!(
-                        old = epoch,
-                        new = record.epoch,
-                        "this node's liveness epoch moved on: its masterships of the old epoch end"
-                    );
-                    lease.fence(record.epoch);
-                    continue; // heartbeat at the new epoch at once
-                }
-            }
-            Ok(Ok(other)) => tracing::debug!(answer = ?other, "heartbeat refused"),
-            Ok(Err(e)) => tracing::debug!(error = %e, "heartbeat failed"),
-            Err(_) => tracing::debug!("heartbeat timed out"),
+        tokio::spawn(heartbeat_once(c, again.clone()));
+        // The record moved on: heartbeat at the new epoch at once.
+        tokio::select! {
+            _ = tokio::time::sleep_until((started + every).into()) => {}
+            _ = again.notified() => {}
         }
-        tokio::time::sleep_until((started + every).into()).await;
+    }
+}
+
+/// Sends one heartbeat and renews or fences the lease by its answer; wakes `again`
+/// when the record moved on to a new epoch.
+async fn heartbeat_once(
+    c: std::sync::Arc<RaftCatalog>,
+    again: std::sync::Arc<tokio::sync::Notify>,
+) {
+    let lease = c.lease().clone();
+    let started = Instant::now();
+    let epoch = lease.epoch();
+    let sent_ms = wall_ms();
+    let cmd = MetaCommand::Heartbeat {
+        node: c.node(),
+        epoch,
+        expiration_ms: sent_ms + lease.length().as_millis() as u64,
+    };
+    // A heartbeat that commits after the lease it would extend is worthless.
+    let answer = tokio::time::timeout(lease.length(), c.propose(cmd, true)).await;
+    drop(c);
+    let took = started.elapsed();
+    if took > lease.length() / 2 {
+        tracing::warn!(
+            took_ms = took.as_millis() as u64,
+            lease_ms = lease.length().as_millis() as u64,
+            "a liveness heartbeat was slow to commit (the master leases of this node \
+             lapse when none commits within the lease, less the clock offset)"
+        );
+    }
+    match answer {
+        Ok(Ok(MetaResponse::Liveness { record, renewed })) => {
+            if renewed {
+                lease.renew(record.epoch, sent_ms);
+            } else if record.epoch > epoch {
+                tracing::warn!(
+                    old = epoch,
+                    new = record.epoch,
+                    "this node's liveness epoch moved on: its masterships of the old epoch end"
+                );
+                lease.fence(record.epoch);
+                again.notify_one();
+            }
+        }
+        Ok(Ok(other)) => tracing::debug!(answer = ?other, "heartbeat refused"),
+        Ok(Err(e)) => tracing::debug!(error = %e, "heartbeat failed"),
+        Err(_) => tracing::debug!("heartbeat timed out"),
     }
 }
 

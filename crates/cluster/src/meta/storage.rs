@@ -94,6 +94,11 @@ async fn write(
     blocking(io, move |e| e.meta_write(&puts, &deletes)).await
 }
 
+/// Writes without waiting for the disk ([`TabletEngine::meta_write_lazy`]).
+async fn write_lazy(io: &Io, puts: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), std::io::Error> {
+    blocking(io, move |e| e.meta_write_lazy(&puts, &[])).await
+}
+
 /// The Raft log of the metadata group.
 #[derive(Clone)]
 pub struct LogStore {
@@ -180,7 +185,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
         let v = to_json(&committed).map_err(|e| StorageIOError::write_logs(&e))?;
-        write(&self.io, vec![(COMMITTED.to_vec(), v)], vec![])
+        // On the path of every commit, so not synced: a crash may lose it, and the
+        // restarted member then re-applies from its last applied entry, or learns the
+        // commit from the leader (openraft persists it only to apply sooner).
+        write_lazy(&self.io, vec![(COMMITTED.to_vec(), v)])
             .await
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }

@@ -259,6 +259,7 @@ impl pb::admin_server::Admin for AdminService {
                 meta_applied_index: raft.last_applied.map_or(0, |l| l.index),
                 meta_snapshot_index: raft.snapshot.map_or(0, |l| l.index),
                 meta_purged_index: raft.purged.map_or(0, |l| l.index),
+                worker_threads: tokio::runtime::Handle::current().metrics().num_workers() as u32,
             })
         })
         .await
