@@ -9,7 +9,9 @@
 # Figures go to BENCHMARKS.md.
 # Usage: scripts/bench-cluster.sh [extra `datalayer bench` flags, e.g. --seconds 10]
 # FAILOVER_ROUNDS (default 10) sets the number of master kills; FAILOVER_ONLY=1 skips
-# the throughput workloads.
+# the throughput workloads. The three nodes share the machine's cores, so each serves
+# requests on NODE_THREADS worker threads (default 1, `--worker-threads`); the single
+# node and etcd keep their defaults (one thread per core, GOMAXPROCS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -26,6 +28,7 @@ start_node() { # i
   local i=$1 join=()
   [ "$i" -gt 1 ] && join=(--join 127.0.0.1:17810)
   "$bin" start --data-dir "$work/n$i" --grpc-addr "127.0.0.1:178${i}0" --http-addr "127.0.0.1:178${i}1" "${join[@]}" \
+    --worker-threads "${NODE_THREADS:-1}" \
     >>"$work/n$i.out" 2>>"$work/n$i.log" &
   pid[n$i]=$!
   for _ in $(seq 1 300); do "$bin" --addr "127.0.0.1:178${i}0" status >/dev/null 2>&1 && return; sleep 0.1; done
