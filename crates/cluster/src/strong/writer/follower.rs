@@ -1,0 +1,258 @@
+//! The writer's follower side: following a tablet, staging the records its master
+//! ships (cutting a suffix that disagrees first), snapshots, and dropping a replica.
+
+use super::*;
+
+impl Writer {
+    pub(super) fn follow(&mut self, desc: &TabletDesc) -> Result<()> {
+        if let Some(s) = self.served.get_mut(&desc.id) {
+            if desc.master_epoch > s.epoch
+                || (s.role == Role::Follower && desc.master_epoch == s.epoch)
+            {
+                let was_master = s.role == Role::Master;
+                s.epoch = desc.master_epoch;
+                s.role = Role::Follower;
+                if was_master {
+                    tracing::info!(tablet = %desc.id, epoch = %desc.master_epoch, "no longer master: following the new master");
+                    self.demote(desc.id);
+                }
+            }
+            return Ok(());
+        }
+        let (state, trimmed_below, (requests, voids)) = self.load(desc.id)?;
+        self.clock.observe(state.last_ts);
+        self.served.insert(
+            desc.id,
+            Served {
+                table: desc.table,
+                epoch: desc.master_epoch,
+                role: Role::Follower,
+                fenced: false,
+                state,
+                trimmed_below,
+                requests,
+                voids,
+            },
+        );
+        Ok(())
+    }
+
+    /// Checks a master's records and stages those that extend this replica's log.
+    /// A suffix that disagrees with the master's history is cut first.
+    pub(super) fn stage_replica(&mut self, group: &mut Group, req: Replicate) -> Result<()> {
+        if self.dropped.contains(&req.tablet) {
+            return Err(Error::Unavailable(format!("{} was dropped", req.tablet)));
+        }
+        if !self.served.contains_key(&req.tablet) {
+            // The metadata naming this node a replica has not reached it yet.
+            let (state, trimmed_below, (requests, voids)) = self.load(req.tablet)?;
+            self.served.insert(
+                req.tablet,
+                Served {
+                    table: req.table,
+                    epoch: req.epoch,
+                    role: Role::Follower,
+                    fenced: false,
+                    state,
+                    trimmed_below,
+                    requests,
+                    voids,
+                },
+            );
+        }
+        let served = self.served.get_mut(&req.tablet).expect("inserted above");
+        if req.epoch < served.epoch || (req.epoch == served.epoch && served.role == Role::Master) {
+            return Err(Error::StaleEpoch {
+                tablet: req.tablet,
+                got: req.epoch,
+                current: served.epoch,
+            });
+        }
+        if served.role == Role::Master {
+            tracing::info!(tablet = %req.tablet, epoch = %req.epoch, "a newer master replicates to this node: following it");
+            served.role = Role::Follower;
+            self.demote(req.tablet);
+        }
+        let served = self.served.get_mut(&req.tablet).expect("served");
+        served.epoch = req.epoch;
+        let table = served.table;
+        let current = group
+            .appends
+            .get(&req.tablet)
+            .map_or_else(|| served.state.clone(), |a| a.state.clone());
+        let agreed = agreement(&current, &req.history, req.log_end);
+        if agreed < current.log_end {
+            // Cut the divergent suffix: commit what is pending, then truncate.
+            self.commit(std::mem::take(group));
+            self.truncate(table, req.tablet, &req.range, agreed)?;
+        }
+        let served = self.served.get(&req.tablet).expect("served");
+        let mut state = group
+            .appends
+            .get(&req.tablet)
+            .map_or_else(|| served.state.clone(), |a| a.state.clone());
+        let fresh: Vec<OplogRecord> = req
+            .records
+            .into_iter()
+            .filter(|r| r.seq > state.log_end)
+            .collect();
+        if let Some(first) = fresh.first()
+            && first.seq != state.log_end.next()
+        {
+            // A gap: the answer (our log end) tells the master where to resume.
+            return Ok(());
+        }
+        if let Some(bad) = fresh.iter().find(|r| r.epoch > req.epoch) {
+            return Err(Error::invalid(
+                "records",
+                format!(
+                    "record {} of {} is from epoch {} above the master's {}",
+                    bad.seq, req.tablet, bad.epoch, req.epoch
+                ),
+            ));
+        }
+        let served = self.served.get_mut(&req.tablet).expect("served");
+        for r in &fresh {
+            state.advance(r);
+            self.clock.observe(r.ts);
+            remember(&mut served.requests, req.tablet, r);
+            if let Some(void) = Void::of(r) {
+                served.voids.push(void);
+                forget_voided(&mut served.requests, &served.voids);
+            }
+        }
+        state.high_watermark = req.high_watermark.min(state.log_end);
+        // Follower reads: every committed record up to the master's high watermark is
+        // here, so the master's committed timestamp is safe; otherwise only this
+        // replica's own prefix, all of it committed, is.
+        let read_at = if state.log_end >= req.high_watermark {
+            req.committed_ts
+        } else {
+            state.last_ts
+        };
+        group
+            .replica_reads
+            .insert(req.tablet, (read_at, std::time::Instant::now()));
+        let append = group
+            .appends
+            .entry(req.tablet)
+            .or_insert_with(|| TabletAppend {
+                table,
+                tablet: req.tablet,
+                records: Vec::new(),
+                state: state.clone(),
+            });
+        append.records.extend(fresh);
+        append.state = state;
+        Ok(())
+    }
+
+    /// Cuts a follower's log after `after`, deleting exactly the cut records' versions.
+    /// When the oplog no longer holds every record to cut (trimmed, or the replica came
+    /// from a snapshot), the whole replica is deleted instead and catches up again.
+    pub(super) fn truncate(
+        &mut self,
+        table: TableId,
+        tablet: TabletId,
+        range: &KeyRange,
+        after: Seq,
+    ) -> Result<()> {
+        let served = self.served.get_mut(&tablet).expect("served");
+        // The records after `after`, and `after` itself for its timestamp.
+        let needed = if after.0 == 0 { Seq(1) } else { after };
+        if served.trimmed_below > needed {
+            tracing::warn!(%tablet, %after, "records to cut were trimmed: deleting the replica to catch up again");
+            return self.wipe(table, tablet, range);
+        }
+        let last_ts = if after.0 == 0 {
+            Timestamp(0)
+        } else {
+            let rec = self.engine.read_oplog(tablet, after, 1)?;
+            match rec.first() {
+                Some(r) if r.seq == after => r.ts,
+                _ => {
+                    return Err(Error::Internal(format!(
+                        "{tablet}: cannot cut the log after {after}: that record was trimmed"
+                    )));
+                }
+            }
+        };
+        let cut = served.state.truncated(after, last_ts);
+        let removed = match self.engine.truncate(table, tablet, after, &cut) {
+            Ok(n) => n,
+            Err(datalayer_store::Error::Trimmed { .. }) => {
+                tracing::warn!(%tablet, %after, "records to restore were trimmed: deleting the replica to catch up again");
+                return self.wipe(table, tablet, range);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tracing::warn!(%tablet, %after, removed, "cut records the master does not hold");
+        let (requests, voids) = self.recall(tablet, cut.log_end)?;
+        let served = self.served.get_mut(&tablet).expect("served");
+        served.state = cut;
+        served.requests = requests;
+        served.voids = voids;
+        Ok(())
+    }
+
+    /// Replaces this node's replica of a tablet with a master's export, unless the
+    /// master's epoch is older than the one this node follows.
+    pub(super) fn install_snapshot(&mut self, install: Install) -> Result<(Seq, Timestamp)> {
+        let tablet = install.tablet;
+        if self.dropped.contains(&tablet) {
+            return Err(Error::Unavailable(format!("{tablet} was dropped")));
+        }
+        if let Some(served) = self.served.get(&tablet) {
+            if install.epoch < served.epoch
+                || (install.epoch == served.epoch && served.role == Role::Master)
+            {
+                return Err(Error::StaleEpoch {
+                    tablet,
+                    got: install.epoch,
+                    current: served.epoch,
+                });
+            }
+            if served.role == Role::Master {
+                self.demote(tablet);
+            }
+        }
+        // No follower reads while the replica is replaced.
+        self.replica_reads.write().remove(&tablet);
+        self.served.remove(&tablet);
+        self.engine.import_tablet(
+            install.table,
+            tablet,
+            &install.range,
+            &install.state,
+            install.file.as_deref(),
+        )?;
+        self.clock.observe(install.state.last_ts);
+        let (log_end, last_ts) = (install.state.log_end, install.state.last_ts);
+        tracing::info!(%tablet, %log_end, "installed a snapshot of the master's replica");
+        self.served.insert(
+            tablet,
+            Served {
+                table: install.table,
+                epoch: install.epoch,
+                role: Role::Follower,
+                fenced: false,
+                state: install.state,
+                trimmed_below: log_end.next(),
+                requests: Requests::new(),
+                voids: Vec::new(),
+            },
+        );
+        Ok((log_end, last_ts))
+    }
+
+    /// Deletes this node's replica of a tablet it no longer holds (unlike a dropped
+    /// table's, it may come back: the metadata can name this node again).
+    pub(super) fn drop_replica(&mut self, desc: &TabletDesc) -> Result<()> {
+        self.engine
+            .drop_tablet(desc.table, desc.id, &desc.range())?;
+        self.served.remove(&desc.id);
+        self.demote(desc.id);
+        self.replica_reads.write().remove(&desc.id);
+        Ok(())
+    }
+}

@@ -1,0 +1,271 @@
+//! The writer's master side: staging client writes (read-modify-write evaluated
+//! against the group's own earlier writes) and abort records.
+
+use super::*;
+
+impl Writer {
+    /// The current value of a key, seen through the group's pending writes.
+    pub(super) fn current(
+        &self,
+        group: &Group,
+        table: TableId,
+        key: &[u8],
+    ) -> Result<Option<Versioned>> {
+        if let Some(v) = group.overlay.get(&(table, key.to_vec())) {
+            return Ok(v.clone());
+        }
+        Ok(self.engine.get(table, key, Timestamp::MAX)?)
+    }
+
+    /// Evaluates `op` and stages its records in `group`.
+    pub(super) fn stage(
+        &mut self,
+        group: &mut Group,
+        table: TableId,
+        tablet: TabletId,
+        op: WriteOp,
+        request: Option<RequestId>,
+    ) -> Result<Outcome> {
+        let served = self
+            .served
+            .get(&tablet)
+            .filter(|s| s.table == table && s.role == Role::Master)
+            .ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "{tablet} is not mastered by this node (moved or dropped)"
+                ))
+            })?;
+        if served.fenced {
+            return Err(Error::Unavailable(format!(
+                "{tablet} is being handed over to another master; retry"
+            )));
+        }
+        if let Some(id) = request
+            && let Some((last, outcome)) = served.requests.get(&id.client)
+        {
+            if *last == id.seq {
+                // A retry of a request the log holds: its answer, not a second write.
+                return Ok(outcome.clone());
+            }
+            if *last > id.seq {
+                return Err(Error::invalid(
+                    "request_id",
+                    format!(
+                        "request {} of client {:x} is older than its request {last} already written",
+                        id.seq, id.client
+                    ),
+                ));
+            }
+        }
+        let epoch = served.epoch;
+        let ts = self.clock.now();
+        let (records, result) = match op {
+            WriteOp::Batch(mutations) => (vec![mutations], OpResult::Done),
+            WriteOp::DeleteRange(range) => {
+                let mut live: BTreeMap<Vec<u8>, bool> = self
+                    .engine
+                    .scan(&ScanRequest {
+                        table,
+                        range: range.clone(),
+                        at: Timestamp::MAX,
+                        limit: usize::MAX,
+                        reverse: false,
+                    })?
+                    .into_iter()
+                    .map(|(k, _)| (k, true))
+                    .collect();
+                for ((t, key), v) in &group.overlay {
+                    if *t == table && range.contains(key) {
+                        live.insert(key.clone(), v.is_some());
+                    }
+                }
+                let keys: Vec<Vec<u8>> = live
+                    .into_iter()
+                    .filter(|(_, l)| *l)
+                    .map(|(k, _)| k)
+                    .collect();
+                let count = keys.len() as u64;
+                let records = keys
+                    .chunks(DELETES_PER_RECORD)
+                    .map(|c| {
+                        c.iter()
+                            .map(|k| Mutation::Delete { key: k.clone() })
+                            .collect()
+                    })
+                    .collect();
+                (records, OpResult::RangeDeleted(count))
+            }
+            WriteOp::CompareAndSet { key, expected, new } => {
+                let current = self.current(group, table, &key)?;
+                let matches = match expected {
+                    Expected::Absent => current.is_none(),
+                    Expected::Version(v) => current.as_ref().is_some_and(|c| c.ts == v),
+                };
+                if matches {
+                    let m = match new {
+                        Some(value) => Mutation::Put { key, value },
+                        None => Mutation::Delete { key },
+                    };
+                    (vec![vec![m]], OpResult::Done)
+                } else {
+                    (Vec::new(), OpResult::Mismatch(current))
+                }
+            }
+            WriteOp::Increment { key, delta } => {
+                let current = match self.current(group, table, &key)? {
+                    None => 0i64,
+                    Some(v) => std::str::from_utf8(&v.value)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .ok_or(Error::NotAnInteger)?,
+                };
+                let value = current.checked_add(delta).ok_or(Error::NotAnInteger)?;
+                let m = Mutation::Put {
+                    key,
+                    value: value.to_string().into_bytes(),
+                };
+                (vec![vec![m]], OpResult::Counter(value))
+            }
+        };
+        if records.is_empty() {
+            let observed = group
+                .appends
+                .get(&tablet)
+                .map_or(served.state.log_end, |a| a.state.log_end);
+            return Ok(Outcome {
+                ts,
+                position: None,
+                observed,
+                result,
+            });
+        }
+        let append = group.appends.entry(tablet).or_insert_with(|| TabletAppend {
+            table,
+            tablet,
+            records: Vec::new(),
+            state: served.state.clone(),
+        });
+        let answer = match &result {
+            OpResult::Done | OpResult::Mismatch(_) => Answer::Done,
+            OpResult::RangeDeleted(n) => Answer::RangeDeleted(*n),
+            OpResult::Counter(v) => Answer::Counter(*v),
+        };
+        let last = records.len() - 1;
+        for (i, mutations) in records.into_iter().enumerate() {
+            for m in &mutations {
+                let value = match m {
+                    Mutation::Put { value, .. } => Some(Versioned {
+                        ts,
+                        value: value.clone(),
+                    }),
+                    Mutation::Delete { .. } => None,
+                };
+                group.overlay.insert((table, m.key().to_vec()), value);
+            }
+            let record = OplogRecord {
+                epoch,
+                seq: append.state.log_end.next(),
+                ts,
+                body: RecordBody::Write(mutations),
+                origin: request
+                    .filter(|_| i == last)
+                    .map(|request| Origin { request, answer }),
+            };
+            append.state.advance(&record);
+            append.records.push(record);
+        }
+        if let Some(record) = append.records.last()
+            && let Some(s) = self.served.get_mut(&tablet)
+        {
+            remember(&mut s.requests, tablet, record);
+        }
+        Ok(Outcome {
+            ts,
+            position: Some(Position {
+                tablet,
+                epoch,
+                seq: append.state.log_end,
+            }),
+            observed: append.state.log_end,
+            result,
+        })
+    }
+
+    /// Appends an abort record voiding `from..` on a tablet this node masters: only
+    /// records not committed yet, and not voided already, may be voided.
+    pub(super) fn abort(&mut self, tablet: TabletId, from: Seq) -> Result<Position> {
+        let lead = self.leads.read().get(&tablet).cloned();
+        let (Some(lead), Some(served)) = (lead, self.served.get(&tablet)) else {
+            return Err(Error::Unavailable(format!(
+                "{tablet} is not mastered by this node"
+            )));
+        };
+        if served.fenced {
+            return Err(Error::Unavailable(format!(
+                "{tablet} is being handed over to another master; retry"
+            )));
+        }
+        let view = lead.view();
+        let hw = view.acks.high_watermark().0;
+        let mut state = served.state.clone();
+        if from <= hw {
+            return Err(Error::invalid(
+                "position",
+                format!("record {from} of {tablet} has committed: it cannot be aborted"),
+            ));
+        }
+        if from > state.log_end || view.acks.voided(from) {
+            return Err(Error::invalid(
+                "position",
+                format!("record {from} of {tablet} is not a pending record of its log"),
+            ));
+        }
+        if let Some(v) = view.acks.voids.iter().find(|v| from <= v.at) {
+            // Voids never overlap: an abort is never voided itself.
+            return Err(Error::Unavailable(format!(
+                "record {from} of {tablet} precedes the abort record at {}; retry once it committed",
+                v.at
+            )));
+        }
+        let before_ts = self
+            .engine
+            .read_oplog(tablet, Seq(from.0 - 1), 1)?
+            .first()
+            .filter(|r| r.seq.0 == from.0 - 1)
+            .map_or(Timestamp(0), |r| r.ts);
+        let record = OplogRecord {
+            epoch: served.epoch,
+            seq: state.log_end.next(),
+            ts: self.clock.now(),
+            body: RecordBody::Abort { from, before_ts },
+            origin: None,
+        };
+        let void = Void::of(&record).expect("an abort record");
+        state.advance(&record);
+        let mut acks = view.acks.clone();
+        acks.voids.push(void);
+        state.high_watermark = acks.high_watermark().0.min(state.log_end);
+        let position = Position {
+            tablet,
+            epoch: record.epoch,
+            seq: record.seq,
+        };
+        let records = vec![record];
+        self.engine.append(&[TabletAppend {
+            table: served.table,
+            tablet,
+            records: records.clone(),
+            state: state.clone(),
+        }])?;
+        tracing::warn!(%tablet, %from, at = %position.seq, "aborted records that had not committed");
+        lead.void(void);
+        lead.appended(&state, &records);
+        let served = self.served.get_mut(&tablet).expect("served");
+        served.state = state;
+        served.voids.push(void);
+        forget_voided(&mut served.requests, &served.voids);
+        self.maybe_trim(tablet);
+        self.close_now();
+        Ok(position)
+    }
+}
