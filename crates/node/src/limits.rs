@@ -43,6 +43,15 @@ pub const DEFAULT_SCAN_LIMIT: usize = 1000;
 
 type Result<T> = std::result::Result<T, Error>;
 
+/// Names the field a check failed on, formatting the name only then (requests check
+/// every mutation of a batch).
+fn at(field: impl FnOnce() -> String, checked: Result<()>) -> Result<()> {
+    checked.map_err(|e| match e {
+        Error::InvalidArgument { message, .. } => Error::invalid(field(), message),
+        other => other,
+    })
+}
+
 impl Limits {
     /// Checks the limits themselves.
     pub fn validate(&self) -> Result<()> {
@@ -152,10 +161,10 @@ impl Limits {
         }
         let mut bytes = 0usize;
         for (i, m) in req.mutations.iter().enumerate() {
-            self.key(&format!("mutations[{i}].key"), &m.key)?;
+            at(|| format!("mutations[{i}].key"), self.key("", &m.key))?;
             match pb::MutationOp::try_from(m.op) {
                 Ok(pb::MutationOp::Put) => {
-                    self.value(&format!("mutations[{i}].value"), &m.value)?
+                    at(|| format!("mutations[{i}].value"), self.value("", &m.value))?
                 }
                 Ok(pb::MutationOp::Delete) if m.value.is_empty() => {}
                 Ok(pb::MutationOp::Delete) => {
@@ -198,7 +207,7 @@ impl Limits {
             ));
         }
         for (i, k) in req.keys.iter().enumerate() {
-            self.key(&format!("keys[{i}]"), k)?;
+            at(|| format!("keys[{i}]"), self.key("", k))?;
         }
         Ok(())
     }
