@@ -8,13 +8,14 @@ use super::{Config, record_size};
 use crate::catalog::TabletDesc;
 use datalayer_store::{Epoch, NodeId, OplogRecord, Seq, TableId, TabletId, Timestamp};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 /// Someone waiting until the view meets a condition.
 struct Waiter {
     until: Box<dyn Fn(&AckView) -> bool + Send>,
-    wake: oneshot::Sender<AckView>,
+    wake: oneshot::Sender<Arc<AckView>>,
 }
 
 impl std::fmt::Debug for Waiter {
@@ -235,11 +236,11 @@ impl Lead {
         &self,
         timeout: Duration,
         until: impl Fn(&AckView) -> bool + Send + 'static,
-    ) -> Option<AckView> {
+    ) -> Option<Arc<AckView>> {
         {
             let v = self.view.borrow();
             if until(&v) {
-                return Some(v.clone());
+                return Some(Arc::new(v.clone()));
             }
         }
         let rx = {
@@ -248,7 +249,7 @@ impl Lead {
             // finds the waiter registered.
             let v = self.view.borrow();
             if until(&v) {
-                return Some(v.clone());
+                return Some(Arc::new(v.clone()));
             }
             let (wake, rx) = oneshot::channel();
             waiters.push(Waiter {
@@ -271,12 +272,15 @@ impl Lead {
             return;
         }
         let v = self.view.borrow();
+        // One copy of the view for every waiter this change wakes.
+        let mut shared: Option<Arc<AckView>> = None;
         let mut i = 0;
         while i < waiters.len() {
             let w = &waiters[i];
             if w.wake.is_closed() || (w.until)(&v) {
                 let w = waiters.swap_remove(i);
-                let _ = w.wake.send(v.clone());
+                let view = shared.get_or_insert_with(|| Arc::new(v.clone()));
+                let _ = w.wake.send(view.clone());
             } else {
                 i += 1;
             }
