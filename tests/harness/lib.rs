@@ -10,6 +10,7 @@
 mod cluster;
 mod docker;
 pub mod linearizability;
+pub mod replicated;
 
 pub use cluster::{CLUSTER_WAIT, TestCluster};
 pub use docker::DockerCluster;
