@@ -242,6 +242,20 @@ fn config_file_is_read_and_flags_override_it() {
     assert_eq!(json(&o)["worker_threads"], 1, "{}", stdout(&o));
     drop(node);
 
+    // Too many threads is refused before the node starts.
+    let o = Command::new(binary())
+        .args(["start", "--worker-threads", "5000", "--data-dir"])
+        .arg(dir.path().join("never"))
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("worker_threads must be at most 1024"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.path().join("never").exists(), "nothing was created");
+
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "grpc_adr = \"x\"\n").expect("write");
     let o = Command::new(binary())

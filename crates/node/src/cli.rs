@@ -217,7 +217,7 @@ pub fn main() -> ExitCode {
     };
     // A node's config decides its runtime's threads; other commands take the default.
     let config = match &cli.command {
-        Command::Start(args) => match node_config(args) {
+        Command::Start(args) => match node_config(args).and_then(|c| c.validate().map(|()| c)) {
             Ok(config) => Some(config),
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// Most worker threads a node's runtime may have.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
 /// Everything a node is started with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -43,8 +46,8 @@ pub struct Config {
     /// The most two nodes' wall clocks may differ, in milliseconds. A master's lease
     /// (`master_failover_ms` from its last heartbeat) is shortened by it. Default 250.
     pub max_clock_offset_ms: u64,
-    /// Threads serving requests; 0 means one per core. Nodes sharing a machine do
-    /// better with their share of its cores each. Default 0.
+    /// Threads serving requests; 0 means one per core, at most 1024. Nodes sharing a
+    /// machine do better with their share of its cores each. Default 0.
     pub worker_threads: usize,
     /// Request limits.
     pub limits: Limits,
@@ -106,6 +109,11 @@ impl Config {
             anyhow::bail!(
                 "master_failover_ms must be at least max_clock_offset_ms + 250 = {} ms",
                 self.max_clock_offset_ms + 250
+            );
+        }
+        if self.worker_threads > MAX_WORKER_THREADS {
+            anyhow::bail!(
+                "worker_threads must be at most {MAX_WORKER_THREADS} (0 means one per core)"
             );
         }
         if self.gc_interval_secs == 0 {
