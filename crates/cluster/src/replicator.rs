@@ -14,8 +14,8 @@
 //! call in flight at a time: what the master stages meanwhile goes out in the next
 //! call, when the follower answers, so the follower syncs once per call for as many
 //! records as arrived during its last sync. A follower catching up gets full calls,
-//! up to [`WINDOW`] of them unanswered. The follower applies them in order. Each call carries the master's
-//! epoch history; the follower cuts any suffix that disagrees
+//! up to [`WINDOW`] of them unanswered. The follower applies them in order. Each
+//! call carries the master's epoch history; the follower cuts any suffix that disagrees
 //! ([`crate::strong::protocol::agreement`]) and answers with its durable log end, which
 //! is its acknowledgement; a follower that did not take every call (a gap) is resumed
 //! from that end.
