@@ -4,28 +4,16 @@
 //! arrive answer "ambiguous" with a position whose fate can be asked later.
 
 use datalayer_api::v1 as pb;
-use datalayer_client::{ErrorKind, TableOptions};
+use datalayer_client::ErrorKind;
 use datalayer_tests::replicated::{
     assert_all_present, cluster_with_table, node_index, wait_replicas_agree, wait_tablet, write_all,
 };
-use datalayer_tests::{CLUSTER_WAIT, TestCluster, wait_until};
+use datalayer_tests::{CLUSTER_WAIT, wait_until};
 use std::collections::BTreeMap;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_master_kills_and_replicas_catch_up() {
-    let mut cluster = TestCluster::builder()
-        .nodes(3)
-        .build()
-        .await
-        .expect("cluster forms");
-    let mut c = cluster.client(0).await.expect("connect");
-    c.create_table("t", TableOptions::default())
-        .await
-        .expect("create");
-    let first = wait_tablet(&cluster, 0, "t", "three replicas, all in sync", |t| {
-        t.replicas.len() == 3 && t.in_sync.len() == 3
-    })
-    .await;
+    let (mut cluster, mut c, first) = cluster_with_table(3, &[]).await;
     assert_eq!(first.master_epoch, 1);
 
     // Acknowledged with acks=all (the table's default): on every replica.

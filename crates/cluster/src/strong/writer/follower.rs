@@ -19,13 +19,26 @@ impl Writer {
             }
             return Ok(());
         }
-        let (state, trimmed_below, (requests, voids)) = self.load(desc.id)?;
-        self.clock.observe(state.last_ts);
+        let last_ts = self.follow_loaded(desc.id, desc.table, desc.master_epoch)?;
+        self.clock.observe(last_ts);
+        Ok(())
+    }
+
+    /// Starts following `tablet` at `epoch` from its state as stored; returns the
+    /// timestamp of its last record.
+    fn follow_loaded(
+        &mut self,
+        tablet: TabletId,
+        table: TableId,
+        epoch: Epoch,
+    ) -> Result<Timestamp> {
+        let (state, trimmed_below, (requests, voids)) = self.load(tablet)?;
+        let last_ts = state.last_ts;
         self.served.insert(
-            desc.id,
+            tablet,
             Served {
-                table: desc.table,
-                epoch: desc.master_epoch,
+                table,
+                epoch,
                 role: Role::Follower,
                 fenced: false,
                 state,
@@ -34,7 +47,7 @@ impl Writer {
                 voids,
             },
         );
-        Ok(())
+        Ok(last_ts)
     }
 
     /// Checks a master's records and stages those that extend this replica's log.
@@ -45,20 +58,7 @@ impl Writer {
         }
         if !self.served.contains_key(&req.tablet) {
             // The metadata naming this node a replica has not reached it yet.
-            let (state, trimmed_below, (requests, voids)) = self.load(req.tablet)?;
-            self.served.insert(
-                req.tablet,
-                Served {
-                    table: req.table,
-                    epoch: req.epoch,
-                    role: Role::Follower,
-                    fenced: false,
-                    state,
-                    trimmed_below,
-                    requests,
-                    voids,
-                },
-            );
+            self.follow_loaded(req.tablet, req.table, req.epoch)?;
         }
         let served = self.served.get_mut(&req.tablet).expect("inserted above");
         if req.epoch < served.epoch || (req.epoch == served.epoch && served.role == Role::Master) {
