@@ -754,3 +754,84 @@ async fn a_master_transferred_under_writes_loses_nothing() {
         Some(t.master_epoch + 1)
     );
 }
+
+/// A master syncs a group of writes that wait for followers' acks when its pacer (the
+/// lowest-id in-sync follower) starts its next replication call, so concurrent writes
+/// share one sync. With the pacer killed, writes still commit — concurrent acks=2
+/// writes with the other follower at once, acks=all ones once the dead node left the
+/// in-sync set — and the pacer, restarted, catches up to equal replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_commit_when_the_follower_pacing_the_master_is_killed() {
+    let (mut cluster, _, first) = cluster_with_table(3, &[]).await;
+    let master = node_index(first.master);
+    let pacer = first
+        .in_sync
+        .iter()
+        .copied()
+        .filter(|n| *n != first.master)
+        .min()
+        .expect("two followers in sync");
+    let all = datalayer_client::acks_all();
+    let mut acked = write_concurrently(&cluster, master, all, 0..200).await;
+
+    cluster.node_mut(node_index(pacer)).kill();
+    let two = datalayer_client::acks_count(2);
+    acked.extend(write_concurrently(&cluster, master, two, 200..400).await);
+    wait_tablet(
+        &cluster,
+        master,
+        "t",
+        "the dead pacer leaves the in-sync set",
+        |t| !t.in_sync.contains(&pacer),
+    )
+    .await;
+    acked.extend(write_concurrently(&cluster, master, all, 400..500).await);
+    let mut c = cluster.client(master).await.expect("connect");
+    assert_all_present(&mut c, "t", &acked).await;
+
+    cluster
+        .node_mut(node_index(pacer))
+        .restart()
+        .expect("restart");
+    let t = wait_tablet(
+        &cluster,
+        master,
+        "t",
+        "the pacer rejoins the in-sync set",
+        |t| t.in_sync.contains(&pacer),
+    )
+    .await;
+    wait_replicas_agree(&cluster, &t).await;
+}
+
+/// Writes `keys` through node `node` from eight concurrent clients with `acks`; every
+/// write must be acknowledged. Returns what was.
+async fn write_concurrently(
+    cluster: &datalayer_tests::TestCluster,
+    node: usize,
+    acks: pb::Acks,
+    keys: std::ops::Range<u32>,
+) -> BTreeMap<String, String> {
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let mut c = cluster.client(node).await.expect("connect");
+        c.set_acks(Some(acks));
+        let keys: Vec<u32> = keys.clone().filter(|k| k % 8 == w).collect();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = BTreeMap::new();
+            for k in keys {
+                let (key, value) = (format!("k{k:05}"), format!("v{k}"));
+                c.put("t", key.as_bytes(), value.as_bytes())
+                    .await
+                    .unwrap_or_else(|e| panic!("put {key}: {e}"));
+                acked.insert(key, value);
+            }
+            acked
+        }));
+    }
+    let mut acked = BTreeMap::new();
+    for t in tasks {
+        acked.extend(t.await.expect("writer task"));
+    }
+    acked
+}

@@ -18,7 +18,9 @@
 //! call carries the master's epoch history; the follower cuts any suffix that disagrees
 //! ([`crate::strong::protocol::agreement`]) and answers with its durable log end, which
 //! is its acknowledgement; a follower that did not take every call (a gap) is resumed
-//! from that end.
+//! from that end. Each call that carries records tells the master's writer
+//! (`StrongPolicy::call_started`): a group of writes waiting for followers' acks syncs
+//! when the tablet's pacer starts its next call (`Writer::waits_for_calls`).
 
 use crate::error::{Error, Result};
 use crate::meta::RaftCatalog;
@@ -321,6 +323,9 @@ async fn stream(
             last_sent = Some(now);
             if let Some(end) = sent_end {
                 cursor = Some(end.next());
+                if lead.call_started(follower) {
+                    strong.call_started(lead.tablet, follower);
+                }
             }
             if cursor.is_none() {
                 break; // wait for the follower's position

@@ -309,6 +309,14 @@ impl StrongPolicy {
         &self.config
     }
 
+    /// A shipper started a replication call to `follower` carrying records of
+    /// `tablet` (paced groups wait for such calls; dropped when the writer is busy).
+    pub(crate) fn call_started(&self, tablet: TabletId, follower: NodeId) {
+        let _ = self
+            .tx
+            .try_send(writer::Command::CallStarted { tablet, follower });
+    }
+
     async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T>>) -> writer::Command,

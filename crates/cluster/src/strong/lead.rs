@@ -72,6 +72,8 @@ pub struct Lead {
     /// Most records kept in `recent` (never more than the oplog keeps, so a follower
     /// the oplog cannot catch up gets a snapshot either way).
     recent_cap: usize,
+    /// The writer holds a group of writes waiting for the pacer's next call.
+    pacing: std::sync::atomic::AtomicBool,
 }
 
 /// Most records a lead keeps in memory for its shippers.
@@ -92,6 +94,7 @@ impl Lead {
             caught_up: Default::default(),
             recent: Default::default(),
             recent_cap: RECENT_RECORDS.min(config.oplog_retention_records as usize),
+            pacing: Default::default(),
         }
     }
 
@@ -291,6 +294,36 @@ impl Lead {
     /// besides this one): only then must this node hold a lease to serve.
     pub(super) fn needs_lease(&self) -> bool {
         !self.alone()
+    }
+
+    /// The in-sync follower whose replication calls pace the master's syncs (the
+    /// lowest id; none when the master is alone).
+    pub fn pacer(&self) -> Option<NodeId> {
+        let v = self.view.borrow();
+        let master = v.acks.master;
+        v.acks
+            .in_sync
+            .iter()
+            .copied()
+            .filter(|n| *n != master)
+            .min()
+    }
+
+    /// The writer staged a write waiting for followers' acks: the pacer's next call
+    /// is to be reported ([`Lead::call_started`]).
+    pub(super) fn await_call(&self) {
+        self.pacing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the writer is to hear that `follower` started a call: only the
+    /// pacer's, and only while the writer awaits one (so an idle or acks=1 master's
+    /// writer is not woken for every call).
+    pub fn call_started(&self, follower: NodeId) -> bool {
+        self.pacer() == Some(follower)
+            && self
+                .pacing
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the master is the whole in-sync set.

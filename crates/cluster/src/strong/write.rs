@@ -36,6 +36,7 @@ impl StrongPolicy {
                 tablet: id,
                 op,
                 request,
+                paced: lead.is_some() && !matches!(acks, Acks::One | Acks::Count(1)),
                 reply,
             })
             .await?;

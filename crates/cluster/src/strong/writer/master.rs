@@ -17,7 +17,9 @@ impl Writer {
         Ok(self.engine.get(table, key, Timestamp::MAX)?)
     }
 
-    /// Evaluates `op` and stages its records in `group`.
+    /// Evaluates `op` and stages its records in `group`, handing them to the shippers
+    /// at once (`paced`: the write waits for followers' acks, so its group may wait for
+    /// the pacer's next call before syncing).
     pub(super) fn stage(
         &mut self,
         group: &mut Group,
@@ -25,6 +27,7 @@ impl Writer {
         tablet: TabletId,
         op: WriteOp,
         request: Option<RequestId>,
+        paced: bool,
     ) -> Result<Outcome> {
         let served = self
             .served
@@ -151,6 +154,7 @@ impl Writer {
             OpResult::Counter(v) => Answer::Counter(*v),
         };
         let last = records.len() - 1;
+        let first_new = append.records.len();
         for (i, mutations) in records.into_iter().enumerate() {
             for m in &mutations {
                 let value = match m {
@@ -173,6 +177,14 @@ impl Writer {
             };
             append.state.advance(&record);
             append.records.push(record);
+        }
+        // The shippers send the records at once, while this thread stages more and
+        // syncs them.
+        if let Some(lead) = self.leads.read().get(&tablet) {
+            lead.stage(&append.records[first_new..]);
+            if paced {
+                lead.await_call();
+            }
         }
         if let Some(record) = append.records.last()
             && let Some(s) = self.served.get_mut(&tablet)
