@@ -756,8 +756,9 @@ async fn a_master_transferred_under_writes_loses_nothing() {
 }
 
 /// A master syncs a group of writes that wait for followers' acks when its pacer (the
-/// lowest-id in-sync follower) starts its next replication call, so concurrent writes
-/// share one sync. With the pacer killed, writes still commit — concurrent acks=2
+/// lowest-id in-sync follower) starts its next replication call, and the other
+/// followers' calls wait for the pacer's too, so concurrent writes share syncs. With
+/// the pacer killed neither waits for long: writes still commit — concurrent acks=2
 /// writes with the other follower at once, acks=all ones once the dead node left the
 /// in-sync set — and the pacer, restarted, catches up to equal replicas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

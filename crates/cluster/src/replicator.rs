@@ -18,9 +18,13 @@
 //! call carries the master's epoch history; the follower cuts any suffix that disagrees
 //! ([`crate::strong::protocol::agreement`]) and answers with its durable log end, which
 //! is its acknowledgement; a follower that did not take every call (a gap) is resumed
-//! from that end. Each call that carries records tells the master's writer
-//! (`StrongPolicy::call_started`): a group of writes waiting for followers' acks syncs
-//! when the tablet's pacer starts its next call (`Writer::waits_for_calls`).
+//! from that end. The pacer's calls (the tablet's lowest-id in-sync follower,
+//! `Lead::pacer`) set the rhythm: a group of writes waiting for followers' acks syncs
+//! on the master when the pacer starts its next call (`StrongPolicy::call_started`,
+//! `Writer::waits_for_calls`), and the other in-sync followers' shippers hold staged
+//! records back (at most [`ALIGN_MAX`]) to send them together with the pacer's next
+//! call, so that every follower answers about when the pacer does — acks=all waits
+//! for the last of them.
 
 use crate::error::{Error, Result};
 use crate::meta::RaftCatalog;
@@ -45,6 +49,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Full replication calls a shipper keeps unanswered on its stream while a follower
 /// catches up (a follower that keeps up has one call in flight).
 const WINDOW: usize = 4;
+/// The longest an in-sync follower's shipper holds records back to send them with
+/// the pacer's next call.
+const ALIGN_MAX: Duration = Duration::from_millis(2);
 /// How often the keeper looks at the in-sync set.
 const KEEPER_TICK: Duration = Duration::from_millis(200);
 
@@ -276,6 +283,11 @@ async fn stream(
     // until the follower first answers.
     let mut cursor = *next;
     let mut last_sent: Option<Instant> = None;
+    let mut pace = lead.pace();
+    // While holding records back for the pacer's next call: until when.
+    let mut align_until: Option<Instant> = None;
+    // The pacer started a call since this follower's last one.
+    let mut pacer_called = false;
     loop {
         if lead.deposed() {
             return Ended::Stop;
@@ -293,6 +305,21 @@ async fn stream(
             let fills_a_call = cursor.is_some_and(|n| staged_end.0 >= n.0 + MAX_RECORDS as u64 - 1);
             if !in_flight.is_empty() && !fills_a_call {
                 break;
+            }
+            // An in-sync follower other than the pacer sends what is staged together
+            // with the pacer's next call (both answer about together, which is when
+            // acks=all completes), waiting at most ALIGN_MAX for it.
+            let behind_pacer = !fills_a_call
+                && cursor.is_some_and(|n| n <= staged_end)
+                && view.acks.in_sync.contains(&follower)
+                && lead.pacer().is_some_and(|p| p != follower)
+                && !pacer_called
+                && !pace.has_changed().unwrap_or(true);
+            if behind_pacer {
+                let until = *align_until.get_or_insert_with(|| Instant::now() + ALIGN_MAX);
+                if Instant::now() < until {
+                    break;
+                }
             }
             let records = match cursor {
                 Some(n) if n <= staged_end => match records_from(lead, strong, n).await {
@@ -321,6 +348,11 @@ async fn stream(
             let now = Instant::now();
             in_flight.push_back((master_end, now));
             last_sent = Some(now);
+            if sent_end.is_some() {
+                pace.borrow_and_update();
+                align_until = None;
+                pacer_called = false;
+            }
             if let Some(end) = sent_end {
                 cursor = Some(end.next());
                 if lead.call_started(follower) {
@@ -335,6 +367,7 @@ async fn stream(
             Some((_, sent)) => *sent + CALL_TIMEOUT,
             None => last_sent.map_or_else(Instant::now, |t| t + HEARTBEAT),
         };
+        let deadline = align_until.map_or(deadline, |a| a.min(deadline));
         tokio::select! {
             answer = answers.message() => match answer {
                 Ok(Some(answer)) => {
@@ -354,6 +387,13 @@ async fn stream(
                 Ok(None) => return Ended::Failed("the follower ended the stream".into()),
                 Err(status) => return refused(lead, follower, status),
             },
+            // Records held back for the pacer's call go out with it.
+            changed = pace.changed(), if align_until.is_some() => {
+                if changed.is_err() {
+                    return Ended::Stop;
+                }
+                pacer_called = true;
+            }
             // With a call in flight, its answer is what sends the next one.
             changed = rx.changed(), if cursor.is_some() && in_flight.is_empty() => {
                 if changed.is_err() {

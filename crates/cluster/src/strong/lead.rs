@@ -74,6 +74,9 @@ pub struct Lead {
     recent_cap: usize,
     /// The writer holds a group of writes waiting for the pacer's next call.
     pacing: std::sync::atomic::AtomicBool,
+    /// Counts the pacer's replication calls (the other followers' shippers align
+    /// their calls with them).
+    pace: watch::Sender<u64>,
 }
 
 /// Most records a lead keeps in memory for its shippers.
@@ -95,6 +98,7 @@ impl Lead {
             recent: Default::default(),
             recent_cap: RECENT_RECORDS.min(config.oplog_retention_records as usize),
             pacing: Default::default(),
+            pace: watch::channel(0).0,
         }
     }
 
@@ -320,10 +324,17 @@ impl Lead {
     /// pacer's, and only while the writer awaits one (so an idle or acks=1 master's
     /// writer is not woken for every call).
     pub fn call_started(&self, follower: NodeId) -> bool {
-        self.pacer() == Some(follower)
-            && self
-                .pacing
-                .swap(false, std::sync::atomic::Ordering::Relaxed)
+        if self.pacer() != Some(follower) {
+            return false;
+        }
+        self.pace.send_modify(|n| *n = n.wrapping_add(1));
+        self.pacing
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notified whenever the pacer starts a replication call carrying records.
+    pub fn pace(&self) -> watch::Receiver<u64> {
+        self.pace.subscribe()
     }
 
     /// Whether the master is the whole in-sync set.
