@@ -310,7 +310,8 @@ impl StrongPolicy {
     }
 
     /// A shipper started a replication call to `follower` carrying records of
-    /// `tablet` (paced groups wait for such calls; dropped when the writer is busy).
+    /// `tablet` (paced groups wait for such calls; dropped when the writer's queue is
+    /// full, the group then syncs at its 2 ms bound at the latest).
     pub(crate) fn call_started(&self, tablet: TabletId, follower: NodeId) {
         let _ = self
             .tx

@@ -302,7 +302,7 @@ impl Lead {
 
     /// The in-sync follower whose replication calls pace the master's syncs (the
     /// lowest id; none when the master is alone).
-    pub fn pacer(&self) -> Option<NodeId> {
+    pub(crate) fn pacer(&self) -> Option<NodeId> {
         let v = self.view.borrow();
         let master = v.acks.master;
         v.acks
@@ -323,7 +323,7 @@ impl Lead {
     /// Whether the writer is to hear that `follower` started a call: only the
     /// pacer's, and only while the writer awaits one (so an idle or acks=1 master's
     /// writer is not woken for every call).
-    pub fn call_started(&self, follower: NodeId) -> bool {
+    pub(crate) fn call_started(&self, follower: NodeId) -> bool {
         if self.pacer() != Some(follower) {
             return false;
         }
@@ -333,7 +333,7 @@ impl Lead {
     }
 
     /// Notified whenever the pacer starts a replication call carrying records.
-    pub fn pace(&self) -> watch::Receiver<u64> {
+    pub(crate) fn pace(&self) -> watch::Receiver<u64> {
         self.pace.subscribe()
     }
 

@@ -6,11 +6,10 @@ use super::protocol::{AckState, Void, agreement};
 use super::{AckView, Config, Expected, Lead, Leads, OpResult, Outcome, Position, WriteOp};
 use crate::catalog::TabletDesc;
 use crate::error::{Error, Result};
-use datalayer_store::NodeId;
 use datalayer_store::{
-    Answer, Epoch, HybridClock, KeyRange, Mutation, OplogRecord, Origin, RecordBody, RequestId,
-    ScanRequest, Seq, TableId, TabletAppend, TabletEngine, TabletId, TabletState, Timestamp,
-    Versioned,
+    Answer, Epoch, HybridClock, KeyRange, Mutation, NodeId, OplogRecord, Origin, RecordBody,
+    RequestId, ScanRequest, Seq, TableId, TabletAppend, TabletEngine, TabletId, TabletState,
+    Timestamp, Versioned,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
