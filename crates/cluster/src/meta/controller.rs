@@ -163,17 +163,18 @@ async fn step(
         return Ok(());
     }
     let dead_after = catalog.dead_node_timeout();
+    // One copy of the metadata for the whole plan.
+    let state = catalog.state();
     let nodes = placement::Nodes {
         live: live.iter().map(|n| NodeId(*n)).collect(),
-        dead: catalog
-            .state()
+        dead: state
             .nodes
             .keys()
             .copied()
             .filter(|n| silent_for(n.0) > dead_after)
             .collect(),
     };
-    let actions = placement::plan(&catalog.state(), &nodes, catalog.rebalance());
+    let actions = placement::plan(&state, &nodes, catalog.rebalance());
     for action in actions {
         carry_out(catalog, action, handing_over).await;
     }
@@ -235,7 +236,8 @@ async fn membership(
     let raft = catalog.raft();
     let m = raft.metrics().borrow().clone();
     let membership = m.membership_config.membership().clone();
-    for node in catalog.state().nodes.values() {
+    let state = catalog.state();
+    for node in state.nodes.values() {
         let known = membership.get_node(&node.id.0);
         if known.is_none_or(|n| n.addr != node.grpc_addr)
             && !membership.voter_ids().any(|v| v == node.id.0)
@@ -254,7 +256,7 @@ async fn membership(
         }
     }
     // Members no longer registered (decommissioned) leave the group.
-    let registered: BTreeSet<u64> = catalog.state().nodes.keys().map(|n| n.0).collect();
+    let registered: BTreeSet<u64> = state.nodes.keys().map(|n| n.0).collect();
     let gone: BTreeSet<u64> = membership
         .nodes()
         .map(|(id, _)| *id)
