@@ -84,6 +84,31 @@ fn parse(text: &str) -> History {
     h
 }
 
+/// Where a non-linearizable register history goes wrong: the shortest prefix (by call
+/// time) that is not linearizable, and its last operations (times in µs of the
+/// workload).
+fn explain(events: &[RegEvent]) -> String {
+    let mut sorted = events.to_vec();
+    sorted.sort_by_key(|e| e.call);
+    let (mut lo, mut hi) = (1, sorted.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if check_register(&sorted[..mid]).is_err() {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let last: Vec<String> = sorted[lo.saturating_sub(6)..lo]
+        .iter()
+        .map(|e| format!("{:?} {}..{:?}", e.op, e.call, e.ret))
+        .collect();
+    format!(
+        "the first {lo} operations by call time are not; the last of them: {}",
+        last.join(", ")
+    )
+}
+
 /// The latest time (µs of the workload) in its output so far.
 fn last_time(text: &str) -> u64 {
     text.lines()
@@ -305,10 +330,10 @@ async fn scenario(c: &mut DockerCluster, fault: Fault, table: &str) -> Vec<Strin
         failures.push(format!("only {window} ops in the 2 s before the fault"));
     }
     for (key, events) in &h.registers {
-        if let Err(op) = check_register(events) {
+        if check_register(events).is_err() {
             failures.push(format!(
-                "register {key} is not linearizable (stuck at {:?})",
-                events.get(op)
+                "register {key} is not linearizable; {}",
+                explain(events)
             ));
         }
     }
@@ -436,8 +461,21 @@ async fn chaos_suite() {
         Fault::TransferMaster,
         Fault::RollingRestart,
     ];
+    // While hunting a bug: `CHAOS_ONLY=RollingRestart,KillMaster` runs only those,
+    // `CHAOS_REPEAT=5` runs them that many times.
+    let only = std::env::var("CHAOS_ONLY").unwrap_or_default();
+    let repeat: usize = std::env::var("CHAOS_REPEAT")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
+    let faults: Vec<Fault> = faults
+        .into_iter()
+        .filter(|f| only.is_empty() || only.split(',').any(|o| o == format!("{f:?}")))
+        .collect();
+    assert!(!faults.is_empty(), "CHAOS_ONLY={only} names no scenario");
+    let faults = std::iter::repeat_n(faults, repeat).flatten();
     let mut failed = Vec::new();
-    for (i, fault) in faults.into_iter().enumerate() {
+    for (i, fault) in faults.enumerate() {
         let table = format!("chaos{i}");
         let started = std::time::Instant::now();
         let run = tokio::time::timeout(Duration::from_secs(240), scenario(&mut c, fault, &table));
@@ -470,22 +508,7 @@ fn recheck_saved_history() {
     for (key, events) in &h.registers {
         if check_register(events).is_err() {
             bad += 1;
-            // The shortest failing prefix (by call time) shows where it went wrong.
-            let mut sorted = events.clone();
-            sorted.sort_by_key(|e| e.call);
-            let (mut lo, mut hi) = (1, sorted.len());
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                if check_register(&sorted[..mid]).is_err() {
-                    hi = mid;
-                } else {
-                    lo = mid + 1;
-                }
-            }
-            eprintln!("{key}: the first {lo} operations are not linearizable; the last ones:");
-            for e in &sorted[lo.saturating_sub(8)..lo] {
-                eprintln!("  {e:?}");
-            }
+            eprintln!("{key}: {}", explain(events));
         }
     }
     eprintln!(

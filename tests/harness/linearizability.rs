@@ -60,8 +60,8 @@ fn step(state: &Option<String>, op: &RegOp) -> Option<Option<String>> {
     }
 }
 
-/// Whether the history of one register starting absent is linearizable. Returns the
-/// index of an operation the search could not place when it is not.
+/// Whether the history of one register starting absent is linearizable. When it is
+/// not, says how many operations the longest order tried could place.
 pub fn check_register(history: &[RegEvent]) -> Result<(), usize> {
     let n = history.len();
     if n == 0 {
@@ -146,7 +146,7 @@ pub fn check_register(history: &[RegEvent]) -> Result<(), usize> {
         } else {
             // An operation returned before anything placed could explain it: undo.
             let Some((op, old)) = stack.pop() else {
-                return Err(op);
+                return Err(deepest);
             };
             state = old;
             linearized[op / 64] &= !(1 << (op % 64));

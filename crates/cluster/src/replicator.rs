@@ -493,9 +493,13 @@ async fn keep(catalog: Weak<RaftCatalog>, lead: Arc<Lead>) {
             if in_set && behind {
                 tracing::warn!(tablet = %desc.id, follower = %r, "follower fell behind; removing it from the in-sync set");
                 next.retain(|n| *n != r);
-            } else if !in_set && !behind && end >= view.epoch_first && caught_up.contains_key(&r) {
+            } else if !in_set
+                && !behind
+                && end >= view.epoch_first
+                && caught_up.contains_key(&r)
+                && lead.add_in_sync(r)
+            {
                 tracing::info!(tablet = %desc.id, follower = %r, "follower caught up; adding it to the in-sync set");
-                lead.add_in_sync(r);
                 next.push(r);
             }
         }
@@ -503,12 +507,28 @@ async fn keep(catalog: Weak<RaftCatalog>, lead: Arc<Lead>) {
         next.dedup();
         let mut current = desc.in_sync.clone();
         current.sort();
-        if next != current
-            && let Err(e) = catalog
+        if next == current {
+            continue;
+        }
+        // The set proposed replaces the whole set: decide on the metadata as it
+        // stands, not on a copy that may miss this keeper's last change (putting back
+        // a follower it removed would count one that lacks committed records).
+        let unchanged = catalog.sync().await.is_ok()
+            && catalog.tablet(lead.tablet).is_some_and(|now| {
+                let mut set = now.in_sync.clone();
+                set.sort();
+                now.master_epoch == lead.epoch && set == current
+            });
+        let changed = match unchanged {
+            true => catalog
                 .set_in_sync(desc.id, desc.master_epoch, next.clone())
                 .await
-        {
-            tracing::warn!(tablet = %desc.id, error = %e, "changing the in-sync set failed");
+                .map_err(|e| {
+                    tracing::warn!(tablet = %desc.id, error = %e, "changing the in-sync set failed");
+                }),
+            false => Err(()),
+        };
+        if changed.is_err() {
             for r in next.iter().filter(|r| !current.contains(r)) {
                 lead.drop_adding(*r);
             }

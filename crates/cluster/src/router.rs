@@ -319,12 +319,30 @@ impl Router {
             ));
         }
         self.strong.hand_over(tablet, target).await?;
-        if let Err(e) = self
+        // No request here re-masters the tablet while its appointment is under way.
+        let _one = self.reconciling.lock().await;
+        // The appointment may commit even when its answer does not come back, and from
+        // then on the target orders writes: this node stops answering reads first.
+        if let Err(e) = self.strong.step_down(tablet).await {
+            self.strong.resume(tablet).await;
+            return Err(e);
+        }
+        let appointed = self
             .catalog
             .appoint_master(tablet, desc.master_epoch, target)
-            .await
-        {
-            self.strong.resume(tablet).await;
+            .await;
+        // Requests here go on to the new master once the metadata here says so.
+        let synced = self.catalog.sync().await;
+        if let Err(e) = appointed {
+            // Not handed over after all (or not known to be): if the metadata still
+            // names this node, it masters the tablet again, in a new epoch.
+            if synced.is_ok()
+                && let Some(t) = self.catalog.tablet(tablet)
+                && t.master == self.me
+                && let Err(again) = self.lead(&t).await
+            {
+                tracing::warn!(%tablet, error = %again, "mastering the tablet again after a failed hand-over failed");
+            }
             return Err(e);
         }
         tracing::info!(%tablet, %target, "handed the tablet over");

@@ -482,6 +482,15 @@ impl StrongPolicy {
         }
     }
 
+    /// Stops mastering `tablet` at once: no more reads or writes here. A hand-over
+    /// does this before the target's appointment, which may commit even when its
+    /// answer does not come back: from then on the target orders writes, so this
+    /// node's reads could miss them.
+    pub async fn step_down(&self, tablet: TabletId) -> Result<()> {
+        self.call(|reply| writer::Command::StepDown { tablet, reply })
+            .await
+    }
+
     /// Orders writes on `tablet` again after a hand-over that did not happen.
     pub async fn resume(&self, tablet: TabletId) {
         let _ = self

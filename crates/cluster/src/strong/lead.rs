@@ -195,19 +195,28 @@ impl Lead {
         self.caught_up.lock().clone()
     }
 
-    /// Starts counting `follower` in the in-sync set, before proposing it.
-    pub fn add_in_sync(&self, follower: NodeId) {
+    /// Starts counting `follower` in the in-sync set, before proposing it; only if
+    /// it holds everything committed (else it could be appointed master without
+    /// records acknowledged with `acks=all`). Whether it counts now.
+    pub fn add_in_sync(&self, follower: NodeId) -> bool {
         let mut adding = self.adding.lock();
-        if !adding.contains(&follower) {
-            adding.push(follower);
-        }
+        let mut counts = false;
         self.publish(|v| {
-            let new = !v.acks.in_sync.contains(&follower);
-            if new {
+            if v.acks.in_sync.contains(&follower) {
+                counts = true;
+                return false;
+            }
+            let held = v.acks.followers.get(&follower).map_or(Seq(0), |(s, _)| *s);
+            counts = held >= v.acks.high_watermark().0;
+            if counts {
                 v.acks.in_sync.push(follower);
             }
-            new
+            counts
         });
+        if counts && !adding.contains(&follower) {
+            adding.push(follower);
+        }
+        counts
     }
 
     /// Stops counting a follower whose addition did not go through.
@@ -271,7 +280,14 @@ impl Lead {
     /// Changes the view with `change` (which says whether it changed anything),
     /// notifies the shippers and wakes the waiters it satisfies.
     fn publish(&self, change: impl FnOnce(&mut AckView) -> bool) {
-        if !self.view.send_if_modified(change) {
+        let changed = self.view.send_if_modified(|v| {
+            let changed = change(v);
+            if changed {
+                v.acks.settle();
+            }
+            changed
+        });
+        if !changed {
             return;
         }
         let mut waiters = self.waiters.lock();

@@ -81,6 +81,11 @@ pub struct AckState {
     pub in_sync: Vec<NodeId>,
     /// Records voided by abort records, oldest first.
     pub voids: Vec<Void>,
+    /// The highest high watermark reached so far (see [`AckState::settle`]): what
+    /// committed once stays committed, even while a member of the in-sync set holds
+    /// less (the metadata may put back a follower that fell behind; it must then
+    /// acknowledge new records, but the old ones do not stop being committed).
+    pub committed: (Seq, Timestamp),
 }
 
 /// Records `from..at` voided by the abort record at `at`. Until the abort record
@@ -148,6 +153,21 @@ impl AckState {
     /// The highest seq every in-sync member holds durably, with its timestamp; held
     /// below the records of an abort that has not reached that far.
     pub fn high_watermark(&self) -> (Seq, Timestamp) {
+        let hw = self.held_by_all();
+        if hw.0 < self.committed.0 {
+            self.committed
+        } else {
+            hw
+        }
+    }
+
+    /// Raises [`AckState::committed`] to the high watermark the members hold now.
+    pub fn settle(&mut self) {
+        self.committed = self.high_watermark();
+    }
+
+    /// The highest seq every in-sync member holds now (below uncommitted aborts).
+    fn held_by_all(&self) -> (Seq, Timestamp) {
         let mut hw = self
             .in_sync
             .iter()
@@ -283,6 +303,7 @@ mod tests {
                 at: Seq(12),
                 before_ts: Timestamp(80),
             }],
+            committed: (Seq(0), Timestamp(0)),
         };
         // The follower holds the voided records 9..=11 but not the abort at 12.
         assert_eq!(a.high_watermark(), (Seq(8), Timestamp(80)));
@@ -313,6 +334,7 @@ mod tests {
             ]),
             in_sync: vec![NodeId(1), NodeId(2), NodeId(3)],
             voids: Vec::new(),
+            committed: (Seq(0), Timestamp(0)),
         };
         assert_eq!(a.high_watermark(), (Seq(5), Timestamp(50)));
         assert!(a.satisfied(Seq(10), Acks::One));
@@ -338,6 +360,35 @@ mod tests {
         assert_eq!(a.high_watermark().0, Seq(10));
         a.master_end = (Seq(14), Timestamp(140));
         assert!(a.satisfied(Seq(14), Acks::Count(3)) && a.satisfied(Seq(14), Acks::All));
+    }
+
+    #[test]
+    fn the_high_watermark_never_goes_down_once_settled() {
+        let mut a = AckState {
+            master: NodeId(1),
+            master_end: (Seq(10), Timestamp(100)),
+            followers: BTreeMap::from([(NodeId(2), (Seq(10), Timestamp(100)))]),
+            in_sync: vec![NodeId(1), NodeId(2)],
+            ..Default::default()
+        };
+        a.settle();
+        // A follower that fell behind comes back into the in-sync set holding less:
+        // new records wait for it, the committed ones stay committed.
+        a.followers.insert(NodeId(3), (Seq(4), Timestamp(40)));
+        a.in_sync.push(NodeId(3));
+        assert_eq!(a.high_watermark(), (Seq(10), Timestamp(100)));
+        a.master_end = (Seq(12), Timestamp(120));
+        a.followers.insert(NodeId(2), (Seq(12), Timestamp(120)));
+        assert!(
+            !a.satisfied(Seq(11), Acks::All),
+            "the returning follower must hold it"
+        );
+        a.followers.insert(NodeId(3), (Seq(11), Timestamp(110)));
+        assert!(a.satisfied(Seq(11), Acks::All) && !a.satisfied(Seq(12), Acks::All));
+        // Unsettled, it is what the members hold.
+        a.committed = (Seq(0), Timestamp(0));
+        a.followers.insert(NodeId(3), (Seq(4), Timestamp(40)));
+        assert_eq!(a.high_watermark(), (Seq(4), Timestamp(40)));
     }
 
     // ---- A model of the protocol: replicas with logs, a master, failovers. ----
@@ -436,7 +487,7 @@ mod tests {
                     .map(|i| (NodeId(i as u64), end(i)))
                     .collect(),
                 in_sync: self.in_sync.iter().map(|i| NodeId(*i as u64)).collect(),
-                voids: Vec::new(),
+                ..Default::default()
             }
         }
 

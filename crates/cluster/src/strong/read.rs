@@ -163,8 +163,8 @@ impl StrongPolicy {
     /// master paused mid-read may have been replaced meanwhile).
     pub(super) fn check_lease_after(&self, tablet: TabletId) -> Result<()> {
         match self.lead(tablet) {
-            Some(lead) => self.check_lease(&lead),
-            None => Err(Error::Unavailable(format!(
+            Some(lead) if !lead.deposed() => self.check_lease(&lead),
+            _ => Err(Error::Unavailable(format!(
                 "{tablet} is no longer mastered by this node"
             ))),
         }

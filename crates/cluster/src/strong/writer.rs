@@ -94,6 +94,11 @@ pub(super) enum Command {
         fenced: bool,
         reply: Reply<Seq>,
     },
+    /// Stop mastering a tablet at once (no reads, no writes), keeping its replica.
+    StepDown {
+        tablet: TabletId,
+        reply: Reply<()>,
+    },
     /// Commit what is pending and move the closed timestamp to now.
     Close {
         reply: Reply<()>,
@@ -316,6 +321,11 @@ impl Writer {
                         };
                         let _ = reply.send(answer);
                     }
+                    Command::StepDown { tablet, reply } => {
+                        self.commit(std::mem::take(&mut group));
+                        self.demote(tablet);
+                        let _ = reply.send(Ok(()));
+                    }
                     Command::Open { tablet, reply } => {
                         self.commit(std::mem::take(&mut group));
                         let _ = reply.send(self.open(&tablet));
@@ -502,6 +512,9 @@ impl Writer {
                 followers: Default::default(),
                 in_sync: desc.in_sync.clone(),
                 voids: voids.clone(),
+                // What this master committed in earlier epochs is below its no-op,
+                // which committed reads wait for.
+                committed: (Seq(0), Timestamp(0)),
             },
             history: state.epoch_history.clone(),
             epoch_first,

@@ -24,8 +24,10 @@ impl Writer {
         Ok(())
     }
 
-    /// Starts following `tablet` at `epoch` from its state as stored; returns the
-    /// timestamp of its last record.
+    /// Starts following `tablet` at `epoch` from its state as stored, or at its log's
+    /// last epoch if that is newer (a master of an older epoch, or a copy of the
+    /// metadata behind, must not have newer records cut); returns the timestamp of its
+    /// last record.
     fn follow_loaded(
         &mut self,
         tablet: TabletId,
@@ -34,6 +36,7 @@ impl Writer {
     ) -> Result<Timestamp> {
         let (state, trimmed_below, (requests, voids)) = self.load(tablet)?;
         let last_ts = state.last_ts;
+        let epoch = state.last_epoch().map_or(epoch, |last| last.max(epoch));
         self.served.insert(
             tablet,
             Served {
