@@ -287,23 +287,30 @@ async fn scenario(c: &mut DockerCluster, fault: Fault, table: &str) -> Vec<Strin
             c.start_node(master).expect("restart master");
         }
         Fault::TransferMaster => {
-            // A planned hand-over (what rebalancing and decommission do) under load.
-            let o = c
-                .cli(
-                    follower,
-                    &["table", "transfer-master", table, &follower.to_string()],
-                )
-                .expect("transfer-master runs");
-            assert!(
-                o.status.success(),
-                "transfer-master: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            wait_tablet(c, &all, table, "the follower masters the tablet", |t| {
-                new_master(t) && t["master"].as_u64() == Some(follower as u64)
-            })
-            .await;
-            wait_progress(c, &client, "progress after the transfer", 100).await;
+            // Planned hand-overs (what rebalancing and decommission do) under load, the
+            // mastership going round the nodes: reads and writes reach the old master
+            // and the new one around each.
+            let mut current = master;
+            for round in 0..4 {
+                let target = current % 3 + 1;
+                let o = c
+                    .cli(
+                        target,
+                        &["table", "transfer-master", table, &target.to_string()],
+                    )
+                    .expect("transfer-master runs");
+                assert!(
+                    o.status.success(),
+                    "transfer-master: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                wait_tablet(c, &all, table, "the target masters it, all in sync", |t| {
+                    t["master"].as_u64() == Some(target as u64) && ids(t, "in_sync").len() == 3
+                })
+                .await;
+                wait_progress(c, &client, &format!("progress after transfer {round}"), 100).await;
+                current = target;
+            }
         }
         Fault::RollingRestart => {
             for i in all {
