@@ -242,3 +242,37 @@ async fn a_replica_behind_the_trimmed_oplog_catches_up_from_a_snapshot() {
     .await
     .expect("follower scan");
 }
+
+/// A master stopped on purpose (SIGTERM) hands its tablet over before it exits: with
+/// failover 60 s away, the tablet has a new master as soon as the old one is gone,
+/// writes go on through the other nodes, and nothing acknowledged by the old master
+/// alone (`acks=1`) is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_stopped_on_purpose_hands_its_tablet_over_first() {
+    let (mut cluster, _, t) = cluster_with_table(3, &["--master-failover-ms", "60000"]).await;
+    let master = node_index(t.master);
+    let via = (0..3).find(|i| *i != master).expect("another node");
+    let mut c = cluster.client(via).await.expect("connect");
+    c.set_acks(Some(datalayer_client::acks_one()));
+    let mut acked = write_all(&mut c, "t", 0..100).await;
+    let status = cluster.node_mut(master).stop().expect("stops");
+    assert!(status.success(), "{status}");
+    // Well before any failover could happen, the metadata names another master in
+    // the next epoch.
+    wait_until(
+        "another master, from the hand-over",
+        std::time::Duration::from_secs(20),
+        || async {
+            datalayer_tests::replicated::tablet(&cluster, via, "t")
+                .await
+                .is_some_and(|n| n.master != t.master && n.master_epoch == t.master_epoch + 1)
+        },
+    )
+    .await
+    .expect("handed over");
+    c.set_acks(Some(datalayer_client::acks_all()));
+    acked.extend(write_all(&mut c, "t", 100..150).await);
+    assert_all_present(&mut c, "t", &acked).await;
+    let log = cluster.node(master).log_text();
+    assert!(log.contains("handed tablets over before stopping"), "{log}");
+}

@@ -349,6 +349,27 @@ impl Router {
         Ok(())
     }
 
+    /// Hands every tablet this node masters over to another of its in-sync replicas
+    /// (a node stopping on purpose); a tablet without one, or whose hand-over fails,
+    /// stays. Returns how many were handed over.
+    pub async fn hand_over_all(&self) -> usize {
+        let mut handed = 0;
+        for table in self.catalog.tables() {
+            for tablet in table.tablets.iter().filter(|t| t.master == self.me) {
+                let Some(target) = tablet.in_sync.iter().copied().find(|n| *n != self.me) else {
+                    continue;
+                };
+                match self.hand_over(tablet.id, target).await {
+                    Ok(()) => handed += 1,
+                    Err(e) => {
+                        tracing::warn!(tablet = %tablet.id, %target, error = %e, "handing the tablet over failed")
+                    }
+                }
+            }
+        }
+        handed
+    }
+
     /// Hands the tablet of `table` holding `key` over to `target` (an in-sync
     /// replica), through its master wherever it runs; answers the tablet after.
     pub async fn transfer_master(

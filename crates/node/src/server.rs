@@ -121,6 +121,8 @@ pub async fn run(
         config.data_dir.join("snapshots"),
     )?);
     let router = Arc::new(Router::new(catalog.clone(), strong.clone(), node));
+    // The servers stop after `shutdown`: a node stopping hands its tablets over first.
+    let serving = CancellationToken::new();
 
     let metrics = Arc::new(Metrics::new());
     let max_message = config.limits.max_message_bytes;
@@ -181,7 +183,7 @@ pub async fn run(
             // listener we bound ourselves, and Nagle's algorithm with delayed ACKs adds
             // 40 ms to every multi-segment message.
             TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            shutdown.clone().cancelled_owned(),
+            serving.clone().cancelled_owned(),
         );
     let mut grpc = tokio::spawn(grpc);
 
@@ -209,6 +211,7 @@ pub async fn run(
     };
     if let Err(e) = ready {
         shutdown.cancel();
+        serving.cancel();
         finish_within(&mut grpc, Duration::from_secs(SHUTDOWN_GRACE_SECS)).await;
         strong.stop().await;
         catalog.shutdown().await;
@@ -226,7 +229,7 @@ pub async fn run(
         metrics,
         engine.clone(),
         admin,
-        shutdown.clone(),
+        serving.clone(),
     ));
     let gc = tokio::spawn(collect_garbage_periodically(
         router.clone(),
@@ -245,19 +248,48 @@ pub async fn run(
         r = &mut http => Some(server_failure("HTTP", r)),
     };
     shutdown.cancel();
+    let grace = Duration::from_secs(SHUTDOWN_GRACE_SECS);
+    if failed.is_none() {
+        hand_over_before_stopping(&router, grace).await;
+    }
+    // A node that masters nothing any more leaves at once: its replicas stop (so they
+    // are not put back in sync, and handed masters back, while it drains) and so does
+    // its metadata member (a metadata leader lingering in its drain would refuse its
+    // peers' heartbeats). A node still mastering tablets (alone, or whose hand-over
+    // failed) lets their in-flight writes finish first.
+    let mastering = !strong.leads().is_empty();
+    if !mastering {
+        strong.stop().await;
+        catalog.shutdown().await;
+    }
     // In-flight requests finish; connections still open after the grace period
     // (idle clients) are cut. A handle that already finished is not polled again.
-    let grace = Duration::from_secs(SHUTDOWN_GRACE_SECS);
+    serving.cancel();
     finish_within(&mut grpc, grace).await;
     finish_within(&mut http, grace).await;
     let _ = gc.await;
-    strong.stop().await;
-    catalog.shutdown().await;
+    if mastering {
+        strong.stop().await;
+        catalog.shutdown().await;
+    }
     if let Some(e) = failed {
         return Err(e);
     }
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// A node stopping on purpose hands the tablets it masters to other in-sync replicas
+/// (planned transfers: nothing is lost, and they serve on without waiting for a
+/// failover), for at most `grace`; what is left fails over as after a crash.
+async fn hand_over_before_stopping(router: &Router, grace: Duration) {
+    match tokio::time::timeout(grace, router.hand_over_all()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(tablets = n, "handed tablets over before stopping"),
+        Err(_) => tracing::warn!(
+            "handing tablets over before stopping took too long; the rest will fail over"
+        ),
+    }
 }
 
 /// Waits up to `grace` for a task that has not finished yet, then aborts it.
