@@ -175,9 +175,16 @@ impl AckState {
             .map(|n| self.end_of(*n))
             .min_by_key(|(seq, _)| *seq)
             .unwrap_or(self.master_end);
-        for v in &self.voids {
-            if hw.0 < v.at && hw.0 >= v.from {
+        // Voids are ordered and never overlap (a new abort starts after every earlier
+        // abort record), so at most one holds `hw`, and the newest ones come first:
+        // this stays cheap however many aborts the log holds.
+        for v in self.voids.iter().rev() {
+            if v.at <= hw.0 {
+                break;
+            }
+            if hw.0 >= v.from {
                 hw = (Seq(v.from.0 - 1), v.before_ts);
+                break;
             }
         }
         hw
@@ -321,6 +328,25 @@ mod tests {
         a.followers.insert(NodeId(2), (Seq(12), Timestamp(120)));
         assert_eq!(a.high_watermark(), (Seq(12), Timestamp(120)));
         assert!(a.aborted(Seq(9)) && a.aborted(Seq(11)) && !a.aborted(Seq(12)));
+        // A second abort, of 14..=15 at 16: only it can hold the high watermark back.
+        a.voids.push(Void {
+            from: Seq(14),
+            at: Seq(16),
+            before_ts: Timestamp(130),
+        });
+        a.master_end = (Seq(16), Timestamp(160));
+        a.followers.insert(NodeId(2), (Seq(15), Timestamp(150)));
+        assert_eq!(a.high_watermark(), (Seq(13), Timestamp(130)));
+        a.followers.insert(NodeId(2), (Seq(13), Timestamp(130)));
+        assert_eq!(a.high_watermark(), (Seq(13), Timestamp(130)));
+        a.followers.insert(NodeId(2), (Seq(10), Timestamp(100)));
+        assert_eq!(
+            a.high_watermark(),
+            (Seq(8), Timestamp(80)),
+            "the first abort again"
+        );
+        a.followers.insert(NodeId(2), (Seq(16), Timestamp(160)));
+        assert_eq!(a.high_watermark(), (Seq(16), Timestamp(160)));
     }
 
     #[test]
