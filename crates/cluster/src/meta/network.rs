@@ -18,6 +18,7 @@ use openraft::raft::{
 use pb::raft_client::RaftClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -143,27 +144,48 @@ pub struct ProposeRequest {
     pub forwarded: bool,
 }
 
+/// Connections that carry forwarded proposals, by member address. Every node's
+/// liveness heartbeats go to the leader this way several times a second, and a
+/// connection per call cost a TCP and an HTTP/2 handshake each time. A call that
+/// fails drops its connection; HTTP/2 pings find a dead one while it is idle.
+static FORWARDING: std::sync::LazyLock<parking_lot::Mutex<HashMap<String, Channel>>> =
+    std::sync::LazyLock::new(Default::default);
+
+async fn forwarding_channel(addr: &str) -> Result<Channel, String> {
+    if let Some(channel) = FORWARDING.lock().get(addr) {
+        return Ok(channel.clone());
+    }
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad address {addr:?}: {e}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .keep_alive_while_idle(true)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    FORWARDING.lock().insert(addr.to_string(), channel.clone());
+    Ok(channel)
+}
+
 /// Sends `cmd` to the member at `addr` for it to propose (or forward once).
 pub async fn propose_at(
     addr: &str,
     cmd: MetaCommand,
     forwarded: bool,
 ) -> Result<MetaResponse, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("bad address {addr:?}: {e}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    let channel = forwarding_channel(addr).await?;
     let json = serde_json::to_vec(&ProposeRequest { cmd, forwarded }).map_err(|e| e.to_string())?;
     let mut request = tonic::Request::new(pb::RaftPayload { json });
     request.set_timeout(FORWARD_TIMEOUT);
     let answer = RaftClient::new(channel)
         .propose(request)
         .await
-        .map_err(|s| format!("{addr}: {}", s.message()))?
+        .map_err(|s| {
+            FORWARDING.lock().remove(addr);
+            format!("{addr}: {}", s.message())
+        })?
         .into_inner();
     let result: Result<MetaResponse, String> =
         serde_json::from_slice(&answer.json).map_err(|e| e.to_string())?;
