@@ -264,7 +264,19 @@ impl Router {
         }
         if !self.strong.serves(tablet.id) {
             let _one = self.reconciling.lock().await;
-            match self.lead(tablet).await {
+            // The metadata as it is now: a hand-over may have ended while this waited.
+            let now = self.catalog.tablet(tablet.id);
+            if let Some(now) = now.as_ref().filter(|t| t.master != self.me) {
+                return Err(Error::NotMaster {
+                    tablet: now.id,
+                    master: now.master,
+                    addr: self.catalog.node_addr(now.master),
+                });
+            }
+            if self.strong.serves(tablet.id) {
+                return Ok(tablet);
+            }
+            match self.lead(now.as_ref().unwrap_or(tablet)).await {
                 Err(Error::StaleEpoch { .. }) => {
                     // A newer master already replicates to this node: the metadata
                     // here is behind. The client retries and finds the new master.
