@@ -1,6 +1,7 @@
 //! Clusters of real node processes: shared metadata, routing from any node, metadata
 //! leader failover, restart and catch-up, joining nodes.
 
+use datalayer_api::v1 as pb;
 use datalayer_client::TableOptions;
 use datalayer_tests::{CLUSTER_WAIT, TestCluster, wait_until};
 
@@ -210,27 +211,19 @@ async fn five_nodes_have_three_voters_and_new_nodes_get_tablets() {
         .build()
         .await
         .expect("cluster forms");
-    // Node 4 applies the metadata a little after the node the builder asked: wait
-    // until it has applied as much.
-    let applied = cluster.status(0).await.expect("status").meta_applied_index;
-    cluster
-        .wait_for_status(4, "node 4 applies the metadata node 1 had", |s| {
-            s.meta_applied_index >= applied
+    // Node 4 applies the metadata (and the membership changes) a little after the node
+    // the builder asked: it must come to see the same three voters and two learners.
+    let roles = |s: &pb::NodeStatusResponse| {
+        let count = |role: &str| s.nodes.iter().filter(|n| n.meta_role == role).count();
+        (count("voter"), count("learner"))
+    };
+    let seen = cluster
+        .wait_for_status(4, "node 4 sees three voters and two learners", move |s| {
+            roles(s) == (3, 2)
         })
-        .await
-        .expect("node 4 caught up");
+        .await;
     let status = cluster.status(4).await.expect("status");
-    let roles: Vec<&str> = status.nodes.iter().map(|n| n.meta_role.as_str()).collect();
-    assert_eq!(
-        roles.iter().filter(|r| **r == "voter").count(),
-        3,
-        "{roles:?}"
-    );
-    assert_eq!(
-        roles.iter().filter(|r| **r == "learner").count(),
-        2,
-        "{roles:?}"
-    );
+    assert!(seen.is_ok(), "{:?}", status.nodes);
     let mut c = cluster.client(4).await.expect("connect");
     for i in 0..5 {
         c.create_table(&format!("t{i}"), TableOptions::default())
