@@ -5,7 +5,8 @@
 
 use datalayer_api::v1 as pb;
 use datalayer_tests::replicated::{
-    assert_all_present, cluster_with_table, node_index, wait_replicas_agree, wait_tablet, write_all,
+    a_follower, assert_all_present, cluster_with_table, node_index, wait_replicas_agree,
+    wait_tablet, write_all,
 };
 use datalayer_tests::{CLUSTER_WAIT, wait_until};
 use std::collections::BTreeMap;
@@ -14,11 +15,7 @@ use std::collections::BTreeMap;
 async fn a_master_transferred_under_writes_loses_nothing() {
     let (cluster, _, t) = cluster_with_table(3, &[]).await;
     let master = node_index(t.master);
-    let target = *t
-        .replicas
-        .iter()
-        .find(|n| **n != t.master)
-        .expect("a follower");
+    let target = a_follower(&t);
     let via = (0..3)
         .find(|i| *i != master && *i as u64 + 1 != target)
         .expect("a third node");
@@ -150,11 +147,7 @@ async fn a_dead_replica_moves_to_a_live_node_that_catches_up() {
     let spare = (1..=4u64)
         .find(|n| !t.replicas.contains(n))
         .expect("a node without a replica");
-    let victim = *t
-        .replicas
-        .iter()
-        .find(|n| **n != t.master)
-        .expect("a follower");
+    let victim = a_follower(&t);
     let master = node_index(t.master);
     let mut w = cluster.client(master).await.expect("connect");
     let mut acked = write_all(&mut w, "t", 0..300).await;
@@ -195,11 +188,7 @@ async fn a_dead_replica_moves_to_a_live_node_that_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_behind_the_trimmed_oplog_catches_up_from_a_snapshot() {
     let (mut cluster, _, t) = cluster_with_table(3, &["--oplog-retention-records", "100"]).await;
-    let victim = *t
-        .replicas
-        .iter()
-        .find(|n| **n != t.master)
-        .expect("a follower");
+    let victim = a_follower(&t);
     let master = node_index(t.master);
     let mut w = cluster.client(master).await.expect("connect");
     let mut acked = write_all(&mut w, "t", 0..50).await;

@@ -100,6 +100,14 @@ pub fn node_index(id: u64) -> usize {
     id as usize - 1
 }
 
+/// The id of a replica of `t` other than its master.
+pub fn a_follower(t: &pb::TabletInfo) -> u64 {
+    *t.replicas
+        .iter()
+        .find(|n| **n != t.master)
+        .expect("a follower")
+}
+
 /// Waits until every replica of `t` (of table "t") holds the same data.
 pub async fn wait_replicas_agree(cluster: &TestCluster, t: &pb::TabletInfo) {
     let replicas: Vec<usize> = t.replicas.iter().map(|n| node_index(*n)).collect();

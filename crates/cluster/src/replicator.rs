@@ -513,22 +513,24 @@ async fn keep(catalog: Weak<RaftCatalog>, lead: Arc<Lead>) {
         // The set proposed replaces the whole set: decide on the metadata as it
         // stands, not on a copy that may miss this keeper's last change (putting back
         // a follower it removed would count one that lacks committed records).
-        let unchanged = catalog.sync().await.is_ok()
+        let fresh = catalog.sync().await.is_ok()
             && catalog.tablet(lead.tablet).is_some_and(|now| {
                 let mut set = now.in_sync.clone();
                 set.sort();
                 now.master_epoch == lead.epoch && set == current
             });
-        let changed = match unchanged {
-            true => catalog
+        let proposed = fresh
+            && match catalog
                 .set_in_sync(desc.id, desc.master_epoch, next.clone())
                 .await
-                .map_err(|e| {
+            {
+                Ok(()) => true,
+                Err(e) => {
                     tracing::warn!(tablet = %desc.id, error = %e, "changing the in-sync set failed");
-                }),
-            false => Err(()),
-        };
-        if changed.is_err() {
+                    false
+                }
+            };
+        if !proposed {
             for r in next.iter().filter(|r| !current.contains(r)) {
                 lead.drop_adding(*r);
             }
