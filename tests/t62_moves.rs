@@ -67,8 +67,11 @@ async fn a_master_transferred_under_writes_loses_nothing() {
     assert_eq!(v["master_epoch"].as_u64(), Some(t.master_epoch + 1), "{v}");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acked = writer.await.expect("writer");
-    // Every write acknowledged by the old master alone is on the new one.
+    // Every write acknowledged by the old master alone is on the new one (a `latest`
+    // read: the writes acknowledged by the new master with acks=1 may not have
+    // committed yet).
     let mut c = cluster.client(node_index(target)).await.expect("connect");
+    c.set_consistency(pb::ReadConsistency::Latest);
     assert_all_present(&mut c, "t", &acked).await;
     let after = wait_tablet(&cluster, via, "t", "the old master back in sync", |t| {
         t.in_sync.len() == 3

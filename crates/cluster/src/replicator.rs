@@ -52,6 +52,9 @@ const WINDOW: usize = 4;
 /// The longest an in-sync follower's shipper holds records back to send them with
 /// the pacer's next call.
 const ALIGN_MAX: Duration = Duration::from_millis(2);
+/// The longest the pacer's shipper waits after an answer for the writes it expects
+/// before sending what is staged (see [`Answered`]).
+const LINGER_MAX: Duration = Duration::from_millis(1);
 /// How often the keeper looks at the in-sync set.
 const KEEPER_TICK: Duration = Duration::from_millis(200);
 
@@ -276,9 +279,11 @@ async fn stream(
         Ok(r) => r.into_inner(),
         Err(status) => return refused(lead, follower, status),
     };
-    // Calls sent and not answered yet: the master's log end when each was read, and
-    // when it was sent.
-    let mut in_flight: VecDeque<(Seq, Instant)> = VecDeque::new();
+    // Calls sent and not answered yet: the master's log end when each was read, when
+    // it was sent and how many records it carried.
+    let mut in_flight: VecDeque<(Seq, Instant, u64)> = VecDeque::new();
+    // The last answer (the pacer's next call may wait for the records it expects).
+    let mut last_answer: Option<Answered> = None;
     // Where the next call starts, counting the calls in flight as taken; unknown
     // until the follower first answers.
     let mut cursor = *next;
@@ -292,6 +297,8 @@ async fn stream(
         if lead.deposed() {
             return Ended::Stop;
         }
+        // While the pacer's next call waits for more records: until when.
+        let mut linger_until: Option<Instant> = None;
         while in_flight.len() < WINDOW {
             let view = lead.view();
             // Records go out as soon as the master's writer stages them (during its
@@ -321,6 +328,21 @@ async fn stream(
                     break;
                 }
             }
+            // The pacer's next call waits (at most LINGER_MAX after the last answer)
+            // for the writers its last call released to come back: one larger call
+            // instead of two half-full ones.
+            if let (Some(n), Some(answer)) = (cursor, last_answer)
+                && !fills_a_call
+                && n <= staged_end
+                && lead.pacer() == Some(follower)
+                && staged_end.0 + 1 - n.0 < answer.expected
+            {
+                let until = answer.at + LINGER_MAX;
+                if Instant::now() < until {
+                    linger_until = Some(until);
+                    break;
+                }
+            }
             let records = match cursor {
                 Some(n) if n <= staged_end => match records_from(lead, strong, n).await {
                     Ok(r) => r,
@@ -346,7 +368,7 @@ async fn stream(
                 return Ended::Failed("the stream closed".into());
             }
             let now = Instant::now();
-            in_flight.push_back((master_end, now));
+            in_flight.push_back((master_end, now, records.len() as u64));
             last_sent = Some(now);
             if sent_end.is_some() {
                 pace.borrow_and_update();
@@ -364,16 +386,24 @@ async fn stream(
             }
         }
         let deadline = match in_flight.front() {
-            Some((_, sent)) => *sent + CALL_TIMEOUT,
+            Some((_, sent, _)) => *sent + CALL_TIMEOUT,
             None => last_sent.map_or_else(Instant::now, |t| t + HEARTBEAT),
         };
         let deadline = align_until.map_or(deadline, |a| a.min(deadline));
+        let deadline = linger_until.map_or(deadline, |a| a.min(deadline));
         tokio::select! {
             answer = answers.message() => match answer {
                 Ok(Some(answer)) => {
-                    let Some((target, _)) = in_flight.pop_front() else {
+                    let Some((target, _, carried)) = in_flight.pop_front() else {
                         return Ended::Failed("an answer to no call".into());
                     };
+                    let waiting = cursor.map_or(0, |c| {
+                        (lead.view().staged_end.0 + 1).saturating_sub(c.0)
+                    });
+                    last_answer = Some(Answered {
+                        at: Instant::now(),
+                        expected: waiting + carried,
+                    });
                     let end = Seq(answer.log_end);
                     lead.acknowledged(follower, end, Timestamp(answer.last_ts), target);
                     *next = Some(end.next());
@@ -401,12 +431,22 @@ async fn stream(
                 }
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
-                if in_flight.front().is_some_and(|(_, sent)| sent.elapsed() >= CALL_TIMEOUT) {
+                if in_flight.front().is_some_and(|(_, sent, _)| sent.elapsed() >= CALL_TIMEOUT) {
                     return Ended::Failed("a replication call timed out".into());
                 }
             }
         }
     }
+}
+
+/// A replication call's answer, as the pacer's shipper remembers it.
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    at: Instant,
+    /// Records the next call is expected to carry: those staged when the answer
+    /// came, plus one new write from each writer the answered call released (a
+    /// client waiting for its write to commit sends its next one about then).
+    expected: u64,
 }
 
 /// A replication call refused: a follower that knows a newer master stops the
