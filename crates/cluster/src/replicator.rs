@@ -24,7 +24,9 @@
 //! `Writer::waits_for_calls`), and the other in-sync followers' shippers hold staged
 //! records back (at most [`ALIGN_MAX`]) to send them together with the pacer's next
 //! call, so that every follower answers about when the pacer does — acks=all waits
-//! for the last of them.
+//! for the last of them. After each answer the pacer's next call lingers (at most
+//! [`LINGER_MAX`]) until as many records are staged as the writers it released are
+//! expected to bring back ([`Answered`]): one full call rather than two half-full ones.
 
 use crate::error::{Error, Result};
 use crate::meta::RaftCatalog;
