@@ -201,16 +201,35 @@ impl TestCluster {
     ) -> Result<()> {
         let addr = self.nodes[i].grpc.to_string();
         let pred = &pred;
-        wait_until(what, CLUSTER_WAIT, || {
+        // The last status seen, for the error when the wait times out.
+        let last = std::sync::Mutex::new(None::<pb::NodeStatusResponse>);
+        let last = &last;
+        let waited = wait_until(what, CLUSTER_WAIT, || {
             let addr = addr.clone();
             async move {
-                match Client::connect(&addr).await {
-                    Ok(mut c) => c.node_status().await.map(|s| pred(&s)).unwrap_or(false),
-                    Err(_) => false,
-                }
+                let Ok(mut c) = Client::connect(&addr).await else {
+                    return false;
+                };
+                let Ok(s) = c.node_status().await else {
+                    return false;
+                };
+                let holds = pred(&s);
+                *last.lock().expect("not poisoned") = Some(s);
+                holds
             }
         })
-        .await
+        .await;
+        waited.map_err(|e| {
+            let log = self.nodes[i].log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            anyhow!(
+                "{e}\nlast status of node {}: {:?}\nits log's last lines:\n{}",
+                i + 1,
+                last.lock().expect("not poisoned"),
+                tail.join("\n")
+            )
+        })
     }
 
     /// Log end and digest of node `i`'s replica of `table`'s first tablet (`None` when
