@@ -170,18 +170,17 @@ async fn a_pending_write_is_aborted_and_no_replica_or_reader_ever_sees_it() {
     .await
     .expect("w staged");
     // Aborting x (through another node, which forwards) voids x, y and w.
-    let arg = |p: &pb::WritePosition| {
-        [
-            "abort-write".to_string(),
-            "t".into(),
+    let abort_via = |i: usize, p: &pb::WritePosition| {
+        let (tablet, epoch, seq) = (
             p.tablet_id.to_string(),
             p.epoch.to_string(),
             p.seq.to_string(),
-        ]
+        );
+        cluster
+            .node(i)
+            .cli(&["abort-write", "t", &tablet, &epoch, &seq])
     };
-    let args = arg(&x);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = cluster.node(node_index(live)).cli(&args);
+    let o = abort_via(node_index(live), &x);
     assert!(o.status.success(), "{}", datalayer_tests::stderr(&o));
     assert_eq!(datalayer_tests::stdout(&o).trim(), "aborted");
     assert_eq!(
@@ -199,9 +198,7 @@ async fn a_pending_write_is_aborted_and_no_replica_or_reader_ever_sees_it() {
         .expect_err("the waiting write was aborted");
     assert_eq!(err.kind, ErrorKind::Aborted, "{err:?}");
     // Aborting a committed write changes nothing: exit 1, "committed".
-    let args = arg(&committed);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = cluster.node(master).cli(&args);
+    let o = abort_via(master, &committed);
     assert_eq!(o.status.code(), Some(1), "{}", datalayer_tests::stderr(&o));
     assert_eq!(datalayer_tests::stdout(&o).trim(), "committed");
     // No reader sees the voided writes, at any level.
