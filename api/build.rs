@@ -1,18 +1,30 @@
-//! Compiles the .proto files in pure Rust (protox), so no protoc is needed.
+//! Compiles the .proto files in pure Rust (protox), so no protoc is needed. The
+//! public services' descriptors are kept apart for server reflection, which must not
+//! advertise the internal ones.
 
 use std::path::PathBuf;
 
+const PUBLIC: [&str; 3] = [
+    "proto/datalayer/v1/common.proto",
+    "proto/datalayer/v1/kv.proto",
+    "proto/datalayer/v1/admin.proto",
+];
+const INTERNAL: [&str; 2] = [
+    "proto/datalayer/internal/v1/raft.proto",
+    "proto/datalayer/internal/v1/replication.proto",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/datalayer/v1/datalayer.proto"];
-    for p in protos {
+    for p in PUBLIC.iter().chain(&INTERNAL) {
         println!("cargo:rerun-if-changed={p}");
     }
-    let fds = protox::compile(protos, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let public = protox::compile(PUBLIC, ["proto"])?;
     std::fs::write(
         out.join("datalayer_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
+        prost::Message::encode_to_vec(&public),
     )?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    let all = protox::compile(PUBLIC.iter().chain(&INTERNAL), ["proto"])?;
+    tonic_prost_build::configure().compile_fds(all)?;
     Ok(())
 }

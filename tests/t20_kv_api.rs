@@ -540,6 +540,11 @@ async fn health_reflection_and_metrics() {
         names.contains(&"datalayer.v1.Kv") && names.contains(&"datalayer.v1.Admin"),
         "{names:?}"
     );
+    // Node-to-node services are served but not advertised to clients.
+    assert!(
+        !names.iter().any(|n| n.starts_with("datalayer.internal.")),
+        "{names:?}"
+    );
 
     let (code, body) = node.http_get("/health").expect("health");
     assert_eq!((code, body.trim()), (200, "ok"));

@@ -109,7 +109,10 @@ impl Builder {
             nodes,
             config: self.clone(),
         };
-        let (want_nodes, want_voters) = (self.nodes, self.meta_voters.min(self.nodes));
+        // The group never sits at an even number of voters: with fewer nodes than it
+        // wants, it has the largest odd number it can.
+        let voters = self.meta_voters.min(self.nodes);
+        let (want_nodes, want_voters) = (self.nodes, voters - (1 - voters % 2));
         cluster
             .wait_for_status(
                 0,

@@ -454,11 +454,15 @@ impl Client {
                 let err = ClientError::from(status);
                 let unreachable =
                     err.code == tonic::Code::Unavailable && err.kind == ErrorKind::Unavailable;
-                if matches!(err.kind, ErrorKind::NotMaster | ErrorKind::NotFound) || unreachable {
+                let moved = matches!(
+                    err.kind,
+                    ErrorKind::NotMaster | ErrorKind::NotServing | ErrorKind::NotFound
+                );
+                if moved || unreachable {
                     self.routes()
                         .forget(table, addr.as_deref().filter(|_| unreachable));
                 }
-                if err.kind == ErrorKind::NotMaster {
+                if matches!(err.kind, ErrorKind::NotMaster | ErrorKind::NotServing) {
                     let (conn, _) = self.kv_for(table, key).await;
                     return Ok(call(conn, req).await?.into_inner());
                 }

@@ -5,23 +5,10 @@
 //! copy and never wait; changes are async because they are proposals.
 
 use crate::error::{Error, Result};
-pub use crate::strong::Acks;
+pub use crate::policy::{PolicyKind, PolicyOptions};
 use datalayer_store::{Epoch, KeyRange, NodeId, TableId, TabletId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// How a table's tablets are replicated and served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Policy {
-    /// Ordered rows with one master per tablet.
-    Strong,
-    /// Convergent replicated data types.
-    Crdt,
-    /// Samples of series in weekly chunks.
-    Timeseries,
-    /// Documents with a full-text index.
-    Search,
-}
 
 /// What a caller asks for when creating a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,14 +16,14 @@ pub struct TableSpec {
     /// The table's name; see [`validate_table_name`].
     pub name: String,
     /// The policy.
-    pub policy: Policy,
+    pub policy: PolicyKind,
     /// Replicas per tablet; 0 means [`DEFAULT_REPLICATION_FACTOR`].
     pub replication_factor: u32,
     /// How long old versions stay readable; 0 means [`DEFAULT_VERSION_RETENTION_SECS`].
     pub version_retention_secs: u64,
-    /// Acks of writes that do not ask for their own.
+    /// The policy's own options (see [`PolicyOptions`]).
     #[serde(default)]
-    pub default_acks: Acks,
+    pub options: PolicyOptions,
 }
 
 /// Replicas per tablet when the table does not say (capped by the number of nodes).
@@ -107,14 +94,14 @@ pub struct TableDesc {
     /// Unique among live tables.
     pub name: String,
     /// How the table's data is served.
-    pub policy: Policy,
+    pub policy: PolicyKind,
     /// Replicas per tablet.
     pub replication_factor: u32,
     /// How long old versions stay readable, in seconds.
     pub version_retention_secs: u64,
-    /// Acks of writes that do not ask for their own.
+    /// The policy's own options, as validated at creation (see [`PolicyOptions`]).
     #[serde(default)]
-    pub default_acks: Acks,
+    pub options: PolicyOptions,
     /// Tablets covering the whole keyspace of the table, by start key.
     pub tablets: Vec<TabletDesc>,
 }
@@ -199,10 +186,10 @@ mod tests {
         let t = TableDesc {
             id: TableId(1),
             name: "t".into(),
-            policy: Policy::Strong,
+            policy: PolicyKind::Strong,
             replication_factor: 1,
             version_retention_secs: 1,
-            default_acks: Acks::All,
+            options: PolicyOptions::Null,
             tablets: vec![
                 tablet(1, b"", Some(b"g")),
                 tablet(2, b"g", Some(b"p")),

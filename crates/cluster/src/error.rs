@@ -38,9 +38,9 @@ pub enum Error {
         /// The table.
         table: String,
         /// The timestamp asked for.
-        requested: u64,
+        requested: datalayer_store::Timestamp,
         /// Versions at or below this may be gone.
-        horizon: u64,
+        horizon: datalayer_store::Timestamp,
     },
     /// A batch spans tablets; nothing was changed.
     #[error(
@@ -75,9 +75,20 @@ pub enum Error {
         epoch: datalayer_store::Epoch,
         /// Its seq.
         seq: datalayer_store::Seq,
-        /// The acks it asked for.
-        acks: crate::strong::Acks,
+        /// The acks it asked for, as the policy writes them (`1`, `2`, `all`).
+        acks: String,
         /// What happened.
+        reason: String,
+    },
+    /// A write forwarded to its tablet's master whose call broke after it may have
+    /// reached the master: it may or may not have been applied (no position known).
+    #[error(
+        "the write was forwarded to the master at {addr}, which did not answer: {reason}; it may or may not have been applied, read the key to find out"
+    )]
+    OutcomeUnknown {
+        /// The master's address.
+        addr: String,
+        /// What happened to the call.
         reason: String,
     },
     /// A write voided by an abort record before it committed: it never takes effect.
@@ -99,6 +110,48 @@ pub enum Error {
         got: datalayer_store::Epoch,
         /// The epoch the replica knows.
         current: datalayer_store::Epoch,
+    },
+    /// This node does not (or no longer) serve the tablet as master or replica: the
+    /// metadata here may be behind; re-route with fresh metadata.
+    #[error("{tablet} is not (or no longer) served by this node")]
+    NotServing {
+        /// The tablet asked for.
+        tablet: datalayer_store::TabletId,
+    },
+    /// The tablet's master is handing it over to another node: retry shortly, at
+    /// the new master.
+    #[error("{tablet} is being handed over to another master; retry")]
+    HandingOver {
+        /// The tablet.
+        tablet: datalayer_store::TabletId,
+    },
+    /// The master's lease lapsed (its liveness heartbeats are not getting through):
+    /// it serves nothing until they do, or until another master is appointed.
+    #[error(
+        "{tablet}: this master's lease lapsed (its liveness heartbeats are not getting through)"
+    )]
+    LeaseLapsed {
+        /// The tablet.
+        tablet: datalayer_store::TabletId,
+    },
+    /// A follower read this replica cannot serve: it is behind what the read needs.
+    #[error("{tablet}: {behind}")]
+    ReplicaBehind {
+        /// The tablet.
+        tablet: datalayer_store::TabletId,
+        /// How it is behind.
+        behind: Behind,
+    },
+    /// The node is stopping.
+    #[error("the node is stopping")]
+    Stopping,
+    /// A call to another node did not get through; it was not executed there.
+    #[error("the node at {addr} is unreachable: {reason}")]
+    Unreachable {
+        /// Its address.
+        addr: String,
+        /// What failed.
+        reason: String,
     },
     /// Increment on a non-integer value, or overflow.
     #[error("value of the key is not a 64-bit decimal integer, or the increment overflows")]
@@ -143,8 +196,72 @@ pub enum ErrorKind {
     Aborted,
     /// Bytes on disk do not decode.
     Corruption,
+    /// This node does not serve the tablet: re-route with fresh metadata.
+    NotServing,
+    /// The master is handing the tablet over: retry shortly.
+    HandingOver,
+    /// The master's lease lapsed: retry (another master may be appointed).
+    LeaseLapsed,
+    /// A follower replica is behind what the read needs: retry, or read at the master.
+    ReplicaBehind,
+    /// The node is stopping: retry at another node.
+    Stopping,
     /// Anything else.
     Internal,
+}
+
+impl ErrorKind {
+    /// Whether a request that failed with this kind may succeed if sent again
+    /// (possibly elsewhere). An ambiguous write is never retried blindly.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Unavailable
+                | ErrorKind::NotMaster
+                | ErrorKind::NotServing
+                | ErrorKind::HandingOver
+                | ErrorKind::LeaseLapsed
+                | ErrorKind::ReplicaBehind
+                | ErrorKind::Stopping
+        )
+    }
+}
+
+/// How a follower replica is behind what a read needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behind {
+    /// It last heard its master longer ago than the read allows.
+    Stale {
+        /// Since it last heard its master, ms.
+        heard_ms: u64,
+        /// What the read allows, ms.
+        max_ms: u64,
+    },
+    /// It has not caught up to the timestamp the read asks for.
+    Timestamp {
+        /// The timestamp asked for.
+        wanted: datalayer_store::Timestamp,
+    },
+    /// It holds no replica to read from.
+    NoReplica,
+}
+
+impl std::fmt::Display for Behind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Behind::Stale { heard_ms, max_ms } => write!(
+                f,
+                "this replica last heard its master {heard_ms} ms ago, more than the {max_ms} ms allowed"
+            ),
+            Behind::Timestamp { wanted } => {
+                write!(
+                    f,
+                    "this replica has not caught up to timestamp {wanted} yet"
+                )
+            }
+            Behind::NoReplica => f.write_str("this node holds no replica to read from"),
+        }
+    }
 }
 
 impl Error {
@@ -167,10 +284,15 @@ impl Error {
             Error::CrossTablet { .. } => ErrorKind::CrossTablet,
             Error::NotAnInteger => ErrorKind::NotAnInteger,
             Error::NotMaster { .. } => ErrorKind::NotMaster,
-            Error::Ambiguous { .. } => ErrorKind::Ambiguous,
+            Error::Ambiguous { .. } | Error::OutcomeUnknown { .. } => ErrorKind::Ambiguous,
             Error::StaleEpoch { .. } => ErrorKind::StaleEpoch,
             Error::Aborted { .. } => ErrorKind::Aborted,
-            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::NotServing { .. } => ErrorKind::NotServing,
+            Error::HandingOver { .. } => ErrorKind::HandingOver,
+            Error::LeaseLapsed { .. } => ErrorKind::LeaseLapsed,
+            Error::ReplicaBehind { .. } => ErrorKind::ReplicaBehind,
+            Error::Stopping => ErrorKind::Stopping,
+            Error::Unavailable(_) | Error::Unreachable { .. } => ErrorKind::Unavailable,
             Error::Store(datalayer_store::Error::Corruption { .. }) => ErrorKind::Corruption,
             Error::Store(_) | Error::Internal(_) => ErrorKind::Internal,
         }
@@ -178,7 +300,7 @@ impl Error {
 
     /// Whether sending the same request again may succeed.
     pub fn retryable(&self) -> bool {
-        matches!(self.kind(), ErrorKind::Unavailable | ErrorKind::NotMaster)
+        self.kind().retryable()
     }
 
     /// Where to send the request instead, if known.

@@ -11,6 +11,7 @@
 
 pub mod controller;
 pub mod liveness;
+mod membership;
 pub mod network;
 pub mod placement;
 pub mod raft_catalog;

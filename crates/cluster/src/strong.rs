@@ -11,14 +11,30 @@
 //! publishes, after every commit, a timestamp at or below which every write is durable
 //! and visible, so a read at it is repeatable and sees every acknowledged write.
 
-mod lead;
+mod applied;
+mod failover;
+mod keeper;
+pub mod kv;
+mod life;
+mod mastership;
+mod pacing;
+mod policy;
 pub mod protocol;
 mod read;
+pub mod service;
+mod ship;
+mod types;
 mod write;
 mod writer;
 
-pub use lead::{AckView, Lead};
+pub use applied::{AppliedFeed, AppliedRecord};
+pub use failover::StrongFailover;
+pub use kv::{GetAnswer, range_tablet, single_tablet};
+pub use mastership::{AckView, Mastership};
+pub use policy::StrongPolicy;
 pub use protocol::{AckState, Acks};
+pub use service::ReplicationService;
+pub use types::*;
 pub use writer::{Install, Replicate};
 
 use crate::catalog::{TableDesc, TabletDesc};
@@ -27,195 +43,11 @@ use datalayer_store::{
     Epoch, HybridClock, KeyRange, Mutation, NodeId, ScanRequest, Seq, TableId, TabletEngine,
     TabletId, Timestamp, Versioned,
 };
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-
-/// Settings of the strong policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// Oplog records kept per tablet behind its log end (for followers catching up).
-    /// Default 100000.
-    pub oplog_retention_records: u64,
-    /// Commands that may wait for the writer before callers are held back. Default 4096.
-    pub write_queue_depth: usize,
-    /// Most commands in one group commit. Default 1024.
-    pub max_group_commands: usize,
-    /// How long a write waits for its acks before answering "ambiguous", and a
-    /// committed read for the high watermark to reach it. Default 5000.
-    pub ack_timeout_ms: u64,
-    /// A follower behind the master for this long leaves the in-sync set. Default 2000.
-    pub replica_lag_ms: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            oplog_retention_records: 100_000,
-            write_queue_depth: 4096,
-            max_group_commands: 1024,
-            ack_timeout_ms: 5000,
-            replica_lag_ms: 2000,
-        }
-    }
-}
-
-impl Config {
-    /// Checks the settings.
-    pub fn validate(&self) -> Result<()> {
-        if self.write_queue_depth == 0 {
-            return Err(Error::invalid(
-                "strong.write_queue_depth",
-                "must be at least 1",
-            ));
-        }
-        if self.ack_timeout_ms == 0 {
-            return Err(Error::invalid(
-                "strong.ack_timeout_ms",
-                "must be at least 1",
-            ));
-        }
-        if self.replica_lag_ms == 0 {
-            return Err(Error::invalid(
-                "strong.replica_lag_ms",
-                "must be at least 1",
-            ));
-        }
-        if self.max_group_commands == 0 {
-            return Err(Error::invalid(
-                "strong.max_group_commands",
-                "must be at least 1",
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Where a record sits in its tablet's oplog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position {
-    /// The tablet.
-    pub tablet: TabletId,
-    /// The master epoch that ordered it.
-    pub epoch: Epoch,
-    /// Its seq (the last one, for operations that wrote several records).
-    pub seq: Seq,
-}
-
-/// What `CompareAndSet` compares against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expected {
-    /// The key's current version must be this.
-    Version(Timestamp),
-    /// The key must have no value.
-    Absent,
-}
-
-/// A write command on one tablet.
-#[derive(Debug, Clone)]
-pub enum WriteOp {
-    /// Puts and deletes, atomically.
-    Batch(Vec<Mutation>),
-    /// Delete every live key of the range, atomically.
-    DeleteRange(KeyRange),
-    /// Write `new` (a value, or `None` to delete) if the key is as expected.
-    CompareAndSet {
-        /// The key.
-        key: Vec<u8>,
-        /// The condition.
-        expected: Expected,
-        /// The value to write, or `None` for a delete.
-        new: Option<Vec<u8>>,
-    },
-    /// Add `delta` to the decimal integer at `key` (absent counts as 0).
-    Increment {
-        /// The key.
-        key: Vec<u8>,
-        /// The amount.
-        delta: i64,
-    },
-}
-
-/// What a write command did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OpResult {
-    /// The batch or the compare-and-set was written.
-    Done,
-    /// This many live keys were deleted.
-    RangeDeleted(u64),
-    /// The compare-and-set condition failed; the key holds this now.
-    Mismatch(Option<Versioned>),
-    /// The counter's new value.
-    Counter(i64),
-}
-
-/// The answer to a write command, sent once it is durable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// Timestamp of what was written (the version of the new values).
-    pub ts: Timestamp,
-    /// Where it was written; `None` when nothing was.
-    pub position: Option<Position>,
-    /// The tablet's log end the command was evaluated against (its own record when it
-    /// wrote one). A command that wrote nothing (a failed compare-and-set) may have
-    /// seen records not yet committed; it is answered once they are.
-    pub observed: Seq,
-    /// The command's result.
-    pub result: OpResult,
-}
-
-/// One page of a scan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScanPage {
-    /// Rows in key order (or reverse).
-    pub rows: Vec<(Vec<u8>, Versioned)>,
-    /// Whether rows remain past the page.
-    pub more: bool,
-    /// Where the next page starts (forward) or ends (reverse), when `more`.
-    pub resume_key: Vec<u8>,
-    /// The timestamp the page was read at.
-    pub read_ts: Timestamp,
-    /// For follower reads: how long since the replica last heard its master.
-    pub staleness: Duration,
-}
-
-/// Replica state of a served tablet, as the master sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TabletProgress {
-    /// Last seq in the oplog.
-    pub log_end: Seq,
-    /// Highest seq durable on the whole in-sync set.
-    pub high_watermark: Seq,
-}
-
-/// Which state a read sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReadLevel {
-    /// Committed writes only, at the master.
-    #[default]
-    Committed,
-    /// Everything the master holds.
-    Latest,
-    /// Committed writes as a replica on this node knows them, at most this stale.
-    Follower(Duration),
-}
-
-/// Whether a write at a position committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteState {
-    /// Held by the whole in-sync set.
-    Committed,
-    /// Not yet; it may still commit or be lost.
-    Pending,
-    /// Cut from the log: it never took effect.
-    Lost,
-    /// Voided by a committed abort record: it never takes effect.
-    Aborted,
-}
 
 /// For each tablet this node follows: the timestamp follower reads may read at, and
 /// when the master last confirmed it.
@@ -223,7 +55,7 @@ pub(crate) type ReplicaReads =
     Arc<parking_lot::RwLock<HashMap<TabletId, (Timestamp, std::time::Instant)>>>;
 
 /// The tablets this node masters, shared by the writer and the readers.
-pub(crate) type Leads = Arc<parking_lot::RwLock<HashMap<TabletId, Arc<Lead>>>>;
+pub(crate) type Masterships = Arc<parking_lot::RwLock<HashMap<TabletId, Arc<Mastership>>>>;
 
 /// The answer to a queued replication call: the replica's durable log end and that
 /// record's timestamp.
@@ -239,32 +71,33 @@ impl ReplicateAnswer {
 }
 
 /// The strong policy of one node.
-pub struct StrongPolicy {
+pub struct StrongTablets {
     snapshot_dir: std::path::PathBuf,
     replica_reads: ReplicaReads,
     lease: Arc<crate::meta::Lease>,
     engine: Arc<dyn TabletEngine>,
     clock: Arc<HybridClock>,
     closed: Arc<AtomicU64>,
-    leads: Leads,
+    masterships: Masterships,
+    committed: applied::CommittedEnds,
     config: Config,
     tx: mpsc::Sender<writer::Command>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-impl std::fmt::Debug for StrongPolicy {
+impl std::fmt::Debug for StrongTablets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StrongPolicy")
+        f.debug_struct("StrongTablets")
             .field("closed", &self.closed.load(Ordering::Relaxed))
             .finish()
     }
 }
 
 fn stopped() -> Error {
-    Error::Unavailable("the node is stopping".into())
+    Error::Stopping
 }
 
-impl StrongPolicy {
+impl StrongTablets {
     /// Starts the writer thread.
     pub fn start(
         engine: Arc<dyn TabletEngine>,
@@ -272,32 +105,35 @@ impl StrongPolicy {
         config: Config,
         lease: Arc<crate::meta::Lease>,
         snapshot_dir: std::path::PathBuf,
-    ) -> Result<StrongPolicy> {
+    ) -> Result<StrongTablets> {
         config.validate()?;
         let (tx, rx) = mpsc::channel(config.write_queue_depth);
         let closed = Arc::new(AtomicU64::new(0));
-        let leads: Leads = Arc::default();
+        let masterships: Masterships = Arc::default();
         let replica_reads: ReplicaReads = Arc::default();
+        let committed: applied::CommittedEnds = Arc::default();
         let w = writer::Writer::new(
             engine.clone(),
             clock.clone(),
             closed.clone(),
-            leads.clone(),
+            masterships.clone(),
             replica_reads.clone(),
+            committed.clone(),
             config.clone(),
         );
         let thread = std::thread::Builder::new()
             .name("strong-writer".into())
             .spawn(move || w.run(rx))
             .map_err(|e| Error::Internal(format!("spawn writer thread: {e}")))?;
-        Ok(StrongPolicy {
+        Ok(StrongTablets {
             snapshot_dir,
             replica_reads,
             lease,
             engine,
             clock,
             closed,
-            leads,
+            masterships,
+            committed,
             config,
             tx,
             thread: parking_lot::Mutex::new(Some(thread)),
@@ -349,7 +185,7 @@ impl StrongPolicy {
         self.queue_replicate(req).await?.wait().await
     }
 
-    /// [`StrongPolicy::replicate`] in two steps: queues the records behind every call
+    /// [`StrongTablets::replicate`] in two steps: queues the records behind every call
     /// queued before (so calls apply in the order they are queued) and returns where
     /// the answer will come.
     pub async fn queue_replicate(&self, req: Replicate) -> Result<ReplicateAnswer> {
@@ -448,9 +284,9 @@ impl StrongPolicy {
     /// Prepares a planned hand-over of `tablet` to `target`: stops ordering writes on
     /// it, then waits until `target` holds everything this master wrote, so appointing
     /// it loses nothing (even writes acknowledged with `acks=1`). Call
-    /// [`StrongPolicy::resume`] if the appointment does not go through.
-    pub async fn hand_over(&self, tablet: TabletId, target: NodeId) -> Result<()> {
-        let lead = self.mastering(tablet)?;
+    /// [`StrongTablets::resume`] if the appointment does not go through.
+    pub async fn fence_for_hand_over(&self, tablet: TabletId, target: NodeId) -> Result<()> {
+        let mastership = self.mastering(tablet)?;
         let end = self
             .call(|reply| writer::Command::Fence {
                 tablet,
@@ -458,7 +294,7 @@ impl StrongPolicy {
                 reply,
             })
             .await?;
-        let caught_up = lead
+        let caught_up = mastership
             .wait_for(
                 Duration::from_millis(self.config.ack_timeout_ms * 2),
                 move |v| {
@@ -526,20 +362,19 @@ impl StrongPolicy {
         .await
     }
 
-    /// The tablet's lead; `Unavailable` when this node does not master it.
-    fn mastering(&self, tablet: TabletId) -> Result<Arc<Lead>> {
-        self.lead(tablet)
-            .ok_or_else(|| Error::Unavailable(format!("{tablet} is not mastered by this node")))
+    /// The tablet's mastership; `Unavailable` when this node does not master it.
+    fn mastering(&self, tablet: TabletId) -> Result<Arc<Mastership>> {
+        self.mastership(tablet).ok_or(Error::NotServing { tablet })
     }
 
-    /// The tablet's lead, if this node masters it.
-    pub fn lead(&self, tablet: TabletId) -> Option<Arc<Lead>> {
-        self.leads.read().get(&tablet).cloned()
+    /// The tablet's mastership, if this node masters it.
+    pub fn mastership(&self, tablet: TabletId) -> Option<Arc<Mastership>> {
+        self.masterships.read().get(&tablet).cloned()
     }
 
     /// Every tablet this node masters.
-    pub fn leads(&self) -> Vec<Arc<Lead>> {
-        self.leads.read().values().cloned().collect()
+    pub fn masterships(&self) -> Vec<Arc<Mastership>> {
+        self.masterships.read().values().cloned().collect()
     }
 
     async fn blocking<T: Send + 'static>(
@@ -553,30 +388,54 @@ impl StrongPolicy {
             .map_err(Error::from)
     }
 
-    /// Removes the table's versions older than its retention. Returns how many went
-    /// and the horizon used.
-    pub async fn collect_garbage(&self, table: &TableDesc) -> Result<(u64, Timestamp)> {
+    /// Removes the table's versions older than its retention.
+    pub async fn collect_garbage(&self, table: &TableDesc) -> Result<Collected> {
         let horizon = gc_horizon(table, self.clock.peek());
         let id = table.id;
         let removed = self
             .blocking(move |e| e.collect_garbage(id, horizon))
             .await?;
-        Ok((removed, horizon))
+        Ok(Collected { removed, horizon })
     }
 
     /// Whether this node masters the tablet now.
     pub fn serves(&self, tablet: TabletId) -> bool {
-        self.leads.read().contains_key(&tablet)
+        self.masterships.read().contains_key(&tablet)
     }
 
     /// Log end and high watermark of a tablet this node masters.
     pub fn progress(&self, tablet: TabletId) -> Option<TabletProgress> {
-        let lead = self.lead(tablet)?;
-        let v = lead.view();
+        let mastership = self.mastership(tablet)?;
+        let v = mastership.view();
         Some(TabletProgress {
             log_end: v.acks.master_end.0,
             high_watermark: v.acks.high_watermark().0,
         })
+    }
+
+    /// The committed records of this node's replica of `tablet` from `from` on (see
+    /// [`AppliedFeed`]); on a master and on followers alike.
+    pub fn applied_feed(&self, tablet: TabletId, from: Seq) -> Result<AppliedFeed> {
+        let hw = self.committed_end(tablet)?;
+        let watch = applied::watch_of(&self.committed, tablet, hw);
+        Ok(AppliedFeed::new(
+            tablet,
+            from,
+            watch.subscribe(),
+            self.engine.clone(),
+        ))
+    }
+
+    /// The last committed seq of this node's replica of `tablet` (its high
+    /// watermark), as far as this replica knows.
+    pub fn committed_end(&self, tablet: TabletId) -> Result<Seq> {
+        if let Some(w) = self.committed.read().get(&tablet) {
+            return Ok(w.borrow().hw);
+        }
+        Ok(self
+            .engine
+            .tablet_state(tablet)?
+            .map_or(Seq(0), |s| s.high_watermark))
     }
 
     /// The node's clock now.
@@ -586,8 +445,8 @@ impl StrongPolicy {
 
     /// Stops the writer after the commands already queued, and waits for it.
     pub async fn stop(&self) {
-        for lead in self.leads() {
-            lead.depose();
+        for mastership in self.masterships() {
+            mastership.depose();
         }
         let _ = self.call(|reply| writer::Command::Stop { reply }).await;
         let thread = self.thread.lock().take();
@@ -595,6 +454,15 @@ impl StrongPolicy {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
+}
+
+/// What a garbage collection did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    /// Versions removed.
+    pub removed: u64,
+    /// Versions at or below this are no longer guaranteed to exist.
+    pub horizon: Timestamp,
 }
 
 /// Where the next page of a scan that stopped after `last` starts (forward: the

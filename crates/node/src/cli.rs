@@ -136,10 +136,10 @@ enum Command {
     /// Remove a table's versions older than its retention now.
     Gc { table: String },
     /// Measure throughput against a running node and peers (see BENCHMARKS.md).
-    Bench(crate::bench::BenchArgs),
+    Bench(datalayer_bench::BenchArgs),
     /// Run a Jepsen-style workload against a cluster and print its history as JSON
     /// lines (for fault tests).
-    Workload(crate::workload::WorkloadArgs),
+    Workload(datalayer_bench::workload::WorkloadArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -245,10 +245,12 @@ pub fn main() -> ExitCode {
                 let config = config.expect("a start command has a config");
                 start(config).await.map(|()| Done::Ok)
             }
-            Command::Bench(args) => crate::bench::run(&cli.addr, args, json)
+            Command::Bench(args) => datalayer_bench::run(&cli.addr, args, json)
                 .await
                 .map(|()| Done::Ok),
-            Command::Workload(args) => crate::workload::run(args).await.map(|()| Done::Ok),
+            Command::Workload(args) => datalayer_bench::workload::run(args)
+                .await
+                .map(|()| Done::Ok),
             command => {
                 let opts = ClientOpts {
                     acks: cli.acks.as_deref().map(parse_acks).transpose()?,

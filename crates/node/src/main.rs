@@ -4,7 +4,6 @@
 //! (over gRPC, through `datalayer-client`). Exit codes: 0 success, 1 key not found,
 //! 2 any error (with a message on stderr).
 
-mod bench;
 mod cli;
 mod config;
 mod http;
@@ -13,7 +12,6 @@ mod metrics;
 mod server;
 mod service;
 mod status;
-mod workload;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -6,11 +6,13 @@ use crate::http;
 use crate::metrics::Metrics;
 use crate::service::admin::{AdminService, NodeInfo};
 use crate::service::kv::KvService;
-use crate::service::replication::ReplicationService;
 use anyhow::Context;
+use datalayer_api::internal::v1 as internal;
 use datalayer_api::v1 as pb;
 use datalayer_cluster::meta::network::RaftService;
-use datalayer_cluster::{RaftCatalog, Router, StrongPolicy};
+use datalayer_cluster::pool::ChannelPool;
+use datalayer_cluster::strong::{ReplicationService, StrongFailover};
+use datalayer_cluster::{RaftCatalog, Router, StrongPolicy, StrongTablets};
 use datalayer_store::{HybridClock, NodeId, RocksTabletEngine, TabletEngine};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +31,7 @@ const SHUTDOWN_GRACE_SECS: u64 = 5;
 /// given forever; a fresh node without `--join` founds a cluster as node 1, a fresh
 /// node with `--join` asks the seed for an id.
 async fn node_identity(
+    pool: &ChannelPool,
     engine: &Arc<dyn TabletEngine>,
     config: &Config,
     advertised: &str,
@@ -46,7 +49,8 @@ async fn node_identity(
         Some(seed) => {
             let deadline = Instant::now() + JOIN_WAIT;
             loop {
-                match datalayer_cluster::meta::join(seed, advertised.into(), http_addr.into()).await
+                match datalayer_cluster::meta::join(pool, seed, advertised.into(), http_addr.into())
+                    .await
                 {
                     Ok(id) => break (id, false),
                     Err(e) if Instant::now() < deadline => {
@@ -92,8 +96,10 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| grpc_addr.to_string());
 
+    // Every outgoing channel of the node: forwarding, replication, metadata.
+    let pool = Arc::new(ChannelPool::new());
     let (node, bootstrap) =
-        node_identity(&engine, &config, &advertised, &http_addr.to_string()).await?;
+        node_identity(&pool, &engine, &config, &advertised, &http_addr.to_string()).await?;
     let lease = Arc::new(datalayer_cluster::meta::Lease::new(
         Duration::from_millis(config.master_failover_ms),
         Duration::from_millis(config.max_clock_offset_ms),
@@ -109,26 +115,42 @@ pub async fn run(
             dead_node_timeout: Duration::from_secs(config.dead_node_secs),
             rebalance: config.rebalance,
             lease: lease.clone(),
+            pool: pool.clone(),
         },
     )
     .await?;
     let clock = Arc::new(HybridClock::new());
-    let strong = Arc::new(StrongPolicy::start(
-        engine.clone(),
-        clock,
-        config.strong.clone(),
-        lease,
-        config.data_dir.join("snapshots"),
-    )?);
-    let router = Arc::new(Router::new(catalog.clone(), strong.clone(), node));
+    // The policies this node runs: each registered with the router (and its
+    // controller hook with the metadata group); the data plane of each gets its own.
+    let strong = Arc::new(StrongPolicy::new(
+        catalog.clone(),
+        Arc::new(StrongTablets::start(
+            engine.clone(),
+            clock,
+            config.strong.clone(),
+            lease,
+            config.data_dir.join("snapshots"),
+        )?),
+    ));
+    catalog.add_controller_hook(Arc::new(StrongFailover));
+    let mut router = Router::new(catalog.clone());
+    router.register(strong.clone());
+    let router = Arc::new(router);
     // The servers stop after `shutdown`: a node stopping hands its tablets over first.
     let serving = CancellationToken::new();
 
     let metrics = Arc::new(Metrics::new());
     let max_message = config.limits.max_message_bytes;
-    let kv = KvService::new(router.clone(), config.limits.clone(), metrics.clone());
+    let kv = KvService::new(
+        router.clone(),
+        strong.clone(),
+        pool.clone(),
+        config.limits.clone(),
+        metrics.clone(),
+    );
     let admin = AdminService {
         router: router.clone(),
+        strong: strong.clone(),
         catalog: catalog.clone(),
         engine: engine.clone(),
         limits: config.limits.clone(),
@@ -165,13 +187,13 @@ pub async fn run(
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
         )
-        .add_service(pb::raft_server::RaftServer::new(RaftService::new(
+        .add_service(internal::raft_server::RaftServer::new(RaftService::new(
             catalog.clone(),
         )))
         .add_service(
-            pb::replication_server::ReplicationServer::new(ReplicationService {
-                router: router.clone(),
-            })
+            internal::replication_server::ReplicationServer::new(ReplicationService::new(
+                strong.clone(),
+            ))
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20),
         )
@@ -213,7 +235,7 @@ pub async fn run(
         shutdown.cancel();
         serving.cancel();
         finish_within(&mut grpc, Duration::from_secs(SHUTDOWN_GRACE_SECS)).await;
-        strong.stop().await;
+        router.stop().await;
         catalog.shutdown().await;
         return Err(e).context("node did not become ready");
     }
@@ -233,6 +255,7 @@ pub async fn run(
     ));
     let gc = tokio::spawn(collect_garbage_periodically(
         router.clone(),
+        strong.clone(),
         Duration::from_secs(config.gc_interval_secs),
         shutdown.clone(),
     ));
@@ -257,9 +280,9 @@ pub async fn run(
     // its metadata member (a metadata leader lingering in its drain would refuse its
     // peers' heartbeats). A node still mastering tablets (alone, or whose hand-over
     // failed) lets their in-flight writes finish first.
-    let mastering = !strong.leads().is_empty();
+    let mastering = router.still_serving();
     if !mastering {
-        strong.stop().await;
+        router.stop().await;
         catalog.shutdown().await;
     }
     // In-flight requests finish; connections still open after the grace period
@@ -269,7 +292,7 @@ pub async fn run(
     finish_within(&mut http, grace).await;
     let _ = gc.await;
     if mastering {
-        strong.stop().await;
+        router.stop().await;
         catalog.shutdown().await;
     }
     if let Some(e) = failed {
@@ -313,6 +336,7 @@ fn server_failure<E: Into<anyhow::Error>>(
 
 async fn collect_garbage_periodically(
     router: Arc<Router>,
+    strong: Arc<StrongPolicy>,
     every: Duration,
     shutdown: CancellationToken,
 ) {
@@ -323,9 +347,14 @@ async fn collect_garbage_periodically(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for table in router.tables() {
-            match router.collect_garbage(&table.name).await {
-                Ok((removed, _)) if removed > 0 => {
+        let strong_tables = router
+            .tables()
+            .into_iter()
+            .filter(|t| t.policy == datalayer_cluster::PolicyKind::Strong);
+        for table in strong_tables {
+            match strong.collect_garbage(&table.name).await {
+                Ok(c) if c.removed > 0 => {
+                    let removed = c.removed;
                     tracing::debug!(table = %table.name, removed, "collected old versions");
                 }
                 Ok(_) => {}

@@ -1,8 +1,8 @@
-//! gRPC services: proto in, validated domain calls to the router, proto out.
+//! gRPC services: proto in, validated domain calls to the router and the policies,
+//! proto out. (The internal `Replication` service lives with the strong policy.)
 
 pub mod admin;
 pub mod kv;
-pub mod replication;
 
 use crate::metrics::Metrics;
 use std::future::Future;

@@ -2,8 +2,9 @@
 //! leader:
 //!
 //! - liveness: pings every registered node and records who answered;
-//! - control: the masterships of silent nodes end and other replicas are appointed
-//!   ([`failover`]); every registered node becomes a learner of the group, caught-up
+//! - control: each policy's hook reacts to silent nodes (for `strong`, the
+//!   masterships of silent nodes end and other replicas are appointed:
+//!   `strong::failover`); every registered node becomes a learner of the group, caught-up
 //!   learners are promoted until the group has its voters, a voter unreachable past
 //!   its timeout gives its place to a live learner; replicas move off dead nodes and
 //!   even out across live ones ([`super::placement`]).
@@ -12,21 +13,21 @@
 //! work.
 
 use super::liveness::wall_ms;
+use super::membership::{self, MembershipChange, MembershipView};
 use super::placement::{self, Action};
 use super::raft_catalog::RaftCatalog;
 use crate::catalog::TabletDesc;
-use crate::strong::protocol::{ReplicaPosition, choose_master};
+use crate::error::Result;
+use crate::policy::{ControllerHookRef, ControllerView};
 use datalayer_store::{NodeId, TabletId};
 use openraft::{BasicNode, ChangeMembers};
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// How often the controller looks.
 const TICK: Duration = Duration::from_millis(150);
-/// A learner within this many entries of the leader's log counts as caught up.
-const CAUGHT_UP_ENTRIES: u64 = 16;
 /// How long a liveness ping may take.
 const PING_TIMEOUT: Duration = Duration::from_millis(250);
 
@@ -124,10 +125,11 @@ async fn probe(catalog: &RaftCatalog) -> BTreeSet<u64> {
         if node.id == catalog.node() {
             continue;
         }
+        let pool = catalog.pool().clone();
         pings.spawn(async move {
             (
                 node.id.0,
-                super::network::ping(&node.grpc_addr, PING_TIMEOUT).await,
+                super::network::ping(&pool, &node.grpc_addr, PING_TIMEOUT).await,
             )
         });
     }
@@ -144,7 +146,7 @@ async fn step(
     catalog: &Arc<RaftCatalog>,
     liveness: &Mutex<Seen>,
     handing_over: &Arc<Mutex<HashSet<TabletId>>>,
-) -> Result<(), String> {
+) -> Result<()> {
     if !leading(catalog) {
         return Ok(());
     }
@@ -158,7 +160,13 @@ async fn step(
     };
     let live = seen.live.clone();
     let silent_for = |n: u64| seen.silent_for(n, now);
-    failover(catalog, &live, seen.leading_since_ms).await;
+    let view = ControllerView {
+        live: live.iter().map(|n| NodeId(*n)).collect(),
+        leading_since_ms: seen.leading_since_ms,
+    };
+    for hook in catalog.controller_hooks() {
+        hook.on_tick(catalog, &view).await;
+    }
     if membership(catalog, &live, &silent_for).await? {
         return Ok(());
     }
@@ -206,14 +214,15 @@ async fn carry_out(
             if !handing_over.lock().insert(tablet.id) {
                 return;
             }
-            let Some(addr) = catalog.node_addr(*master) else {
+            tracing::info!(tablet = %tablet.id, %master, %to, "handing a master over");
+            let Some(hook) = hook_for(catalog, tablet) else {
                 handing_over.lock().remove(&tablet.id);
                 return;
             };
-            tracing::info!(tablet = %tablet.id, %master, %to, "handing a master over");
-            let (id, to, handing_over) = (tablet.id, *to, handing_over.clone());
+            let (id, master, to, handing_over) = (tablet.id, *master, *to, handing_over.clone());
+            let catalog = catalog.clone();
             tokio::spawn(async move {
-                if let Err(e) = crate::replicator::hand_over_at(&addr, id, to).await {
+                if let Err(e) = hook.hand_over(&catalog, id, master, to).await {
                     tracing::warn!(tablet = %id, error = %e, "hand-over failed");
                 }
                 handing_over.lock().remove(&id);
@@ -226,189 +235,112 @@ async fn carry_out(
     }
 }
 
-/// Group membership: adds learners, removes decommissioned nodes, promotes learners,
-/// replaces dead voters. True when it proposed a change.
+/// The controller hook of the policy of `tablet`'s table.
+fn hook_for(catalog: &RaftCatalog, tablet: &TabletDesc) -> Option<ControllerHookRef> {
+    let kind = catalog
+        .state()
+        .tables
+        .values()
+        .find(|t| t.id == tablet.table)?
+        .policy;
+    catalog
+        .controller_hooks()
+        .into_iter()
+        .find(|h| h.kind() == kind)
+}
+
+/// Group membership: carries out the next change [`membership::decide`] sees.
+/// True when it proposed one.
 async fn membership(
     catalog: &RaftCatalog,
     live: &BTreeSet<u64>,
     silent_for: &(dyn Fn(u64) -> Duration + Sync),
-) -> Result<bool, String> {
+) -> Result<bool> {
     let raft = catalog.raft();
     let m = raft.metrics().borrow().clone();
-    let membership = m.membership_config.membership().clone();
-    let state = catalog.state();
-    for node in state.nodes.values() {
-        let known = membership.get_node(&node.id.0);
-        if known.is_none_or(|n| n.addr != node.grpc_addr)
-            && !membership.voter_ids().any(|v| v == node.id.0)
-        {
-            tracing::info!(node = %node.id, addr = %node.grpc_addr, "adding node to the metadata group as a learner");
-            raft.add_learner(
-                node.id.0,
-                BasicNode {
-                    addr: node.grpc_addr.clone(),
-                },
-                false,
-            )
-            .await
-            .map_err(|e| format!("adding learner {}: {e}", node.id))?;
-            return Ok(true);
-        }
-    }
-    // Members no longer registered (decommissioned) leave the group.
-    let registered: BTreeSet<u64> = state.nodes.keys().map(|n| n.0).collect();
-    let gone: BTreeSet<u64> = membership
-        .nodes()
-        .map(|(id, _)| *id)
-        .filter(|id| !registered.contains(id) && *id != catalog.node().0)
-        .collect();
-    if !gone.is_empty() {
-        tracing::info!(
-            ?gone,
-            "removing decommissioned nodes from the metadata group"
-        );
-        raft.change_membership(ChangeMembers::RemoveVoters(gone.clone()), true)
-            .await
-            .map_err(|e| format!("removing voters {gone:?}: {e}"))?;
-        raft.change_membership(ChangeMembers::RemoveNodes(gone.clone()), false)
-            .await
-            .map_err(|e| format!("removing members {gone:?}: {e}"))?;
-        return Ok(true);
-    }
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let last = m.last_log_index.unwrap_or(0);
-    let replication = m.replication.unwrap_or_default();
-    let ready_learner = membership.learner_ids().find(|l| {
-        let matched = replication
-            .get(l)
-            .cloned()
-            .flatten()
-            .map_or(0, |id| id.index);
-        live.contains(l) && matched + CAUGHT_UP_ENTRIES >= last
-    });
-    let Some(learner) = ready_learner else {
+    let config = m.membership_config.membership().clone();
+    let dead_after = catalog.dead_voter_timeout();
+    let view = MembershipView {
+        me: catalog.node().0,
+        voters: config.voter_ids().collect(),
+        learners: config.learner_ids().collect(),
+        members: config
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect(),
+        registered: catalog
+            .state()
+            .nodes
+            .values()
+            .map(|n| (n.id.0, n.grpc_addr.clone()))
+            .collect(),
+        live: live.clone(),
+        dead: config
+            .voter_ids()
+            .filter(|v| silent_for(*v) > dead_after)
+            .collect(),
+        matched: m
+            .replication
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, log)| (id, log.map_or(0, |l| l.index)))
+            .collect(),
+        last_log: m.last_log_index.unwrap_or(0),
+        target_voters: catalog.target_voters(),
+    };
+    let Some(change) = membership::decide(&view) else {
         return Ok(false);
     };
-    if voters.len() < catalog.target_voters() {
-        tracing::info!(node = learner, "promoting caught-up learner to voter");
-        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), false)
-            .await
-            .map_err(|e| format!("promoting learner {learner}: {e}"))?;
-        return Ok(true);
-    }
-    // A voter silent past the timeout gives its place (the leader answers itself).
-    let dead_after = catalog.dead_voter_timeout();
-    let dead = voters.iter().copied().find(|v| silent_for(*v) > dead_after);
-    if let Some(dead) = dead {
-        let mut next = voters.clone();
-        next.remove(&dead);
-        next.insert(learner);
-        tracing::warn!(
+    match change {
+        MembershipChange::AddLearner { id, addr } => {
+            tracing::info!(node = id, %addr, "adding node to the metadata group as a learner");
+            raft.add_learner(id, BasicNode { addr }, false)
+                .await
+                .map_err(|e| failed(format!("adding learner node-{id}"), e))?;
+        }
+        MembershipChange::Remove(gone) => {
+            tracing::info!(
+                ?gone,
+                "removing decommissioned nodes from the metadata group"
+            );
+            raft.change_membership(ChangeMembers::RemoveVoters(gone.clone()), true)
+                .await
+                .map_err(|e| failed(format!("removing voters {gone:?}"), e))?;
+            raft.change_membership(ChangeMembers::RemoveNodes(gone.clone()), false)
+                .await
+                .map_err(|e| failed(format!("removing members {gone:?}"), e))?;
+        }
+        MembershipChange::Promote(learners) => {
+            tracing::info!(?learners, "promoting caught-up learners to voters");
+            raft.change_membership(ChangeMembers::AddVoterIds(learners.clone()), false)
+                .await
+                .map_err(|e| failed(format!("promoting learners {learners:?}"), e))?;
+        }
+        MembershipChange::Replace {
             dead,
             learner,
-            "replacing a dead voter of the metadata group with a live learner"
-        );
-        // `retain`: the dead voter stays a learner and catches up when it returns.
-        raft.change_membership(ChangeMembers::ReplaceAllVoters(next), true)
-            .await
-            .map_err(|e| format!("replacing voter {dead} with {learner}: {e}"))?;
-        return Ok(true);
+            voters,
+        } => {
+            tracing::warn!(
+                dead,
+                learner,
+                "replacing a dead voter of the metadata group with a live learner"
+            );
+            // `retain`: the dead voter stays a learner and catches up when it returns.
+            raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), true)
+                .await
+                .map_err(|e| {
+                    failed(
+                        format!("replacing voter node-{dead} with node-{learner}"),
+                        e,
+                    )
+                })?;
+        }
     }
-    Ok(false)
+    Ok(true)
 }
 
-/// Ends the masterships of silent nodes and appoints new masters (DESIGN §6).
-///
-/// A master's node is silent when its liveness record has expired by this node's
-/// clock and it missed the last ping round, or when its record has stayed expired for
-/// a whole lease (it answers pings but cannot heartbeat); the time before this node
-/// led does not count, as nobody could heartbeat during the election. Its liveness
-/// epoch is incremented (compare-and-set on the record read), which ends its
-/// masterships. Each tablet whose master's epoch moved on gets the live in-sync
-/// replica with the highest `(last epoch, log end)` among those with a current record
-/// (the old master too, once it is back), in the next master epoch. A tablet with no
-/// such replica waits for one.
-async fn failover(catalog: &RaftCatalog, live: &BTreeSet<u64>, leading_since_ms: u64) {
-    let now = wall_ms();
-    let lease_ms = catalog.failover_timeout().as_millis() as u64;
-    let mut state = catalog.state();
-    let serving: BTreeSet<NodeId> = state
-        .tables
-        .values()
-        .flat_map(|t| t.tablets.iter())
-        .filter(|tb| tb.master_liveness == state.liveness(tb.master).epoch)
-        .map(|tb| tb.master)
-        .collect();
-    let mut fenced = false;
-    for node in serving {
-        let seen = state.liveness(node);
-        let lapsed_for = now.saturating_sub(seen.expiration_ms.max(leading_since_ms));
-        if !seen.expired(now) || (live.contains(&node.0) && lapsed_for <= lease_ms) {
-            continue;
-        }
-        tracing::warn!(%node, epoch = seen.epoch, "node's liveness lapsed: ending its masterships");
-        match catalog
-            .propose(
-                super::state::MetaCommand::IncrementEpoch { node, seen },
-                false,
-            )
-            .await
-        {
-            Ok(super::state::MetaResponse::Done) => fenced = true,
-            Ok(other) => tracing::info!(%node, answer = ?other, "liveness epoch not incremented"),
-            Err(e) => tracing::warn!(%node, error = %e, "liveness epoch not incremented"),
-        }
-    }
-    if fenced {
-        state = catalog.state();
-    }
-    let current = |n: &NodeId| live.contains(&n.0) && !state.liveness(*n).expired(now);
-    let orphans: Vec<TabletDesc> = state
-        .tables
-        .values()
-        .flat_map(|t| t.tablets.iter())
-        .filter(|tb| tb.master_liveness != state.liveness(tb.master).epoch)
-        .cloned()
-        .collect();
-    if orphans.is_empty() {
-        return;
-    }
-    // Ask each live candidate once for all the tablets it may take.
-    let mut asks: BTreeMap<NodeId, Vec<TabletId>> = BTreeMap::new();
-    for tb in &orphans {
-        for r in tb.in_sync.iter().filter(|r| current(r)) {
-            asks.entry(*r).or_default().push(tb.id);
-        }
-    }
-    let mut positions: HashMap<TabletId, Vec<ReplicaPosition>> = HashMap::new();
-    for (node, tablets) in asks {
-        let Some(addr) = state.nodes.get(&node).map(|n| n.grpc_addr.clone()) else {
-            continue;
-        };
-        match crate::replicator::replica_status(&addr, &tablets).await {
-            Ok(answers) => {
-                for (tablet, last_epoch, log_end) in answers {
-                    positions.entry(tablet).or_default().push(ReplicaPosition {
-                        node,
-                        last_epoch,
-                        log_end,
-                    });
-                }
-            }
-            Err(e) => tracing::debug!(%node, error = %e, "replica status failed"),
-        }
-    }
-    for tb in orphans {
-        let candidates = positions.remove(&tb.id).unwrap_or_default();
-        let Some(next) = choose_master(&candidates) else {
-            tracing::warn!(tablet = %tb.id, master = %tb.master, in_sync = ?tb.in_sync,
-                "the master's liveness lapsed and no in-sync replica is live: the tablet waits");
-            continue;
-        };
-        tracing::warn!(tablet = %tb.id, old = %tb.master, new = %next, epoch = tb.master_epoch.0 + 1,
-            "appointing the most advanced live in-sync replica");
-        if let Err(e) = catalog.appoint_master(tb.id, tb.master_epoch, next).await {
-            tracing::warn!(tablet = %tb.id, error = %e, "failover proposal failed");
-        }
-    }
+/// A membership change openraft refused.
+fn failed(what: String, e: impl std::fmt::Display) -> crate::error::Error {
+    crate::error::Error::Unavailable(format!("metadata group: {what}: {e}"))
 }

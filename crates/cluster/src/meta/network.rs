@@ -1,11 +1,13 @@
-//! The metadata group's network: openraft messages over gRPC (`datalayer.v1.Raft`),
+//! The metadata group's network: openraft messages over gRPC (`datalayer.internal.v1.Raft`),
 //! JSON-encoded inside a bytes payload. [`Network`] is the client side,
 //! [`RaftService`] the server side.
 
 use super::TypeConfig;
 use super::raft_catalog::RaftCatalog;
 use super::state::{MetaCommand, MetaResponse};
-use datalayer_api::v1 as pb;
+use crate::error::{Error, Result};
+use crate::pool::{ChannelPool, Lane};
+use datalayer_api::internal::v1 as pb;
 use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -18,19 +20,24 @@ use openraft::raft::{
 use pb::raft_client::RaftClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
 
 /// How long a forwarded proposal may take (the leader bounds its own wait by less).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(8);
-/// How long a peer may take to accept a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Opens connections to the other members.
-#[derive(Debug, Clone, Default)]
-pub struct Network;
+/// Reaches the other members through the node's channel pool.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pool: Arc<ChannelPool>,
+}
+
+impl Network {
+    /// The group's network over `pool`.
+    pub fn new(pool: Arc<ChannelPool>) -> Network {
+        Network { pool }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
@@ -39,16 +46,17 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             target,
             addr: node.addr.clone(),
-            client: None,
+            pool: self.pool.clone(),
         }
     }
 }
 
-/// A connection to one member, opened on first use and reopened after a failure.
+/// One member, reached on the pool's metadata lane (its channel is dropped after a
+/// failed call and opened again on the next).
 pub struct Peer {
     target: u64,
     addr: String,
-    client: Option<RaftClient<Channel>>,
+    pool: Arc<ChannelPool>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<u64, BasicNode, E>>;
@@ -66,20 +74,12 @@ impl Peer {
         E: std::error::Error + DeserializeOwned,
     {
         let json = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let client = match &mut self.client {
-            Some(c) => c,
-            None => {
-                let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
-                    .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true);
-                let channel = endpoint
-                    .connect()
-                    .await
-                    .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-                self.client.insert(RaftClient::new(channel))
-            }
-        };
+        let channel = self
+            .pool
+            .get(&self.addr, Lane::Metadata)
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let mut client = RaftClient::new(channel);
         let mut request = tonic::Request::new(pb::RaftPayload { json });
         request.set_timeout(timeout);
         let answer = match method {
@@ -90,7 +90,7 @@ impl Peer {
         let answer = match answer {
             Ok(a) => a.into_inner(),
             Err(status) => {
-                self.client = None;
+                self.pool.forget(&self.addr, Lane::Metadata);
                 return Err(RPCError::Unreachable(Unreachable::new(&status)));
             }
         };
@@ -144,71 +144,53 @@ pub struct ProposeRequest {
     pub forwarded: bool,
 }
 
-/// Connections that carry forwarded proposals, by member address. Every node's
-/// liveness heartbeats go to the leader this way several times a second, and a
-/// connection per call cost a TCP and an HTTP/2 handshake each time. A call that
-/// fails drops its connection; HTTP/2 pings find a dead one while it is idle.
-static FORWARDING: std::sync::LazyLock<parking_lot::Mutex<HashMap<String, Channel>>> =
-    std::sync::LazyLock::new(Default::default);
-
-async fn forwarding_channel(addr: &str) -> Result<Channel, String> {
-    if let Some(channel) = FORWARDING.lock().get(addr) {
-        return Ok(channel.clone());
-    }
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("bad address {addr:?}: {e}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(1))
-        .keep_alive_timeout(Duration::from_secs(2))
-        .keep_alive_while_idle(true)
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
-    FORWARDING.lock().insert(addr.to_string(), channel.clone());
-    Ok(channel)
-}
-
 /// Sends `cmd` to the member at `addr` for it to propose (or forward once).
+/// Every node's liveness heartbeats go to the leader this way several times a
+/// second, on the pool's metadata lane (one connection per member, kept).
 pub async fn propose_at(
+    pool: &ChannelPool,
     addr: &str,
     cmd: MetaCommand,
     forwarded: bool,
-) -> Result<MetaResponse, String> {
-    let channel = forwarding_channel(addr).await?;
-    let json = serde_json::to_vec(&ProposeRequest { cmd, forwarded }).map_err(|e| e.to_string())?;
+) -> Result<MetaResponse> {
+    let channel = pool.get(addr, Lane::Metadata).await?;
+    let json = serde_json::to_vec(&ProposeRequest { cmd, forwarded })
+        .map_err(|e| Error::Internal(format!("encoding a proposal: {e}")))?;
     let mut request = tonic::Request::new(pb::RaftPayload { json });
     request.set_timeout(FORWARD_TIMEOUT);
     let answer = RaftClient::new(channel)
         .propose(request)
         .await
         .map_err(|s| {
-            FORWARDING.lock().remove(addr);
-            format!("{addr}: {}", s.message())
+            pool.forget(addr, Lane::Metadata);
+            Error::Unreachable {
+                addr: addr.to_string(),
+                reason: s.message().to_string(),
+            }
         })?
         .into_inner();
-    let result: Result<MetaResponse, String> =
-        serde_json::from_slice(&answer.json).map_err(|e| e.to_string())?;
-    result
+    let result: Result<MetaResponse, String> = serde_json::from_slice(&answer.json)
+        .map_err(|e| Error::Internal(format!("a proposal's answer: {e}")))?;
+    result.map_err(|e| Error::Unavailable(format!("the metadata leader at {addr}: {e}")))
 }
 
-/// Whether the member at `addr` answers a ping within `timeout`.
-pub async fn ping(addr: &str, timeout: Duration) -> bool {
+/// Whether the member at `addr` answers a ping within `timeout` (a ping that fails
+/// drops the connection, so the next one connects afresh).
+pub async fn ping(pool: &ChannelPool, addr: &str, timeout: Duration) -> bool {
     let payload = pb::RaftPayload::default();
     let attempt = async {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .ok()?
-            .connect_timeout(timeout)
-            .connect()
-            .await
-            .ok()?;
+        let channel = pool.get(addr, Lane::Metadata).await.ok()?;
         RaftClient::new(channel).ping(payload).await.ok()
     };
-    tokio::time::timeout(timeout, attempt)
+    let answered = tokio::time::timeout(timeout, attempt)
         .await
         .ok()
         .flatten()
-        .is_some()
+        .is_some();
+    if !answered {
+        pool.forget(addr, Lane::Metadata);
+    }
+    answered
 }
 
 /// Serves the Raft messages of the other members, and proposals they forward.

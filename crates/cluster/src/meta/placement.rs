@@ -244,7 +244,7 @@ fn balance_masters(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Policy, ReplicaMove, TableSpec};
+    use crate::catalog::{PolicyKind, ReplicaMove, TableSpec};
     use crate::meta::state::{MetaCommand, MetaResponse};
     use proptest::prelude::*;
 
@@ -261,10 +261,10 @@ mod tests {
             let r = s.apply(&MetaCommand::CreateTable {
                 spec: TableSpec {
                     name: format!("t{t}"),
-                    policy: Policy::Strong,
+                    policy: PolicyKind::Strong,
                     replication_factor: 3,
                     version_retention_secs: 0,
-                    default_acks: Default::default(),
+                    options: Default::default(),
                 },
                 if_not_exists: false,
                 proposer: NodeId(1),

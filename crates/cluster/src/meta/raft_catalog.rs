@@ -7,8 +7,10 @@ use super::MetaRaft;
 use super::network::Network;
 use super::state::{MetaCommand, MetaError, MetaResponse, MetaState};
 use super::storage::{LogStore, StateMachine};
-use crate::catalog::{Catalog, Policy, TableDesc, TableSpec, TabletDesc, validate_table_name};
+use crate::catalog::{Catalog, TableDesc, TableSpec, TabletDesc, validate_table_name};
 use crate::error::{Error, Result};
+use crate::policy::ControllerHookRef;
+use crate::pool::ChannelPool;
 use datalayer_store::{Epoch, NodeId, TableId, TabletEngine, TabletId};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
@@ -36,6 +38,8 @@ pub struct MetaOptions {
     /// This node's master lease, extended by its liveness heartbeats; its length is
     /// how long a silent master keeps its tablets before others are appointed.
     pub lease: Arc<super::Lease>,
+    /// The node's outgoing channels.
+    pub pool: Arc<ChannelPool>,
 }
 
 /// The catalog of a node, replicated by the metadata group.
@@ -48,7 +52,10 @@ pub struct RaftCatalog {
     dead_node_timeout: Duration,
     rebalance: bool,
     lease: Arc<super::Lease>,
+    pool: Arc<ChannelPool>,
     applied: tokio::sync::watch::Receiver<u64>,
+    /// The policies' shares of the controller, registered by the node.
+    hooks: RwLock<Vec<ControllerHookRef>>,
 }
 
 impl std::fmt::Debug for RaftCatalog {
@@ -82,6 +89,7 @@ impl RaftCatalog {
             dead_node_timeout,
             rebalance,
             lease,
+            pool,
         } = options;
         let state = Arc::new(RwLock::new(MetaState::default()));
         let (applied_tx, applied) = tokio::sync::watch::channel(0);
@@ -104,9 +112,15 @@ impl RaftCatalog {
         }
         .validate()
         .map_err(|e| Error::Internal(format!("raft config: {e}")))?;
-        let raft = MetaRaft::new(node.0, Arc::new(config), Network, LogStore::new(engine), sm)
-            .await
-            .map_err(unavailable)?;
+        let raft = MetaRaft::new(
+            node.0,
+            Arc::new(config),
+            Network::new(pool.clone()),
+            LogStore::new(engine),
+            sm,
+        )
+        .await
+        .map_err(unavailable)?;
         if bootstrap && !raft.is_initialized().await.map_err(unavailable)? {
             let members = BTreeMap::from([(node.0, BasicNode { addr })]);
             raft.initialize(members).await.map_err(unavailable)?;
@@ -120,11 +134,41 @@ impl RaftCatalog {
             dead_node_timeout,
             rebalance,
             lease,
+            pool,
             applied,
+            hooks: Default::default(),
         });
         tokio::spawn(super::liveness::heartbeat(Arc::downgrade(&catalog)));
         tokio::spawn(super::controller::run(Arc::downgrade(&catalog)));
         Ok(catalog)
+    }
+
+    /// The node's outgoing channels.
+    pub fn pool(&self) -> &Arc<ChannelPool> {
+        &self.pool
+    }
+
+    /// Registers a policy's share of the controller (run on the metadata leader).
+    pub fn add_controller_hook(&self, hook: ControllerHookRef) {
+        self.hooks.write().push(hook);
+    }
+
+    /// The registered controller hooks.
+    pub(crate) fn controller_hooks(&self) -> Vec<ControllerHookRef> {
+        self.hooks.read().clone()
+    }
+
+    /// The table of that name; when this node does not know it, first catch up with
+    /// the metadata leader (a table created a moment ago through another node may not
+    /// have reached this one yet).
+    pub async fn table_synced(&self, name: &str) -> Result<Arc<TableDesc>> {
+        match Catalog::table(self, name) {
+            Err(Error::TableNotFound { .. }) => {
+                self.sync().await?;
+                Catalog::table(self, name)
+            }
+            found => found,
+        }
     }
 
     /// Waits until the group has a leader and this node has the metadata it committed.
@@ -356,9 +400,7 @@ impl RaftCatalog {
                 let leader = f.leader_id.zip(f.leader_node);
                 match leader {
                     Some((_, node)) if may_forward => {
-                        super::network::propose_at(&node.addr, cmd, true)
-                            .await
-                            .map_err(Error::Unavailable)
+                        super::network::propose_at(&self.pool, &node.addr, cmd, true).await
                     }
                     _ => Err(Error::Unavailable(format!(
                         "this node is not the metadata leader (leader: {})",
@@ -374,13 +416,18 @@ impl RaftCatalog {
 
 /// Asks the member at `seed` to register a new node serving at these addresses;
 /// returns the node's id.
-pub async fn join(seed: &str, grpc_addr: String, http_addr: String) -> Result<NodeId> {
+pub async fn join(
+    pool: &ChannelPool,
+    seed: &str,
+    grpc_addr: String,
+    http_addr: String,
+) -> Result<NodeId> {
     let cmd = MetaCommand::RegisterNode {
         id: None,
         grpc_addr,
         http_addr,
     };
-    match super::network::propose_at(seed, cmd, false).await {
+    match super::network::propose_at(pool, seed, cmd, false).await {
         Ok(MetaResponse::Node(id)) => Ok(id),
         Ok(other) => Err(Error::Internal(format!("join answered {other:?}"))),
         Err(e) => Err(Error::Unavailable(format!(
@@ -408,11 +455,6 @@ impl Catalog for RaftCatalog {
     ) -> Result<(Arc<TableDesc>, bool)> {
         // Refuse bad requests before they reach the log.
         validate_table_name(&spec.name)?;
-        if spec.policy != Policy::Strong {
-            return Err(Error::NotSupported {
-                what: format!("policy {:?} (only strong tables exist so far)", spec.policy),
-            });
-        }
         let cmd = MetaCommand::CreateTable {
             spec,
             if_not_exists,
@@ -472,10 +514,10 @@ mod tests {
     fn spec(name: &str) -> TableSpec {
         TableSpec {
             name: name.into(),
-            policy: Policy::Strong,
+            policy: crate::policy::PolicyKind::Strong,
             replication_factor: 0,
             version_retention_secs: 0,
-            default_acks: Default::default(),
+            options: Default::default(),
         }
     }
 
@@ -497,6 +539,7 @@ mod tests {
                     Duration::from_secs(1),
                     Duration::from_millis(250),
                 )),
+                pool: Default::default(),
             },
         )
         .await
@@ -543,17 +586,6 @@ mod tests {
             .await
             .expect("create after restart");
         assert!(c.id.0 > dropped[0].tablets[0].id.0, "ids are never reused");
-        assert!(matches!(
-            cat.create_table(
-                TableSpec {
-                    policy: Policy::Search,
-                    ..spec("s")
-                },
-                false
-            )
-            .await,
-            Err(Error::NotSupported { .. })
-        ));
         assert!(matches!(
             cat.create_table(spec("bad name"), false).await,
             Err(Error::InvalidArgument { .. })

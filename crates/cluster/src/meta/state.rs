@@ -4,8 +4,8 @@
 //! be deterministic: it reads nothing but the state and the command.
 
 use crate::catalog::{
-    DEFAULT_REPLICATION_FACTOR, DEFAULT_VERSION_RETENTION_SECS, Policy, ReplicaMove, TableDesc,
-    TableSpec, TabletDesc, validate_table_name,
+    DEFAULT_REPLICATION_FACTOR, DEFAULT_VERSION_RETENTION_SECS, ReplicaMove, TableDesc, TableSpec,
+    TabletDesc, validate_table_name,
 };
 use datalayer_store::{Epoch, NodeId, TableId, TabletId};
 use serde::{Deserialize, Serialize};
@@ -539,26 +539,6 @@ impl MetaState {
                         message: e.to_string(),
                     });
                 }
-                if spec.policy != Policy::Strong {
-                    return MetaResponse::Rejected(MetaError::NotSupported(format!(
-                        "policy {:?} (only strong tables exist so far)",
-                        spec.policy
-                    )));
-                }
-                let factor = match spec.replication_factor {
-                    0 => DEFAULT_REPLICATION_FACTOR,
-                    n => n,
-                };
-                if let crate::strong::Acks::Count(n) = spec.default_acks
-                    && (n == 0 || n > factor)
-                {
-                    return MetaResponse::Rejected(MetaError::Invalid {
-                        field: "default_acks".into(),
-                        message: format!(
-                            "acks {n} must be between 1 and the replication factor {factor}"
-                        ),
-                    });
-                }
                 if let Some(existing) = self.tables.get(&spec.name) {
                     return if *if_not_exists {
                         MetaResponse::Table {
@@ -585,7 +565,7 @@ impl MetaState {
                         0 => DEFAULT_VERSION_RETENTION_SECS,
                         n => n,
                     },
-                    default_acks: spec.default_acks,
+                    options: spec.options.clone(),
                     tablets: vec![TabletDesc {
                         id: tablet,
                         table,

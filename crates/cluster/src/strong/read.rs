@@ -3,12 +3,12 @@
 
 use super::*;
 
-impl StrongPolicy {
+impl StrongTablets {
     /// The timestamp committed reads at this master would read at now (what its
     /// followers may serve follower reads at once they hold its high watermark).
-    pub fn committed_ts(&self, lead: &Lead) -> Timestamp {
+    pub fn committed_ts(&self, mastership: &Mastership) -> Timestamp {
         let closed = Timestamp(self.closed.load(Ordering::Acquire));
-        let v = lead.view();
+        let v = mastership.view();
         let (hw, hw_ts) = v.acks.high_watermark();
         if hw >= v.acks.master_end.0 {
             closed
@@ -35,24 +35,28 @@ impl StrongPolicy {
             return Ok(None);
         }
         let Some((point, heard)) = self.replica_reads.read().get(&tablet).copied() else {
-            return Err(Error::Unavailable(format!(
-                "{tablet}: this node holds no replica to read from"
-            )));
+            return Err(Error::ReplicaBehind {
+                tablet,
+                behind: crate::error::Behind::NoReplica,
+            });
         };
         let stale = heard.elapsed();
         if stale > max {
-            return Err(Error::Unavailable(format!(
-                "{tablet}: this replica last heard its master {} ms ago, more than the {} ms allowed",
-                stale.as_millis(),
-                max.as_millis()
-            )));
+            return Err(Error::ReplicaBehind {
+                tablet,
+                behind: crate::error::Behind::Stale {
+                    heard_ms: stale.as_millis() as u64,
+                    max_ms: max.as_millis() as u64,
+                },
+            });
         }
         match at {
             None => Ok(Some((point, stale))),
             Some(wanted) if wanted <= point => Ok(Some((wanted, stale))),
-            Some(wanted) => Err(Error::Unavailable(format!(
-                "{tablet}: this replica has not caught up to timestamp {wanted} yet"
-            ))),
+            Some(wanted) => Err(Error::ReplicaBehind {
+                tablet,
+                behind: crate::error::Behind::Timestamp { wanted },
+            }),
         }
     }
 
@@ -93,8 +97,8 @@ impl StrongPolicy {
             if at <= horizon {
                 return Err(Error::TimestampCollected {
                     table: table.name.clone(),
-                    requested: at.0,
-                    horizon: horizon.0,
+                    requested: at,
+                    horizon,
                 });
             }
             if at > self.clock.peek() {
@@ -109,12 +113,10 @@ impl StrongPolicy {
             }
         }
         let closed = Timestamp(self.closed.load(Ordering::Acquire));
-        let Some(lead) = self.lead(tablet) else {
-            return Err(Error::Unavailable(format!(
-                "{tablet} is not mastered by this node"
-            )));
+        let Some(mastership) = self.mastership(tablet) else {
+            return Err(Error::NotServing { tablet });
         };
-        self.check_lease(&lead)?;
+        self.check_lease(&mastership)?;
         if level == ReadLevel::Latest {
             return Ok(at.unwrap_or(closed));
         }
@@ -129,7 +131,7 @@ impl StrongPolicy {
             }
         };
         let wanted = at.unwrap_or(Timestamp(0));
-        let view = lead
+        let view = mastership
             .wait_for(Duration::from_millis(self.config.ack_timeout_ms), move |v| {
                 v.deposed || committed(v).is_some_and(|ts| ts >= wanted)
             })
@@ -140,21 +142,18 @@ impl StrongPolicy {
                 ))
             })?;
         if view.deposed {
-            return Err(Error::Unavailable(format!(
-                "{tablet} is no longer mastered by this node"
-            )));
+            return Err(Error::NotServing { tablet });
         }
         let ts = committed(&view).unwrap_or(closed);
         Ok(at.unwrap_or(ts))
     }
 
     /// Refuses to serve a tablet another node could be mastering by now.
-    pub(super) fn check_lease(&self, lead: &Lead) -> Result<()> {
-        if lead.needs_lease() && !self.lease.valid_for(lead.liveness) {
-            return Err(Error::Unavailable(format!(
-                "{}: this master's lease lapsed (its liveness heartbeats are not getting through)",
-                lead.tablet
-            )));
+    pub(super) fn check_lease(&self, mastership: &Mastership) -> Result<()> {
+        if mastership.needs_lease() && !self.lease.valid_for(mastership.liveness) {
+            return Err(Error::LeaseLapsed {
+                tablet: mastership.tablet,
+            });
         }
         Ok(())
     }
@@ -162,11 +161,9 @@ impl StrongPolicy {
     /// After a read: the answer counts only if the lease still held at its end (a
     /// master paused mid-read may have been replaced meanwhile).
     pub(super) fn check_lease_after(&self, tablet: TabletId) -> Result<()> {
-        match self.lead(tablet) {
-            Some(lead) if !lead.deposed() => self.check_lease(&lead),
-            _ => Err(Error::Unavailable(format!(
-                "{tablet} is no longer mastered by this node"
-            ))),
+        match self.mastership(tablet) {
+            Some(mastership) if !mastership.deposed() => self.check_lease(&mastership),
+            _ => Err(Error::NotServing { tablet }),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl StrongPolicy {
+impl StrongTablets {
     /// Orders, applies and durably writes one command on `tablet`, then waits until
     /// `acks` replicas hold it. When they do not in time the answer is
     /// [`Error::Ambiguous`] with the write's position.
@@ -25,9 +25,9 @@ impl StrongPolicy {
                 ),
             ));
         }
-        let lead = self.lead(tablet.id);
-        if let Some(lead) = &lead {
-            self.check_lease(lead)?;
+        let mastership = self.mastership(tablet.id);
+        if let Some(mastership) = &mastership {
+            self.check_lease(mastership)?;
         }
         let (table, id) = (tablet.table, tablet.id);
         let outcome = self
@@ -36,11 +36,11 @@ impl StrongPolicy {
                 tablet: id,
                 op,
                 request,
-                paced: lead.is_some() && !matches!(acks, Acks::One | Acks::Count(1)),
+                paced: mastership.is_some() && !matches!(acks, Acks::One | Acks::Count(1)),
                 reply,
             })
             .await?;
-        let Some(lead) = lead else {
+        let Some(mastership) = mastership else {
             return Ok(outcome);
         };
         if cfg!(feature = "unsafe-early-ack") {
@@ -51,25 +51,28 @@ impl StrongPolicy {
             // Nothing written, but the answer rests on what the log held: wait until
             // that is committed, so no later read can see an older state.
             if acks != Acks::One {
-                self.wait_committed(&lead, outcome.observed, acks).await?;
+                self.wait_committed(&mastership, outcome.observed, acks)
+                    .await?;
             }
             return Ok(outcome);
         };
-        let lapsed = |lead: &Lead| lead.needs_lease() && !self.lease.valid_for(lead.liveness);
+        let lapsed = |mastership: &Mastership| {
+            mastership.needs_lease() && !self.lease.valid_for(mastership.liveness)
+        };
         if acks == Acks::One {
-            if lapsed(&lead) {
+            if lapsed(&mastership) {
                 return Err(Error::Ambiguous {
                     tablet: position.tablet,
                     epoch: position.epoch,
                     seq: position.seq,
-                    acks,
+                    acks: acks.to_string(),
                     reason: "the master's lease lapsed while writing".into(),
                 });
             }
             return Ok(outcome);
         }
         let seq = position.seq;
-        let waited = lead
+        let waited = mastership
             .wait_for(
                 Duration::from_millis(self.config.ack_timeout_ms),
                 move |v| {
@@ -84,7 +87,7 @@ impl StrongPolicy {
             tablet: position.tablet,
             epoch: position.epoch,
             seq: position.seq,
-            acks,
+            acks: acks.to_string(),
             reason: reason.to_string(),
         };
         match waited {
@@ -94,7 +97,7 @@ impl StrongPolicy {
             }),
             // Held by every in-sync replica: committed, whatever happens to this master.
             Some(v) if !v.deposed && acks == Acks::All => Ok(outcome),
-            Some(v) if !v.deposed && !lapsed(&lead) => Ok(outcome),
+            Some(v) if !v.deposed && !lapsed(&mastership) => Ok(outcome),
             Some(v) if !v.deposed => Err(ambiguous("the master's lease lapsed while writing")),
             Some(_) => Err(ambiguous("the master stepped down")),
             None => Err(ambiguous("timed out waiting for acks")),
@@ -103,8 +106,13 @@ impl StrongPolicy {
 
     /// Waits until the log up to `seq` has `acks`; a command that wrote nothing fails
     /// as unavailable (retryable: nothing changed) when it does not in time.
-    pub(super) async fn wait_committed(&self, lead: &Lead, seq: Seq, acks: Acks) -> Result<()> {
-        let waited = lead
+    pub(super) async fn wait_committed(
+        &self,
+        mastership: &Mastership,
+        seq: Seq,
+        acks: Acks,
+    ) -> Result<()> {
+        let waited = mastership
             .wait_for(
                 Duration::from_millis(self.config.ack_timeout_ms),
                 move |v| v.deposed || v.acks.satisfied(seq, acks),
@@ -115,7 +123,7 @@ impl StrongPolicy {
             _ => Err(Error::Unavailable(format!(
                 "{}: the replicas did not confirm the state the answer rests on in time; \
                  nothing was written",
-                lead.tablet
+                mastership.tablet
             ))),
         }
     }
@@ -128,8 +136,8 @@ impl StrongPolicy {
         epoch: Epoch,
         seq: Seq,
     ) -> Result<WriteState> {
-        let lead = self.mastering(tablet)?;
-        let view = lead.view();
+        let mastership = self.mastering(tablet)?;
+        let view = mastership.view();
         let state = datalayer_store::TabletState {
             epoch_history: view.history.clone(),
             log_end: view.acks.master_end.0,
@@ -139,7 +147,7 @@ impl StrongPolicy {
             // The master's log holds another epoch's record there, or none yet: the
             // write was cut, unless its epoch is still current and it is not durable
             // yet (only possible within the ack timeout).
-            if epoch == lead.epoch && seq > state.log_end {
+            if epoch == mastership.epoch && seq > state.log_end {
                 return Ok(WriteState::Pending);
             }
             return Ok(WriteState::Lost);
@@ -170,11 +178,11 @@ impl StrongPolicy {
         epoch: Epoch,
         seq: Seq,
     ) -> Result<WriteState> {
-        let lead = self.mastering(tablet)?;
-        self.check_lease(&lead)?;
+        let mastership = self.mastering(tablet)?;
+        self.check_lease(&mastership)?;
         let at = match self.write_status(tablet, epoch, seq).await? {
             WriteState::Pending => {
-                let view = lead.view();
+                let view = mastership.view();
                 match view.acks.void_of(seq) {
                     // Voided already; wait for that abort to commit.
                     Some(void) => void.at,
@@ -197,7 +205,7 @@ impl StrongPolicy {
             }
             done => return Ok(done),
         };
-        let waited = lead
+        let waited = mastership
             .wait_for(
                 Duration::from_millis(self.config.ack_timeout_ms),
                 move |v| v.deposed || v.acks.satisfied(at, Acks::All),
@@ -207,9 +215,9 @@ impl StrongPolicy {
             Some(v) if !v.deposed => Ok(WriteState::Aborted),
             _ => Err(Error::Ambiguous {
                 tablet,
-                epoch: lead.epoch,
+                epoch: mastership.epoch,
                 seq: at,
-                acks: Acks::All,
+                acks: Acks::All.to_string(),
                 reason: "the abort record was not acknowledged in time".into(),
             }),
         }

@@ -2,8 +2,11 @@
 //! group commit on masters, and appending the master's records on followers. It owns
 //! every served tablet's [`TabletState`]; nothing else writes tablet data.
 
+use super::applied::{self, CommittedEnds};
 use super::protocol::{AckState, Void, agreement};
-use super::{AckView, Config, Expected, Lead, Leads, OpResult, Outcome, Position, WriteOp};
+use super::{
+    AckView, Config, Expected, Mastership, Masterships, OpResult, Outcome, Position, WriteOp,
+};
 use crate::catalog::TabletDesc;
 use crate::error::{Error, Result};
 use datalayer_store::{
@@ -223,8 +226,9 @@ pub(super) struct Writer {
     engine: Arc<dyn TabletEngine>,
     clock: Arc<HybridClock>,
     closed: Arc<AtomicU64>,
-    leads: Leads,
+    masterships: Masterships,
     replica_reads: super::ReplicaReads,
+    committed: CommittedEnds,
     config: Config,
     served: HashMap<TabletId, Served>,
     /// Tablets of dropped tables: replication never brings them back.
@@ -257,16 +261,18 @@ impl Writer {
         engine: Arc<dyn TabletEngine>,
         clock: Arc<HybridClock>,
         closed: Arc<AtomicU64>,
-        leads: Leads,
+        masterships: Masterships,
         replica_reads: super::ReplicaReads,
+        committed: CommittedEnds,
         config: Config,
     ) -> Writer {
         Writer {
             engine,
             clock,
             closed,
-            leads,
+            masterships,
             replica_reads,
+            committed,
             config,
             served: HashMap::new(),
             dropped: Default::default(),
@@ -315,9 +321,7 @@ impl Writer {
                                 s.fenced = fenced;
                                 Ok(s.state.log_end)
                             }
-                            _ => Err(Error::Unavailable(format!(
-                                "{tablet} is not mastered by this node"
-                            ))),
+                            _ => Err(Error::NotServing { tablet }),
                         };
                         let _ = reply.send(answer);
                     }
@@ -388,7 +392,7 @@ impl Writer {
 
     /// Until when a group waits for more commands before it syncs: while every
     /// command in it is a write that waits for followers' acks anyway, and the pacer
-    /// of one of its tablets ([`Lead::pacer`], an in-sync follower) has not started a
+    /// of one of its tablets ([`Mastership::pacer`], an in-sync follower) has not started a
     /// replication call since the group's first write (that call carries the group's
     /// records). The master then syncs once per call of the pacer, beside it, instead
     /// of once per few writes — fewer syncs for the same latency, as acks=all waits
@@ -402,11 +406,11 @@ impl Writer {
         {
             return None;
         }
-        let leads = self.leads.read();
+        let masterships = self.masterships.read();
         let waiting = group.appends.keys().any(|tablet| {
-            leads
+            masterships
                 .get(tablet)
-                .and_then(|lead| lead.pacer())
+                .and_then(|mastership| mastership.pacer())
                 .is_some_and(|pacer| !group.called.contains(&(*tablet, pacer)))
         });
         let deadline = since + PACE_MAX;
@@ -522,8 +526,10 @@ impl Writer {
             deposed: false,
         };
         self.replica_reads.write().remove(&desc.id);
-        let lead = Arc::new(Lead::new(desc, view, &self.config));
-        if let Some(old) = self.leads.write().insert(desc.id, lead) {
+        let watch = applied::watch_of(&self.committed, desc.id, state.high_watermark);
+        applied::publish(&watch, state.high_watermark, &voids);
+        let mastership = Arc::new(Mastership::new(desc, view, &self.config, watch));
+        if let Some(old) = self.masterships.write().insert(desc.id, mastership) {
             old.depose();
         }
         self.served.insert(
@@ -544,8 +550,8 @@ impl Writer {
     }
 
     fn demote(&mut self, tablet: TabletId) {
-        if let Some(lead) = self.leads.write().remove(&tablet) {
-            lead.depose();
+        if let Some(mastership) = self.masterships.write().remove(&tablet) {
+            mastership.depose();
         }
     }
 
@@ -568,6 +574,8 @@ impl Writer {
             self.demote(*t);
             self.dropped.insert(*t);
             self.replica_reads.write().remove(t);
+            // Subscribers of the tablet's applied records learn it is gone.
+            self.committed.write().remove(t);
         }
         Ok(())
     }
@@ -577,14 +585,14 @@ impl Writer {
         let mut appends: Vec<TabletAppend> =
             std::mem::take(&mut group.appends).into_values().collect();
         {
-            let leads = self.leads.read();
+            let masterships = self.masterships.read();
             for a in &mut appends {
-                if let Some(lead) = leads.get(&a.tablet) {
+                if let Some(mastership) = masterships.get(&a.tablet) {
                     // The master's high watermark as its followers acknowledged it (a
                     // master alone in its in-sync set commits what is durable).
-                    let hw = lead.view().acks.high_watermark().0;
+                    let hw = mastership.view().acks.high_watermark().0;
                     a.state.high_watermark = hw.max(a.state.high_watermark).min(a.state.log_end);
-                    if lead.alone() {
+                    if mastership.alone() {
                         a.state.high_watermark = a.state.log_end;
                     }
                 }
@@ -598,12 +606,14 @@ impl Writer {
         match written {
             Ok(()) => {
                 for a in appends {
-                    if let Some(lead) = self.leads.read().get(&a.tablet) {
-                        lead.appended(&a.state, &[]);
+                    if let Some(mastership) = self.masterships.read().get(&a.tablet) {
+                        mastership.appended(&a.state, &[]);
                     }
-                    if let Some(s) = self.served.get_mut(&a.tablet) {
+                    let tablet = a.tablet;
+                    if let Some(s) = self.served.get_mut(&tablet) {
                         s.state = a.state;
                     }
+                    self.publish_committed(tablet);
                     self.maybe_trim(a.tablet);
                 }
                 self.close_now();
@@ -635,11 +645,11 @@ impl Writer {
                 // never write other records at their positions in this epoch, so it
                 // stops mastering those tablets; the next request or metadata change
                 // finds its log holding the epoch and has it appointed anew
-                // (`Router::lead`).
+                // (`Router::mastership`).
                 let staged: Vec<TabletId> = appends
                     .iter()
                     .map(|a| a.tablet)
-                    .filter(|t| self.leads.read().contains_key(t))
+                    .filter(|t| self.masterships.read().contains_key(t))
                     .collect();
                 for tablet in staged {
                     tracing::error!(%tablet, "a master's write failed after its records were shipped: it steps down");
@@ -668,6 +678,19 @@ impl Writer {
                     let _ = b.send(Err(Error::Internal(format!("write failed: {e}"))));
                 }
             }
+        }
+    }
+
+    /// Tells the tablet's applied-records subscribers what this replica holds
+    /// committed, and which of its records are voided.
+    fn publish_committed(&self, tablet: TabletId) {
+        if let Some(s) = self.served.get(&tablet) {
+            let hw = s.state.high_watermark;
+            applied::publish(
+                &applied::watch_of(&self.committed, tablet, hw),
+                hw,
+                &s.voids,
+            );
         }
     }
 

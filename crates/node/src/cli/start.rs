@@ -5,6 +5,11 @@ use clap::Args;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
+/// The console at the default level tells the node's own story (ready, tablets
+/// mastered and followed, failovers, moves); the metadata library's elections and
+/// membership chatter show at warn unless `RUST_LOG` asks for more.
+const DEFAULT_LOG: &str = "info,openraft=warn";
+
 #[derive(Debug, Clone, Args)]
 pub(super) struct StartArgs {
     /// A TOML config file (see datalayer.example.toml); flags override it.
@@ -103,7 +108,7 @@ pub(super) async fn start(config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .init();

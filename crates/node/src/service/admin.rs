@@ -6,8 +6,8 @@ use crate::metrics::Metrics;
 use crate::status::IntoStatus;
 use datalayer_api::v1 as pb;
 use datalayer_cluster::catalog::TableSpec;
-use datalayer_cluster::strong::StrongPolicy;
-use datalayer_cluster::{Error, Policy, RaftCatalog, Router, TableDesc};
+use datalayer_cluster::strong::{StrongOptions, StrongTablets};
+use datalayer_cluster::{Error, PolicyKind, RaftCatalog, Router, StrongPolicy, TableDesc};
 use datalayer_store::TabletEngine;
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +32,7 @@ pub struct NodeInfo {
 #[derive(Clone)]
 pub struct AdminService {
     pub(crate) router: Arc<Router>,
+    pub(crate) strong: Arc<StrongPolicy>,
     pub(crate) catalog: Arc<RaftCatalog>,
     pub(crate) engine: Arc<dyn TabletEngine>,
     pub(crate) limits: Limits,
@@ -47,24 +48,29 @@ impl std::fmt::Debug for AdminService {
     }
 }
 
-fn policy_to_proto(p: Policy) -> pb::Policy {
+fn policy_to_proto(p: PolicyKind) -> pb::Policy {
     match p {
-        Policy::Strong => pb::Policy::Strong,
-        Policy::Crdt => pb::Policy::Crdt,
-        Policy::Timeseries => pb::Policy::Timeseries,
-        Policy::Search => pb::Policy::Search,
+        PolicyKind::Strong => pb::Policy::Strong,
+        PolicyKind::Crdt => pb::Policy::Crdt,
+        PolicyKind::Timeseries => pb::Policy::Timeseries,
+        PolicyKind::Search => pb::Policy::Search,
     }
 }
 
 /// The proto form of a table, with the master's view of each tablet's progress.
-pub fn table_info(t: &TableDesc, strong: &StrongPolicy) -> pb::TableInfo {
+pub fn table_info(t: &TableDesc, strong: &StrongTablets) -> pb::TableInfo {
     pb::TableInfo {
         name: t.name.clone(),
         id: t.id.0,
         policy: policy_to_proto(t.policy) as i32,
         replication_factor: t.replication_factor,
         version_retention_secs: t.version_retention_secs,
-        default_acks: t.default_acks.to_string(),
+        default_acks: match t.policy {
+            PolicyKind::Strong => StrongOptions::of(&t.options)
+                .map(|o| o.default_acks.to_string())
+                .unwrap_or_default(),
+            _ => String::new(),
+        },
         tablets: t
             .tablets
             .iter()
@@ -139,10 +145,10 @@ impl AdminService {
         req: pb::CreateTableRequest,
     ) -> Result<pb::CreateTableResponse, Error> {
         let policy = match pb::Policy::try_from(req.policy) {
-            Ok(pb::Policy::Unspecified | pb::Policy::Strong) => Policy::Strong,
-            Ok(pb::Policy::Crdt) => Policy::Crdt,
-            Ok(pb::Policy::Timeseries) => Policy::Timeseries,
-            Ok(pb::Policy::Search) => Policy::Search,
+            Ok(pb::Policy::Unspecified | pb::Policy::Strong) => PolicyKind::Strong,
+            Ok(pb::Policy::Crdt) => PolicyKind::Crdt,
+            Ok(pb::Policy::Timeseries) => PolicyKind::Timeseries,
+            Ok(pb::Policy::Search) => PolicyKind::Search,
             Err(_) => {
                 return Err(Error::invalid(
                     "policy",
@@ -156,16 +162,30 @@ impl AdminService {
                 "at most 7 replicas per tablet",
             ));
         }
+        // Each policy's options come from its own fields of the request.
+        let options = match policy {
+            PolicyKind::Strong => StrongOptions {
+                default_acks: crate::service::kv::acks(req.default_acks)?.unwrap_or_default(),
+            }
+            .to_options(),
+            _ if req.default_acks.is_some() => {
+                return Err(Error::invalid(
+                    "default_acks",
+                    "default acks are an option of strong tables only",
+                ));
+            }
+            _ => Default::default(),
+        };
         let spec = TableSpec {
             name: req.name,
             policy,
             replication_factor: req.replication_factor,
             version_retention_secs: req.version_retention_secs,
-            default_acks: crate::service::kv::acks(req.default_acks)?.unwrap_or_default(),
+            options,
         };
         let (table, created) = self.router.create_table(spec, req.if_not_exists).await?;
         Ok(pb::CreateTableResponse {
-            table: Some(table_info(&table, self.router.strong())),
+            table: Some(table_info(&table, self.strong.tablets())),
             created,
         })
     }
@@ -205,7 +225,7 @@ impl pb::admin_server::Admin for AdminService {
         _request: Request<pb::ListTablesRequest>,
     ) -> Result<Response<pb::ListTablesResponse>, Status> {
         timed(&self.metrics, "ListTables", async {
-            let strong = self.router.strong();
+            let strong = self.strong.tablets();
             Ok(pb::ListTablesResponse {
                 tables: self
                     .router
@@ -227,7 +247,7 @@ impl pb::admin_server::Admin for AdminService {
             self.limits.table(&req.name).status()?;
             let table = self.router.table(&req.name).status()?;
             Ok(pb::DescribeTableResponse {
-                table: Some(table_info(&table, self.router.strong())),
+                table: Some(table_info(&table, self.strong.tablets())),
             })
         })
         .await
@@ -253,7 +273,7 @@ impl pb::admin_server::Admin for AdminService {
                 group_commits: stats.group_commits,
                 records_appended: stats.records_appended,
                 limits: Some(self.limits.to_proto()),
-                clock: self.router.strong().now().0,
+                clock: self.strong.tablets().now().0,
                 nodes: self.cluster_nodes(),
                 meta_leader: self.catalog.leader().map_or(0, |(id, _)| id.0),
                 meta_applied_index: raft.last_applied.map_or(0, |l| l.index),
@@ -271,7 +291,7 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::DecommissionNodeResponse>, Status> {
         let req = request.into_inner();
         timed(&self.metrics, "DecommissionNode", async {
-            self.router
+            self.strong
                 .decommission(datalayer_store::NodeId(req.node_id))
                 .await
                 .status()?;
@@ -288,12 +308,12 @@ impl pb::admin_server::Admin for AdminService {
         timed(&self.metrics, "TransferMaster", async {
             self.limits.table(&req.table).status()?;
             let tablet = self
-                .router
+                .strong
                 .transfer_master(&req.table, &req.key, datalayer_store::NodeId(req.target))
                 .await
                 .status()?;
             let table = self.router.table(&req.table).status()?;
-            let info = table_info(&table, self.router.strong())
+            let info = table_info(&table, self.strong.tablets())
                 .tablets
                 .into_iter()
                 .find(|t| t.id == tablet.id.0);
@@ -313,8 +333,8 @@ impl pb::admin_server::Admin for AdminService {
             let mut tablets = Vec::new();
             for tablet in &table.tablets {
                 if let Some((log_end, digest, rows)) = self
-                    .router
-                    .strong()
+                    .strong
+                    .tablets()
                     .replica_digest(&table, tablet)
                     .await
                     .status()?
@@ -339,10 +359,10 @@ impl pb::admin_server::Admin for AdminService {
         let req = request.into_inner();
         timed(&self.metrics, "CollectGarbage", async {
             self.limits.table(&req.table).status()?;
-            let (removed, horizon) = self.router.collect_garbage(&req.table).await.status()?;
+            let collected = self.strong.collect_garbage(&req.table).await.status()?;
             Ok(pb::CollectGarbageResponse {
-                versions_removed: removed,
-                horizon: horizon.0,
+                versions_removed: collected.removed,
+                horizon: collected.horizon.0,
             })
         })
         .await

@@ -6,13 +6,17 @@ use crate::metrics::Metrics;
 use crate::status::IntoStatus;
 use datalayer_api::v1 as pb;
 use datalayer_api::v1::kv_client::KvClient;
+use datalayer_cluster::pool::{ChannelPool, Lane};
+use datalayer_cluster::status::to_status;
+use datalayer_cluster::strong::GetAnswer;
 use datalayer_cluster::strong::{Acks, ReadLevel, WriteState, resume_key};
-use datalayer_cluster::{Error, Expected, OpResult, Outcome, Router, WriteOptions};
+use datalayer_cluster::{
+    Error, Expected, Locality, OpResult, Outcome, Router, StrongPolicy, WriteOptions,
+};
 use datalayer_store::{Epoch, KeyRange, Mutation, RequestId, Seq, TabletId, Timestamp};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// Serves KV requests of one node; requests for tablets mastered elsewhere are
@@ -20,6 +24,7 @@ use tonic::{Request, Response, Status};
 #[derive(Debug, Clone)]
 pub struct KvService {
     router: Arc<Router>,
+    strong: Arc<StrongPolicy>,
     limits: Limits,
     metrics: Arc<Metrics>,
     peers: Peers,
@@ -31,31 +36,23 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 /// Marks a request that a node forwarded, so the receiver never forwards it again.
 const FORWARDED: &str = "x-datalayer-forwarded";
 
-/// Cached connections to the other nodes.
-#[derive(Debug, Clone, Default)]
+/// Connections to the other nodes: the node's pool, on its forwarding lane.
+#[derive(Debug, Clone)]
 struct Peers {
-    clients: Arc<parking_lot::Mutex<HashMap<String, KvClient<Channel>>>>,
+    pool: Arc<ChannelPool>,
 }
 
 impl Peers {
-    async fn get(&self, addr: &str) -> Result<KvClient<Channel>, Status> {
-        if let Some(c) = self.clients.lock().get(addr) {
-            return Ok(c.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Status::internal(format!("bad peer address {addr:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!("cannot reach the tablet's master at {addr}: {e}"))
-            })?;
-        let client = KvClient::new(channel)
+    async fn get(&self, addr: &str) -> Result<KvClient<Channel>, Error> {
+        let channel = self.pool.get(addr, Lane::Forward).await?;
+        Ok(KvClient::new(channel)
             .max_decoding_message_size(datalayer_client::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(datalayer_client::MAX_MESSAGE_BYTES);
-        self.clients.lock().insert(addr.to_string(), client.clone());
-        Ok(client)
+            .max_encoding_message_size(datalayer_client::MAX_MESSAGE_BYTES))
+    }
+
+    /// The master may have moved or died: reconnect next time.
+    fn forget(&self, addr: &str) {
+        self.pool.forget(addr, Lane::Forward);
     }
 }
 
@@ -70,30 +67,68 @@ macro_rules! forward_if_remote {
             // Errors (unknown table, ...) are answered by the local path below.
             if local {
                 // A follower read this node's replica can serve.
-            } else if let Ok(Some(addr)) = $self.router.remote_master(&req.table, &key).await {
+            } else if let Ok(Locality::Forward {
+                addr: Some(addr), ..
+            }) = $self.router.locate(&req.table, &key).await
+            {
                 $self.metrics.forwarded(stringify!($method));
-                let mut client = $self.peers.get(&addr).await?;
+                let retry_safe = req.retry_safe();
+                let mut client = match $self.peers.get(&addr).await {
+                    Ok(c) => c,
+                    Err(e) => return Err(to_status(&e)),
+                };
                 let mut fwd = Request::new(req);
                 fwd.metadata_mut()
                     .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
                 // A master that stopped answering (paused, cut off) must not hold
                 // the request forever.
-                let result = match tokio::time::timeout(FORWARD_TIMEOUT, client.$method(fwd)).await {
+                let result = match tokio::time::timeout(FORWARD_TIMEOUT, client.$method(fwd)).await
+                {
                     Ok(r) => r,
-                    Err(_) => Err(Status::unavailable(format!(
-                        "the tablet's master at {addr} did not answer within {} s",
+                    Err(_) => Err(Status::deadline_exceeded(format!(
+                        "no answer within {} s",
                         FORWARD_TIMEOUT.as_secs()
                     ))),
                 };
-                if matches!(&result, Err(s) if s.code() == tonic::Code::Unavailable) {
-                    // The master may have moved or died: reconnect next time.
-                    $self.peers.clients.lock().remove(&addr);
-                }
-                return result;
+                return result.map_err(|status| {
+                    let (answer, broken) = forward_failure(status, &addr, retry_safe);
+                    if broken {
+                        $self.peers.forget(&addr);
+                    }
+                    answer
+                });
             }
         }
         req
     }};
+}
+
+/// What a node answers when a call it forwarded to a tablet's master failed: the
+/// master's own error as it came (it carries an `ErrorDetail`), else — the call
+/// itself broke — an error of a kind a plain gRPC client can act on: retryable when
+/// the request never reached the master or is safe to send again, ambiguous when a
+/// write may have been applied. Also whether the connection should be dropped.
+fn forward_failure(status: Status, addr: &str, retry_safe: bool) -> (Status, bool) {
+    if !status.details().is_empty() {
+        let broken = status.code() == tonic::Code::Unavailable;
+        return (status, broken);
+    }
+    let reason = format!("{}: {}", status.code(), status.message());
+    // tonic answers UNAVAILABLE for a connection it could not open: nothing was sent.
+    let unsent = status.code() == tonic::Code::Unavailable
+        && status.message().to_ascii_lowercase().contains("connect");
+    let err = if unsent || retry_safe {
+        Error::Unreachable {
+            addr: addr.to_string(),
+            reason,
+        }
+    } else {
+        Error::OutcomeUnknown {
+            addr: addr.to_string(),
+            reason,
+        }
+    };
+    (to_status(&err), true)
 }
 
 fn at(ts: u64) -> Option<Timestamp> {
@@ -201,12 +236,17 @@ fn position(o: &Outcome) -> Option<pb::WritePosition> {
     })
 }
 
-/// The read consistency a request asks for (writes have none).
+/// What the forwarding path needs to know of a request.
 pub trait Consistency {
     /// The `ReadConsistency` value, if the request is a read.
     fn consistency(&self) -> Option<i32> {
         None
     }
+
+    /// Whether sending the request twice does what sending it once does: reads,
+    /// status queries and aborts always; writes when they carry a request id (a
+    /// retry is answered from the log).
+    fn retry_safe(&self) -> bool;
 }
 
 macro_rules! reads {
@@ -214,20 +254,33 @@ macro_rules! reads {
         fn consistency(&self) -> Option<i32> {
             Some(self.consistency)
         }
+        fn retry_safe(&self) -> bool {
+            true
+        }
     })*};
 }
 macro_rules! writes {
-    ($($t:ty),*) => {$(impl Consistency for $t {})*};
+    ($($t:ty),*) => {$(impl Consistency for $t {
+        fn retry_safe(&self) -> bool {
+            self.request_id.is_some()
+        }
+    })*};
+}
+macro_rules! queries {
+    ($($t:ty),*) => {$(impl Consistency for $t {
+        fn retry_safe(&self) -> bool {
+            true
+        }
+    })*};
 }
 reads!(pb::GetRequest, pb::BatchGetRequest, pb::ScanRequest);
 writes!(
     pb::WriteRequest,
     pb::DeleteRangeRequest,
     pb::CompareAndSetRequest,
-    pb::IncrementRequest,
-    pb::WriteStatusRequest,
-    pb::AbortWriteRequest
+    pb::IncrementRequest
 );
+queries!(pb::WriteStatusRequest, pb::AbortWriteRequest);
 
 /// The read consistency of a request, if it is a read.
 pub fn consistency_of(req: &impl Consistency) -> Option<i32> {
@@ -239,16 +292,24 @@ impl KvService {
     /// forwarding.
     fn local_follower_read(&self, table: &str, key: &[u8], consistency: Option<i32>) -> bool {
         consistency == Some(pb::ReadConsistency::Follower as i32)
-            && self.router.has_replica(table, key)
+            && self.strong.has_replica(table, key)
     }
 
-    /// Serves KV requests through `router`.
-    pub fn new(router: Arc<Router>, limits: Limits, metrics: Arc<Metrics>) -> KvService {
+    /// Serves KV requests of `strong` tables, forwarding through `router` those for
+    /// tablets served elsewhere.
+    pub fn new(
+        router: Arc<Router>,
+        strong: Arc<StrongPolicy>,
+        pool: Arc<ChannelPool>,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> KvService {
         KvService {
             router,
+            strong,
+            peers: Peers { pool },
             limits,
             metrics,
-            peers: Peers::default(),
         }
     }
 
@@ -266,7 +327,7 @@ impl KvService {
             })
             .collect();
         let opts = write_options(req.acks, req.request_id)?;
-        let outcome = self.router.write(&req.table, mutations, opts).await?;
+        let outcome = self.strong.write(&req.table, mutations, opts).await?;
         Ok(pb::WriteResponse {
             version: outcome.ts.0,
             position: position(&outcome),
@@ -277,7 +338,7 @@ impl KvService {
         let limit = self.limits.scan(&req)?;
         let level = level(req.consistency, req.max_staleness_ms)?;
         let mut page = self
-            .router
+            .strong
             .scan(
                 &req.table,
                 range(req.start, req.end),
@@ -343,7 +404,7 @@ impl KvService {
         let new = (!req.delete).then_some(req.new_value);
         let opts = write_options(req.acks, req.request_id)?;
         let outcome = self
-            .router
+            .strong
             .compare_and_set(&req.table, req.key, expected, new, opts)
             .await?;
         Ok(match outcome.result {
@@ -375,8 +436,12 @@ impl pb::kv_server::Kv for KvService {
             self.limits.table(&req.table).status()?;
             self.limits.key("key", &req.key).status()?;
             let level = level(req.consistency, req.max_staleness_ms).status()?;
-            let (mut values, ts, stale) = self
-                .router
+            let GetAnswer {
+                mut values,
+                read_ts: ts,
+                staleness: stale,
+            } = self
+                .strong
                 .get(&req.table, vec![req.key], at(req.at_timestamp), level)
                 .await
                 .status()?;
@@ -412,8 +477,12 @@ impl pb::kv_server::Kv for KvService {
             self.limits.batch_get(&req).status()?;
             let keys = req.keys.clone();
             let level = level(req.consistency, req.max_staleness_ms).status()?;
-            let (values, ts, stale) = self
-                .router
+            let GetAnswer {
+                values,
+                read_ts: ts,
+                staleness: stale,
+            } = self
+                .strong
                 .get(&req.table, req.keys, at(req.at_timestamp), level)
                 .await
                 .status()?;
@@ -484,7 +553,7 @@ impl pb::kv_server::Kv for KvService {
             self.limits.bound("end", &req.end).status()?;
             let opts = write_options(req.acks, req.request_id).status()?;
             let outcome = self
-                .router
+                .strong
                 .delete_range(&req.table, range(req.start, req.end), opts)
                 .await
                 .status()?;
@@ -529,7 +598,7 @@ impl pb::kv_server::Kv for KvService {
             self.limits.key("key", &req.key).status()?;
             let opts = write_options(req.acks, req.request_id).status()?;
             let outcome = self
-                .router
+                .strong
                 .increment(&req.table, req.key, req.delta, opts)
                 .await
                 .status()?;
@@ -557,7 +626,7 @@ impl pb::kv_server::Kv for KvService {
             self.limits.table(&req.table).status()?;
             let (tablet, epoch, seq) = required_position(req.position).status()?;
             let state = self
-                .router
+                .strong
                 .write_status(&req.table, tablet, epoch, seq)
                 .await
                 .status()?;
@@ -580,7 +649,7 @@ impl pb::kv_server::Kv for KvService {
             self.limits.table(&req.table).status()?;
             let (tablet, epoch, seq) = required_position(req.position).status()?;
             let state = self
-                .router
+                .strong
                 .abort_write(&req.table, tablet, epoch, seq)
                 .await
                 .status()?;

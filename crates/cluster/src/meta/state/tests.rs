@@ -1,15 +1,16 @@
 //! Tests of the metadata state machine's commands.
 
 use super::*;
+use crate::policy::PolicyKind;
 
 fn create(name: &str, if_not_exists: bool) -> MetaCommand {
     MetaCommand::CreateTable {
         spec: TableSpec {
             name: name.into(),
-            policy: Policy::Strong,
+            policy: PolicyKind::Strong,
             replication_factor: 0,
             version_retention_secs: 0,
-            default_acks: Default::default(),
+            options: Default::default(),
         },
         if_not_exists,
         proposer: NodeId(7),
@@ -405,7 +406,7 @@ fn liveness_epochs_fence_masterships_and_heartbeats() {
 }
 
 #[test]
-fn bad_names_and_policies_change_nothing() {
+fn bad_names_change_nothing() {
     let mut s = MetaState::default();
     for bad in ["", "1a", "a b", &"x".repeat(65)] {
         assert!(matches!(
@@ -413,21 +414,6 @@ fn bad_names_and_policies_change_nothing() {
             MetaResponse::Rejected(MetaError::Invalid { .. })
         ));
     }
-    let crdt = MetaCommand::CreateTable {
-        spec: TableSpec {
-            name: "c".into(),
-            policy: Policy::Crdt,
-            replication_factor: 0,
-            version_retention_secs: 0,
-            default_acks: Default::default(),
-        },
-        if_not_exists: false,
-        proposer: NodeId(1),
-    };
-    assert!(matches!(
-        s.apply(&crdt),
-        MetaResponse::Rejected(MetaError::NotSupported(_))
-    ));
     assert_eq!(s, MetaState::default());
 }
 

@@ -50,6 +50,7 @@ impl Writer {
                 voids,
             },
         );
+        self.publish_committed(tablet);
         Ok(last_ts)
     }
 
@@ -57,7 +58,7 @@ impl Writer {
     /// A suffix that disagrees with the master's history is cut first.
     pub(super) fn stage_replica(&mut self, group: &mut Group, req: Replicate) -> Result<()> {
         if self.dropped.contains(&req.tablet) {
-            return Err(Error::Unavailable(format!("{} was dropped", req.tablet)));
+            return Err(Error::NotServing { tablet: req.tablet });
         }
         if !self.served.contains_key(&req.tablet) {
             // The metadata naming this node a replica has not reached it yet.
@@ -195,6 +196,7 @@ impl Writer {
         served.state = cut;
         served.requests = requests;
         served.voids = voids;
+        self.publish_committed(tablet);
         Ok(())
     }
 
@@ -203,7 +205,7 @@ impl Writer {
     pub(super) fn install_snapshot(&mut self, install: Install) -> Result<(Seq, Timestamp)> {
         let tablet = install.tablet;
         if self.dropped.contains(&tablet) {
-            return Err(Error::Unavailable(format!("{tablet} was dropped")));
+            return Err(Error::NotServing { tablet });
         }
         if let Some(served) = self.served.get(&tablet) {
             if install.epoch < served.epoch
@@ -245,6 +247,7 @@ impl Writer {
                 voids: Vec::new(),
             },
         );
+        self.publish_committed(tablet);
         Ok((log_end, last_ts))
     }
 

@@ -33,15 +33,9 @@ impl Writer {
             .served
             .get(&tablet)
             .filter(|s| s.table == table && s.role == Role::Master)
-            .ok_or_else(|| {
-                Error::Unavailable(format!(
-                    "{tablet} is not mastered by this node (moved or dropped)"
-                ))
-            })?;
+            .ok_or(Error::NotServing { tablet })?;
         if served.fenced {
-            return Err(Error::Unavailable(format!(
-                "{tablet} is being handed over to another master; retry"
-            )));
+            return Err(Error::HandingOver { tablet });
         }
         if let Some(id) = request
             && let Some((last, outcome)) = served.requests.get(&id.client)
@@ -180,10 +174,10 @@ impl Writer {
         }
         // The shippers send the records at once, while this thread stages more and
         // syncs them.
-        if let Some(lead) = self.leads.read().get(&tablet) {
-            lead.stage(&append.records[first_new..]);
+        if let Some(mastership) = self.masterships.read().get(&tablet) {
+            mastership.stage(&append.records[first_new..]);
             if paced {
-                lead.await_call();
+                mastership.await_call();
             }
         }
         if let Some(record) = append.records.last()
@@ -206,18 +200,14 @@ impl Writer {
     /// Appends an abort record voiding `from..` on a tablet this node masters: only
     /// records not committed yet, and not voided already, may be voided.
     pub(super) fn abort(&mut self, tablet: TabletId, from: Seq) -> Result<Position> {
-        let lead = self.leads.read().get(&tablet).cloned();
-        let (Some(lead), Some(served)) = (lead, self.served.get(&tablet)) else {
-            return Err(Error::Unavailable(format!(
-                "{tablet} is not mastered by this node"
-            )));
+        let mastership = self.masterships.read().get(&tablet).cloned();
+        let (Some(mastership), Some(served)) = (mastership, self.served.get(&tablet)) else {
+            return Err(Error::NotServing { tablet });
         };
         if served.fenced {
-            return Err(Error::Unavailable(format!(
-                "{tablet} is being handed over to another master; retry"
-            )));
+            return Err(Error::HandingOver { tablet });
         }
-        let view = lead.view();
+        let view = mastership.view();
         let hw = view.acks.high_watermark().0;
         let mut state = served.state.clone();
         if from <= hw {
@@ -270,8 +260,8 @@ impl Writer {
             state: state.clone(),
         }])?;
         tracing::warn!(%tablet, %from, at = %position.seq, "aborted records that had not committed");
-        lead.void(void);
-        lead.appended(&state, &records);
+        mastership.void(void);
+        mastership.appended(&state, &records);
         let served = self.served.get_mut(&tablet).expect("served");
         served.state = state;
         served.voids.push(void);

@@ -1,7 +1,18 @@
-//! `datalayer bench`: throughput and latency of a running node, side by side in one run
-//! with its peers — raw RocksDB in-process, `redis-server` (driven by
-//! `redis-benchmark`) and `etcd` — at the same concurrency and value size.
-//! `scripts/bench.sh` starts the peers and calls this; BENCHMARKS.md has the figures.
+//! # datalayer-bench: the tools that measure and exercise a cluster
+//!
+//! Kept out of the server: the node binary's `datalayer bench` and `datalayer
+//! workload` subcommands call this crate, which talks to nodes only through the
+//! client library, and brings its peers' protocols (etcd's KV subset) and its own
+//! RocksDB peer.
+//!
+//! - [`run`] (`datalayer bench`): throughput and latency of a running node, side by
+//!   side in one run with its peers — raw RocksDB in-process, `redis-server` (driven
+//!   by `redis-benchmark`) and `etcd` — at the same concurrency and value size; and
+//!   the cluster benchmark (replicated puts and failover, against a 3-node etcd).
+//!   `scripts/bench.sh` and `scripts/bench-cluster.sh` start the peers and call it;
+//!   BENCHMARKS.md has the figures.
+//! - [`workload`] (`datalayer workload`): the chaos suite's client, which records
+//!   every operation's outcome for the checkers.
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -18,6 +29,7 @@ use std::time::{Duration, Instant};
 
 mod cluster;
 mod peers;
+pub mod workload;
 
 use cluster::cluster_bench;
 use peers::{etcd_bench, raw_rocksdb, redis_benchmark};

@@ -217,7 +217,7 @@ pub(super) fn medians(rounds: Vec<Measure>) -> Vec<Measure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::Measure;
+    use crate::Measure;
 
     fn m(system: &'static str, workload: &'static str, ops: f64) -> Measure {
         Measure {

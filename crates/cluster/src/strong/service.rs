@@ -1,21 +1,98 @@
-//! The `datalayer.v1.Replication` service: the follower side of strong replication.
+//! The `Replication` service, both halves of its network: the follower side's gRPC
+//! server ([`ReplicationService`]: records, snapshots, replica status, hand-over
+//! requests) and the client calls masters and the controller make
+//! ([`connect`], [`replica_status`], [`hand_over_at`]), kept together as the
+//! metadata group keeps its network in `meta::network`.
 
+use crate::error::{Error, Result};
+use crate::pool::{ChannelPool, Lane};
+use datalayer_api::internal::v1 as pb;
+use datalayer_store::{NodeId, Seq};
+use pb::replication_client::ReplicationClient;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+use super::{Install, Replicate, ReplicateAnswer, StrongPolicy};
+use crate::catalog::TabletDesc;
 use crate::status::IntoStatus;
-use datalayer_api::v1 as pb;
-use datalayer_cluster::catalog::TabletDesc;
-use datalayer_cluster::strong::{Install, Replicate, ReplicateAnswer};
-use datalayer_cluster::{Error, Router};
-use datalayer_store::{Epoch, OplogRecord, Seq, TableId, TabletId, TabletState};
+use datalayer_store::{Epoch, OplogRecord, TableId, TabletId, TabletState};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
+/// A replication client to the node at `addr`, on the pool's replication lane.
+pub(crate) async fn connect(pool: &ChannelPool, addr: &str) -> Result<ReplicationClient<Channel>> {
+    let channel = pool.get(addr, Lane::Replication).await?;
+    Ok(ReplicationClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+/// How long a hand-over asked of another node may take.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Where the replicas of `tablets` on the node at `addr` stand: `(tablet, epoch of
+/// the last record, log end)` for each it holds.
+pub async fn replica_status(
+    pool: &ChannelPool,
+    addr: &str,
+    tablets: &[datalayer_store::TabletId],
+) -> Result<Vec<(datalayer_store::TabletId, datalayer_store::Epoch, Seq)>> {
+    let mut client = connect(pool, addr).await?;
+    let mut request = tonic::Request::new(pb::ReplicaStatusRequest {
+        tablet_ids: tablets.iter().map(|t| t.0).collect(),
+    });
+    request.set_timeout(Duration::from_secs(1));
+    let resp = tokio::time::timeout(Duration::from_secs(1), client.replica_status(request))
+        .await
+        .map_err(|_| Error::Unavailable(format!("replica status from {addr} timed out")))?
+        .map_err(|s| Error::Unavailable(format!("replica status from {addr}: {s}")))?;
+    Ok(resp
+        .into_inner()
+        .tablets
+        .into_iter()
+        .map(|t| {
+            (
+                datalayer_store::TabletId(t.tablet_id),
+                datalayer_store::Epoch(t.last_epoch),
+                Seq(t.log_end),
+            )
+        })
+        .collect())
+}
+
+/// Asks the master at `addr` to hand `tablet` over to `target`.
+pub async fn hand_over_at(
+    pool: &ChannelPool,
+    addr: &str,
+    tablet: datalayer_store::TabletId,
+    target: NodeId,
+) -> Result<()> {
+    let mut client = connect(pool, addr).await?;
+    let mut request = tonic::Request::new(pb::HandOverRequest {
+        tablet_id: tablet.0,
+        target: target.0,
+    });
+    // The master bounds its wait for the target; a master that stopped answering
+    // (paused, cut off) must not hold the caller forever.
+    request.set_timeout(HAND_OVER_TIMEOUT);
+    tokio::time::timeout(HAND_OVER_TIMEOUT, client.hand_over(request))
+        .await
+        .map_err(|_| {
+            Error::Unavailable(format!(
+                "hand-over of {tablet} at {addr}: no answer within {HAND_OVER_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|s| {
+            Error::Unavailable(format!("hand-over of {tablet} at {addr}: {}", s.message()))
+        })?;
+    Ok(())
+}
+
 /// Appends masters' records to this node's replicas.
 #[derive(Debug, Clone)]
 pub struct ReplicationService {
-    /// Where the replicas live.
-    pub router: Arc<Router>,
+    strong: Arc<StrongPolicy>,
 }
 
 /// Answers of one replication stream a follower buffers before the master reads them
@@ -23,6 +100,11 @@ pub struct ReplicationService {
 const STREAM_ANSWERS: usize = 16;
 
 impl ReplicationService {
+    /// The follower side of `strong`'s replication on this node.
+    pub fn new(strong: Arc<StrongPolicy>) -> ReplicationService {
+        ReplicationService { strong }
+    }
+
     /// A master's replication call, checked: the records decoded, and the tablet one
     /// the metadata places on this node.
     async fn call(&self, req: pb::ReplicateRequest) -> Result<Replicate, Status> {
@@ -51,17 +133,17 @@ impl ReplicationService {
     /// The tablet's descriptor, if the metadata puts a replica on this node (never
     /// resurrect the data of a dropped table, or of a replica that moved away).
     async fn replica_of(&self, tablet: TabletId) -> Result<TabletDesc, Status> {
-        let known = |r: &Router| {
-            r.catalog()
+        let known = |s: &StrongPolicy| {
+            s.catalog()
                 .tablet(tablet)
-                .filter(|t| t.replicas.contains(&r.node()))
+                .filter(|t| t.replicas.contains(&s.node()))
         };
-        if let Some(desc) = known(&self.router) {
+        if let Some(desc) = known(&self.strong) {
             return Ok(desc);
         }
-        self.router.catalog().sync().await.status()?;
-        known(&self.router)
-            .ok_or_else(|| Error::Unavailable(format!("this node holds no replica of {tablet}")))
+        self.strong.catalog().sync().await.status()?;
+        known(&self.strong)
+            .ok_or(Error::NotServing { tablet })
             .status()
     }
 
@@ -73,7 +155,7 @@ impl ReplicationService {
         first: Vec<u8>,
         stream: &mut Streaming<pb::SnapshotChunk>,
     ) -> Result<Option<PathBuf>, Status> {
-        let dir = self.router.strong().snapshot_dir().to_path_buf();
+        let dir = self.strong.tablets().snapshot_dir().to_path_buf();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -133,8 +215,8 @@ impl pb::replication_server::Replication for ReplicationService {
             .status()?;
         let file = self.receive(tablet, first.data, &mut stream).await?;
         let installed = self
-            .router
-            .strong()
+            .strong
+            .tablets()
             .install_snapshot(Install {
                 table: desc.table,
                 tablet,
@@ -160,7 +242,7 @@ impl pb::replication_server::Replication for ReplicationService {
         request: Request<pb::ReplicateRequest>,
     ) -> Result<Response<pb::ReplicateResponse>, Status> {
         let call = self.call(request.into_inner()).await?;
-        let (log_end, last_ts) = self.router.strong().replicate(call).await.status()?;
+        let (log_end, last_ts) = self.strong.tablets().replicate(call).await.status()?;
         Ok(Response::new(pb::ReplicateResponse {
             log_end: log_end.0,
             last_ts: last_ts.0,
@@ -200,7 +282,7 @@ impl pb::replication_server::Replication for ReplicationService {
                     call = calls.message(), if open => match call {
                         Ok(Some(call)) => {
                             let queued_call = match this.call(call).await {
-                                Ok(c) => this.router.strong().queue_replicate(c).await.status(),
+                                Ok(c) => this.strong.tablets().queue_replicate(c).await.status(),
                                 Err(status) => Err(status),
                             };
                             match queued_call {
@@ -230,8 +312,8 @@ impl pb::replication_server::Replication for ReplicationService {
         let mut tablets = Vec::new();
         for id in request.into_inner().tablet_ids {
             if let Some((last_epoch, log_end)) = self
-                .router
-                .strong()
+                .strong
+                .tablets()
                 .replica_position(TabletId(id))
                 .status()?
             {
@@ -250,7 +332,7 @@ impl pb::replication_server::Replication for ReplicationService {
         request: Request<pb::HandOverRequest>,
     ) -> Result<Response<pb::HandOverResponse>, Status> {
         let req = request.into_inner();
-        self.router
+        self.strong
             .hand_over(TabletId(req.tablet_id), datalayer_store::NodeId(req.target))
             .await
             .status()?;

@@ -3,6 +3,7 @@
 //! committed reads — each woken only once its own condition holds), its in-sync
 //! bookkeeping, and the newest records kept in memory for the shippers.
 
+use super::applied::{self, Committed};
 use super::protocol::{AckState, Void};
 use super::{Config, record_size};
 use crate::catalog::TabletDesc;
@@ -43,7 +44,7 @@ pub struct AckView {
 
 /// A tablet this node masters: its epoch and the acknowledgements of its followers.
 #[derive(Debug)]
-pub struct Lead {
+pub struct Mastership {
     /// The tablet's table.
     pub table: TableId,
     /// The tablet.
@@ -77,14 +78,21 @@ pub struct Lead {
     /// Counts the pacer's replication calls (the other followers' shippers align
     /// their calls with them).
     pace: watch::Sender<u64>,
+    /// The tablet's applied-records watch: the high watermark moves with the acks.
+    committed: Arc<watch::Sender<Committed>>,
 }
 
-/// Most records a lead keeps in memory for its shippers.
+/// Most records a mastership keeps in memory for its shippers.
 const RECENT_RECORDS: usize = 4096;
 
-impl Lead {
-    pub(super) fn new(desc: &TabletDesc, view: AckView, config: &Config) -> Lead {
-        Lead {
+impl Mastership {
+    pub(super) fn new(
+        desc: &TabletDesc,
+        view: AckView,
+        config: &Config,
+        committed: Arc<watch::Sender<Committed>>,
+    ) -> Mastership {
+        Mastership {
             table: desc.table,
             tablet: desc.id,
             epoch: desc.master_epoch,
@@ -99,11 +107,12 @@ impl Lead {
             recent_cap: RECENT_RECORDS.min(config.oplog_retention_records as usize),
             pacing: Default::default(),
             pace: watch::channel(0).0,
+            committed,
         }
     }
 
     /// Keeps records being written for the shippers and lets them send them at
-    /// once, while the master syncs them ([`Lead::appended`] says when it did).
+    /// once, while the master syncs them ([`Mastership::appended`] says when it did).
     /// Sound because a master never writes other records at these positions in this
     /// epoch: a failed write deposes it, and a master that restarts is appointed
     /// again in a new epoch before it writes (`Router::new_epoch_after_restart`).
@@ -290,6 +299,10 @@ impl Lead {
         if !changed {
             return;
         }
+        {
+            let v = self.view.borrow();
+            applied::publish(&self.committed, v.acks.high_watermark().0, &v.acks.voids);
+        }
         let mut waiters = self.waiters.lock();
         if waiters.is_empty() {
             return;
@@ -330,7 +343,7 @@ impl Lead {
     }
 
     /// The writer staged a write waiting for followers' acks: the pacer's next call
-    /// is to be reported ([`Lead::call_started`]).
+    /// is to be reported ([`Mastership::call_started`]).
     pub(super) fn await_call(&self) {
         self.pacing
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -360,7 +373,7 @@ impl Lead {
     }
 
     /// The master's log is durable up to `state`'s end (records written another way
-    /// than [`Lead::stage`] are passed along, to be kept for the shippers).
+    /// than [`Mastership::stage`] are passed along, to be kept for the shippers).
     pub(super) fn appended(&self, state: &datalayer_store::TabletState, unstaged: &[OplogRecord]) {
         self.keep_recent(unstaged);
         self.publish(|v| {
