@@ -11,9 +11,11 @@ need_packages redis-server redis-tools etcd-server
 # Benchmarks run the optimised `perf` profile (see Cargo.toml): its RocksDB build is a
 # second one in the shared target directory, made once (~25 min on 2 cores) and then
 # reused. Always the same selection as scripts/test.sh, so there is one RocksDB build
-# per profile.
-cargo build --profile perf --workspace --all-targets
-bin="$CARGO_TARGET_DIR/perf/datalayer"
+# per profile. DATALAYER_BIN=path runs another build instead (an A/B of two commits).
+if [ -z "${DATALAYER_BIN:-}" ]; then
+  cargo build --profile perf --workspace --all-targets
+fi
+bin="${DATALAYER_BIN:-$CARGO_TARGET_DIR/perf/datalayer}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/datalayer-bench.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
