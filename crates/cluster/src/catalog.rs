@@ -57,7 +57,7 @@ pub struct TabletDesc {
     /// The master's liveness epoch when it was appointed: it serves the tablet only
     /// while its liveness record keeps that epoch (see `meta::liveness`).
     #[serde(default)]
-    pub master_liveness: u64,
+    pub master_liveness: crate::meta::LivenessEpoch,
     /// Bumped by every change of `replicas`: replica moves compare-and-set on it.
     #[serde(default)]
     pub conf_version: u64,
@@ -179,7 +179,7 @@ mod tests {
             in_sync: vec![],
             master: NodeId(1),
             master_epoch: Epoch(1),
-            master_liveness: 0,
+            master_liveness: Default::default(),
             conf_version: 0,
             moving: None,
         };

@@ -18,7 +18,7 @@ pub mod raft_catalog;
 pub mod state;
 pub mod storage;
 
-pub use liveness::{Lease, Liveness};
+pub use liveness::{Lease, Liveness, LivenessEpoch};
 pub use raft_catalog::{MetaOptions, RaftCatalog, join};
 pub use state::{MetaCommand, MetaError, MetaResponse, MetaState, NodeInfo};
 

@@ -30,19 +30,40 @@ pub fn wall_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The epoch of a node's liveness record: masterships granted at one end when the
+/// controller moves the record to the next.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct LivenessEpoch(pub u64);
+
+impl LivenessEpoch {
+    /// The epoch after this one.
+    pub fn next(self) -> LivenessEpoch {
+        LivenessEpoch(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for LivenessEpoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "liveness-{}", self.0)
+    }
+}
+
 /// A node's liveness record in the metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Liveness {
     /// Incremented by the controller when the node's record expired; a node's
     /// masterships belong to the epoch they were granted in.
-    pub epoch: u64,
+    pub epoch: LivenessEpoch,
     /// The node's wall clock (ms) at its last heartbeat plus the lease length.
     pub expiration_ms: u64,
 }
 
 impl Liveness {
     /// Applies a heartbeat: extends the record when it still has `epoch`.
-    pub fn heartbeat(&mut self, epoch: u64, expiration_ms: u64) -> bool {
+    pub fn heartbeat(&mut self, epoch: LivenessEpoch, expiration_ms: u64) -> bool {
         if epoch != self.epoch {
             return false;
         }
@@ -60,7 +81,7 @@ impl Liveness {
 #[derive(Debug)]
 pub struct Lease {
     /// `(epoch, serve until ms)`.
-    held: parking_lot::Mutex<(u64, u64)>,
+    held: parking_lot::Mutex<(LivenessEpoch, u64)>,
     length: Duration,
     max_offset: Duration,
 }
@@ -70,7 +91,7 @@ impl Lease {
     /// tablets), trusting clocks to within `max_offset`.
     pub fn new(length: Duration, max_offset: Duration) -> Lease {
         Lease {
-            held: parking_lot::Mutex::new((0, 0)),
+            held: parking_lot::Mutex::new((LivenessEpoch(0), 0)),
             length,
             max_offset,
         }
@@ -88,12 +109,12 @@ impl Lease {
     }
 
     /// The epoch this node last knew its record at.
-    pub fn epoch(&self) -> u64 {
+    pub fn epoch(&self) -> LivenessEpoch {
         self.held.lock().0
     }
 
     /// A heartbeat sent at `sent_ms` (own clock) extended the record at `epoch`.
-    pub fn renew(&self, epoch: u64, sent_ms: u64) {
+    pub fn renew(&self, epoch: LivenessEpoch, sent_ms: u64) {
         let until = (sent_ms + self.length.as_millis() as u64)
             .saturating_sub(self.max_offset.as_millis() as u64);
         let mut held = self.held.lock();
@@ -105,7 +126,7 @@ impl Lease {
     }
 
     /// The record moved on to `epoch`: masterships of older epochs end now.
-    pub fn fence(&self, epoch: u64) {
+    pub fn fence(&self, epoch: LivenessEpoch) {
         let mut held = self.held.lock();
         if epoch > held.0 {
             *held = (epoch, 0);
@@ -113,7 +134,7 @@ impl Lease {
     }
 
     /// Whether this node may serve a mastership granted at liveness `epoch` now.
-    pub fn valid_for(&self, epoch: u64) -> bool {
+    pub fn valid_for(&self, epoch: LivenessEpoch) -> bool {
         let held = *self.held.lock();
         held.0 == epoch && wall_ms() < held.1
     }
@@ -175,8 +196,8 @@ async fn heartbeat_once(
                 lease.renew(record.epoch, sent_ms);
             } else if record.epoch > epoch {
                 tracing::warn!(
-                    old = epoch,
-                    new = record.epoch,
+                    old = %epoch,
+                    new = %record.epoch,
                     "this node's liveness epoch moved on: its masterships of the old epoch end"
                 );
                 lease.fence(record.epoch);
@@ -196,56 +217,56 @@ mod tests {
     #[test]
     fn a_lease_holds_for_its_length_less_the_clock_offset_at_its_epoch_only() {
         let l = Lease::new(Duration::from_millis(1000), Duration::from_millis(250));
-        assert!(!l.valid_for(0), "no heartbeat, no lease");
-        l.renew(0, wall_ms());
-        assert!(l.valid_for(0));
+        assert!(!l.valid_for(LivenessEpoch(0)), "no heartbeat, no lease");
+        l.renew(LivenessEpoch(0), wall_ms());
+        assert!(l.valid_for(LivenessEpoch(0)));
         assert!(
-            !l.valid_for(1),
+            !l.valid_for(LivenessEpoch(1)),
             "a mastership of another epoch is not covered"
         );
         let short = Lease::new(Duration::from_millis(1000), Duration::from_millis(250));
-        short.renew(0, wall_ms() - 760);
+        short.renew(LivenessEpoch(0), wall_ms() - 760);
         assert!(
-            !short.valid_for(0),
+            !short.valid_for(LivenessEpoch(0)),
             "the clock offset comes off the lease: 760 ms after a heartbeat it lapsed"
         );
         // An older heartbeat never shortens it; one from the past has lapsed.
-        l.renew(0, wall_ms() - 5000);
-        assert!(l.valid_for(0));
+        l.renew(LivenessEpoch(0), wall_ms() - 5000);
+        assert!(l.valid_for(LivenessEpoch(0)));
         let old = Lease::new(Duration::from_millis(1000), Duration::from_millis(250));
-        old.renew(0, wall_ms() - 800);
-        assert!(!old.valid_for(0));
+        old.renew(LivenessEpoch(0), wall_ms() - 800);
+        assert!(!old.valid_for(LivenessEpoch(0)));
     }
 
     #[test]
     fn a_new_epoch_ends_the_masterships_of_the_old_one() {
         let l = Lease::new(Duration::from_millis(1000), Duration::from_millis(250));
-        l.renew(3, wall_ms());
-        l.fence(4);
-        assert!(!l.valid_for(3));
+        l.renew(LivenessEpoch(3), wall_ms());
+        l.fence(LivenessEpoch(4));
+        assert!(!l.valid_for(LivenessEpoch(3)));
         assert!(
-            !l.valid_for(4),
+            !l.valid_for(LivenessEpoch(4)),
             "fenced: nothing until a heartbeat at the new epoch"
         );
-        assert_eq!(l.epoch(), 4);
+        assert_eq!(l.epoch(), LivenessEpoch(4));
         // A late answer for the old epoch changes nothing.
-        l.renew(3, wall_ms());
-        assert!(!l.valid_for(3));
-        l.renew(4, wall_ms());
-        assert!(l.valid_for(4));
+        l.renew(LivenessEpoch(3), wall_ms());
+        assert!(!l.valid_for(LivenessEpoch(3)));
+        l.renew(LivenessEpoch(4), wall_ms());
+        assert!(l.valid_for(LivenessEpoch(4)));
     }
 
     #[test]
     fn records_extend_only_at_their_epoch() {
         let mut r = Liveness::default();
-        assert!(r.heartbeat(0, 100));
+        assert!(r.heartbeat(LivenessEpoch(0), 100));
         assert!(
-            !r.heartbeat(1, 500),
+            !r.heartbeat(LivenessEpoch(1), 500),
             "a heartbeat from another epoch changes nothing"
         );
         assert_eq!(r.expiration_ms, 100);
         assert!(
-            r.heartbeat(0, 50),
+            r.heartbeat(LivenessEpoch(0), 50),
             "an older expiration never shortens the record"
         );
         assert_eq!(r.expiration_ms, 100);

@@ -106,7 +106,7 @@ pub enum MetaCommand {
         /// The node.
         node: NodeId,
         /// The epoch the node knows its record at.
-        epoch: u64,
+        epoch: super::liveness::LivenessEpoch,
         /// Its wall clock when sending, plus the lease length.
         expiration_ms: u64,
     },
@@ -220,7 +220,12 @@ impl MetaState {
         self.liveness.get(&node).copied().unwrap_or_default()
     }
 
-    fn heartbeat(&mut self, node: NodeId, epoch: u64, expiration_ms: u64) -> MetaResponse {
+    fn heartbeat(
+        &mut self,
+        node: NodeId,
+        epoch: super::liveness::LivenessEpoch,
+        expiration_ms: u64,
+    ) -> MetaResponse {
         if !self.nodes.contains_key(&node) {
             return invalid("node", format!("{node} is not registered"));
         }
@@ -239,7 +244,7 @@ impl MetaState {
                 "the liveness record of {node} is now {record:?}, not {seen:?}"
             )));
         }
-        record.epoch += 1;
+        record.epoch = record.epoch.next();
         MetaResponse::Done
     }
 

@@ -50,7 +50,7 @@ async fn failover(catalog: &RaftCatalog, live: &BTreeSet<NodeId>, leading_since_
     let mut state = catalog.state();
     let mut fenced = false;
     for (node, seen) in to_fence(&state, live, now, lease_ms, leading_since_ms) {
-        tracing::warn!(%node, epoch = seen.epoch, "node's liveness lapsed: ending its masterships");
+        tracing::warn!(%node, epoch = %seen.epoch, "node's liveness lapsed: ending its masterships");
         match catalog
             .propose(MetaCommand::IncrementEpoch { node, seen }, false)
             .await

@@ -332,7 +332,7 @@ mod tests {
             in_sync: replicas.iter().map(|n| NodeId(*n)).collect(),
             master: NodeId(master),
             master_epoch: Epoch(3),
-            master_liveness: 0,
+            master_liveness: Default::default(),
             conf_version: 1,
             moving: None,
         }

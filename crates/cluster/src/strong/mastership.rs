@@ -52,7 +52,7 @@ pub struct Mastership {
     /// The epoch this node masters it in.
     pub epoch: Epoch,
     /// This node's liveness epoch when it was appointed: its lease must be at it.
-    pub liveness: u64,
+    pub liveness: crate::meta::LivenessEpoch,
     /// Nodes holding a replica (the metadata may add or replace them).
     replicas: parking_lot::Mutex<Vec<NodeId>>,
     /// A follower behind for this long leaves the in-sync set.

@@ -108,7 +108,7 @@ impl AdminService {
             .values()
             .map(|n| (n, state.liveness(n.id)))
             .map(|(n, liveness)| pb::ClusterNode {
-                liveness_epoch: liveness.epoch,
+                liveness_epoch: liveness.epoch.0,
                 lease_left_ms: match liveness.expiration_ms {
                     0 => 0, // no heartbeat yet
                     until => until as i64 - datalayer_cluster::meta::liveness::wall_ms() as i64,

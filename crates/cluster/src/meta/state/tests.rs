@@ -1,6 +1,7 @@
 //! Tests of the metadata state machine's commands.
 
 use super::*;
+use crate::meta::LivenessEpoch;
 use crate::policy::PolicyKind;
 
 fn create(name: &str, if_not_exists: bool) -> MetaCommand {
@@ -325,11 +326,11 @@ fn liveness_epochs_fence_masterships_and_heartbeats() {
     }
     let beat = |node: u64, epoch: u64, expiration_ms: u64| MetaCommand::Heartbeat {
         node: NodeId(node),
-        epoch,
+        epoch: LivenessEpoch(epoch),
         expiration_ms,
     };
     let at = |epoch, expiration_ms| Liveness {
-        epoch,
+        epoch: LivenessEpoch(epoch),
         expiration_ms,
     };
     assert_eq!(
@@ -350,7 +351,7 @@ fn liveness_epochs_fence_masterships_and_heartbeats() {
         panic!("create");
     };
     let t = &table.tablets[0];
-    assert_eq!((t.master, t.master_liveness), (NodeId(1), 0));
+    assert_eq!((t.master, t.master_liveness), (NodeId(1), LivenessEpoch(0)));
     // The increment compares the whole record: a heartbeat in between wins.
     let stale = MetaCommand::IncrementEpoch {
         node: NodeId(1),
@@ -383,7 +384,7 @@ fn liveness_epochs_fence_masterships_and_heartbeats() {
     );
     // Its mastership stays at the old epoch until it is appointed again.
     let t = s.tablet(t.id).expect("tablet").clone();
-    assert_eq!(t.master_liveness, 0);
+    assert_eq!(t.master_liveness, LivenessEpoch(0));
     let again = MetaCommand::AppointMaster {
         tablet: t.id,
         expect_epoch: t.master_epoch,
@@ -391,7 +392,7 @@ fn liveness_epochs_fence_masterships_and_heartbeats() {
     };
     assert_eq!(s.apply(&again), MetaResponse::Done);
     let t = s.tablet(t.id).expect("tablet");
-    assert_eq!((t.master, t.master_liveness), (NodeId(1), 1));
+    assert_eq!((t.master, t.master_liveness), (NodeId(1), LivenessEpoch(1)));
     // Removing a node keeps its record: epochs never go back.
     let bump2 = MetaCommand::IncrementEpoch {
         node: NodeId(2),
@@ -402,7 +403,7 @@ fn liveness_epochs_fence_masterships_and_heartbeats() {
         s.apply(&MetaCommand::RemoveNode { id: NodeId(2) }),
         MetaResponse::Done
     );
-    assert_eq!(s.liveness(NodeId(2)).epoch, 1);
+    assert_eq!(s.liveness(NodeId(2)).epoch, LivenessEpoch(1));
 }
 
 #[test]

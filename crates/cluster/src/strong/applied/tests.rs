@@ -27,7 +27,7 @@ fn desc() -> TabletDesc {
         in_sync: vec![NodeId(1), NodeId(2)],
         master: NodeId(1),
         master_epoch: Epoch(1),
-        master_liveness: 0,
+        master_liveness: Default::default(),
         conf_version: 1,
         moving: None,
     }
@@ -37,7 +37,7 @@ fn start(dir: &std::path::Path) -> StrongTablets {
     let engine: Arc<dyn TabletEngine> =
         Arc::new(RocksTabletEngine::open(dir.join("db"), &Default::default()).expect("open store"));
     let lease = Arc::new(Lease::new(Duration::from_secs(600), Duration::ZERO));
-    lease.renew(0, wall_ms());
+    lease.renew(Default::default(), wall_ms());
     StrongTablets::start(
         engine,
         Arc::new(HybridClock::new()),

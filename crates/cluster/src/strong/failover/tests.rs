@@ -16,7 +16,7 @@ fn cluster(until: u64) -> MetaState {
         });
         s.apply(&MetaCommand::Heartbeat {
             node: NodeId(id),
-            epoch: 0,
+            epoch: Default::default(),
             expiration_ms: until,
         });
     }
