@@ -42,9 +42,12 @@ async fn three_nodes_share_tables_and_serve_them_from_any_node() {
         .build()
         .await
         .expect("cluster forms");
-    // Node 3 learns of its own registration a moment after node 1 does.
+    // Node 3 learns of its own registration, and of the membership change that made
+    // it a voter, a moment after node 1 does.
     cluster
-        .wait_for_status(2, "node 3 knows all three nodes", |s| s.nodes.len() == 3)
+        .wait_for_status(2, "node 3 knows all three nodes and voters", |s| {
+            s.nodes.len() == 3 && s.nodes.iter().filter(|n| n.meta_role == "voter").count() == 3
+        })
         .await
         .expect("membership reaches node 3");
     let status = cluster.status(2).await.expect("status");

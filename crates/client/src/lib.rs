@@ -7,8 +7,10 @@
 //! Every failed call returns a [`ClientError`] whose `kind` comes from the server's
 //! machine-readable `ErrorDetail`, so callers branch on kinds, not on text.
 //!
-//! Writes are never retried by this library: a write whose answer was lost may or may
-//! not have been applied, and only the caller knows whether doing it twice is safe.
+//! Calls failing with a retryable error are sent again ([`Client::set_retries`]),
+//! writes included: each write carries this client's id and a number, so a retry of
+//! a write already in the log gets its original answer instead of being applied
+//! twice. An `Ambiguous` answer is never retried.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), datalayer_client::ClientError> {
