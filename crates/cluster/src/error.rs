@@ -145,8 +145,9 @@ pub enum Error {
     /// The node is stopping.
     #[error("the node is stopping")]
     Stopping,
-    /// A call to another node did not get through; it was not executed there.
-    #[error("the node at {addr} is unreachable: {reason}")]
+    /// A call to another node failed at the transport: it never got there, or it was
+    /// a request safe to send again whose answer was lost. Retry.
+    #[error("the call to the node at {addr} failed: {reason}; retry")]
     Unreachable {
         /// Its address.
         addr: String,
