@@ -660,3 +660,67 @@ impl pb::kv_server::Kv for KvService {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn detail(status: &Status) -> pb::ErrorDetail {
+        pb::ErrorDetail::decode(status.details()).expect("an ErrorDetail")
+    }
+
+    #[test]
+    fn a_forwarded_call_that_never_left_is_retryable() {
+        let refused = Status::unavailable("tcp connect error: Connection refused");
+        let (s, broken) = forward_failure(refused, "10.0.0.1:7700", false);
+        assert!(broken);
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        let d = detail(&s);
+        assert_eq!(d.kind(), pb::ErrorKind::Unavailable);
+        assert!(d.retryable, "{d:?}");
+    }
+
+    #[test]
+    fn a_write_whose_forwarded_call_broke_midway_is_ambiguous_never_unknown() {
+        let broke = Status::unknown("transport error");
+        let (s, broken) = forward_failure(broke.clone(), "10.0.0.1:7700", false);
+        assert!(broken);
+        assert_eq!(s.code(), tonic::Code::DeadlineExceeded);
+        let d = detail(&s);
+        assert_eq!(d.kind(), pb::ErrorKind::Ambiguous);
+        assert!(
+            !d.retryable,
+            "a write that may have been applied is not retried blindly"
+        );
+        // Safe to send again (a read, or a write with a request id): retryable.
+        let (s, _) = forward_failure(broke, "10.0.0.1:7700", true);
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(detail(&s).retryable);
+    }
+
+    #[test]
+    fn the_masters_own_error_passes_through() {
+        let own = to_status(&Error::NotServing {
+            tablet: TabletId(7),
+        });
+        let (s, broken) = forward_failure(own.clone(), "10.0.0.1:7700", false);
+        assert_eq!((s.code(), s.details()), (own.code(), own.details()));
+        assert_eq!(detail(&s).kind(), pb::ErrorKind::NotServing);
+        assert!(
+            broken,
+            "an unavailable master may have moved: reconnect next time"
+        );
+    }
+
+    #[test]
+    fn writes_are_retry_safe_only_with_a_request_id() {
+        let mut w = pb::WriteRequest::default();
+        assert!(!w.retry_safe());
+        w.request_id = Some(pb::RequestId { client: 1, seq: 1 });
+        assert!(w.retry_safe());
+        assert!(pb::GetRequest::default().retry_safe());
+        assert!(pb::AbortWriteRequest::default().retry_safe());
+        assert!(!pb::IncrementRequest::default().retry_safe());
+    }
+}
