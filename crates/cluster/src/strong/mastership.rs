@@ -115,7 +115,7 @@ impl Mastership {
     /// once, while the master syncs them ([`Mastership::appended`] says when it did).
     /// Sound because a master never writes other records at these positions in this
     /// epoch: a failed write deposes it, and a master that restarts is appointed
-    /// again in a new epoch before it writes (`Router::new_epoch_after_restart`).
+    /// again in a new epoch before it writes (`life::needs_new_epoch`).
     pub(super) fn stage(&self, records: &[OplogRecord]) {
         self.keep_recent(records);
         if let Some(last) = records.last() {
