@@ -22,7 +22,8 @@ impl StrongOptions {
         if options.is_null() {
             return Ok(StrongOptions::default());
         }
-        serde_json::from_value(options.clone())
+        // Read in place: writes without their own acks read the table's default.
+        StrongOptions::deserialize(options)
             .map_err(|e| Error::invalid("options", format!("strong table options: {e}")))
     }
 
