@@ -14,6 +14,14 @@ cargo clippy --workspace --all-targets -- -D warnings
 # replication): build it first and keep it beside the real binary.
 cargo build --workspace --all-targets --features datalayer/unsafe-early-ack
 cp "$CARGO_TARGET_DIR/debug/datalayer" "$CARGO_TARGET_DIR/debug/datalayer-unsafe-early-ack"
+# The in-process late-follower test proves itself on the same broken build: there it
+# must fail, on its acks=all assertion.
+if out=$(cargo test --workspace --features datalayer/unsafe-early-ack --test inproc \
+    -- a_late_follower 2>&1); then
+  echo "the late-follower test passed on a build that acknowledges early"; exit 1
+fi
+grep -q "answered before the late follower held it" <<<"$out" \
+  || { echo "the late-follower test failed on the broken build, but not as expected:"; echo "$out" | tail -40; exit 1; }
 cargo build --workspace --all-targets
 # Cluster tests start 3 to 5 node processes each (and every node now ships, heartbeats
 # and grants leases): at most 2 tests at a time keeps a 2-core machine responsive

@@ -11,6 +11,7 @@
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -31,16 +32,41 @@ pub enum Lane {
     Metadata,
 }
 
+/// Opens byte streams to peers without TCP: the in-process test network, whose
+/// links it can delay or cut (`crates/cluster/tests/harness`). A node dials TCP.
+pub trait Dialer: Send + Sync + 'static {
+    /// A stream to the node serving at `addr`, carrying `lane`'s traffic.
+    fn dial(&self, addr: &str, lane: Lane) -> std::io::Result<tokio::io::DuplexStream>;
+}
+
 /// The node's outgoing channels, by address and lane.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ChannelPool {
     channels: parking_lot::Mutex<HashMap<(String, Lane), Channel>>,
+    dialer: Option<Arc<dyn Dialer>>,
+}
+
+impl std::fmt::Debug for ChannelPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelPool")
+            .field("channels", &self.channels.lock().len())
+            .field("dialer", &self.dialer.is_some())
+            .finish()
+    }
 }
 
 impl ChannelPool {
-    /// An empty pool.
+    /// An empty pool that connects over TCP.
     pub fn new() -> ChannelPool {
         ChannelPool::default()
+    }
+
+    /// An empty pool that opens its connections through `dialer`.
+    pub fn with_dialer(dialer: Arc<dyn Dialer>) -> ChannelPool {
+        ChannelPool {
+            channels: parking_lot::Mutex::default(),
+            dialer: Some(dialer),
+        }
     }
 
     /// The channel to `addr` on `lane`, opened now if there is none.
@@ -49,19 +75,29 @@ impl ChannelPool {
         if let Some(c) = self.channels.lock().get(&key) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Error::invalid("addr", format!("bad peer address {addr:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE.0)
             .keep_alive_timeout(KEEPALIVE.1)
-            .keep_alive_while_idle(true)
-            .connect()
-            .await
-            .map_err(|e| Error::Unreachable {
-                addr: addr.to_string(),
-                reason: crate::pool::chain(&e),
-            })?;
+            .keep_alive_while_idle(true);
+        let connected = match &self.dialer {
+            None => endpoint.connect().await,
+            Some(dialer) => {
+                let (dialer, to) = (dialer.clone(), addr.to_string());
+                endpoint
+                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                        let stream = dialer.dial(&to, lane);
+                        async move { stream.map(hyper_util::rt::TokioIo::new) }
+                    }))
+                    .await
+            }
+        };
+        let channel = connected.map_err(|e| Error::Unreachable {
+            addr: addr.to_string(),
+            reason: crate::pool::chain(&e),
+        })?;
         // Two callers may have connected at once: keep the first, so both share it.
         Ok(self.channels.lock().entry(key).or_insert(channel).clone())
     }

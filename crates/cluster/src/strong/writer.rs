@@ -23,13 +23,11 @@ use tokio::sync::{mpsc, oneshot};
 /// Oplog trimming runs when this many records (or a quarter of the retention, if
 /// fewer) passed the retention since the last trim.
 const TRIM_STRIDE: u64 = 1024;
-/// Most deletes in one record of a `DeleteRange` (the records of one range still
-/// commit together).
-const DELETES_PER_RECORD: usize = 1000;
 /// The longest a paced group waits for its followers' next replication calls before
 /// the master syncs it (a follower that is down or slow costs at most this).
 const PACE_MAX: Duration = Duration::from_millis(2);
 
+mod evaluate;
 mod follower;
 mod master;
 

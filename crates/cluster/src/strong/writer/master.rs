@@ -1,22 +1,54 @@
-//! The writer's master side: staging client writes (read-modify-write evaluated
-//! against the group's own earlier writes) and abort records.
+//! The writer's master side: staging client writes (evaluated by
+//! [`evaluate::evaluate`] against the tablet as the group's own earlier writes left
+//! it) and abort records.
 
+use super::evaluate::{self, Current};
 use super::*;
 
-impl Writer {
-    /// The current value of a key, seen through the group's pending writes.
-    pub(super) fn current(
-        &self,
-        group: &Group,
-        table: TableId,
-        key: &[u8],
-    ) -> Result<Option<Versioned>> {
-        if let Some(v) = group.overlay.get(&(table, key.to_vec())) {
+/// A tablet as the master's evaluation sees it: the store, under the group's
+/// pending writes.
+struct GroupView<'a> {
+    writer: &'a Writer,
+    group: &'a Group,
+    table: TableId,
+}
+
+impl Current for GroupView<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
+        if let Some(v) = self.group.overlay.get(&(self.table, key.to_vec())) {
             return Ok(v.clone());
         }
-        Ok(self.engine.get(table, key, Timestamp::MAX)?)
+        Ok(self.writer.engine.get(self.table, key, Timestamp::MAX)?)
     }
 
+    fn live_keys(&self, range: &KeyRange) -> Result<Vec<Vec<u8>>> {
+        let mut live: BTreeMap<Vec<u8>, bool> = self
+            .writer
+            .engine
+            .scan(&ScanRequest {
+                table: self.table,
+                range: range.clone(),
+                at: Timestamp::MAX,
+                limit: usize::MAX,
+                reverse: false,
+            })?
+            .into_iter()
+            .map(|(k, _)| (k, true))
+            .collect();
+        for ((t, key), v) in &self.group.overlay {
+            if *t == self.table && range.contains(key) {
+                live.insert(key.clone(), v.is_some());
+            }
+        }
+        Ok(live
+            .into_iter()
+            .filter(|(_, l)| *l)
+            .map(|(k, _)| k)
+            .collect())
+    }
+}
+
+impl Writer {
     /// Evaluates `op` and stages its records in `group`, handing them to the shippers
     /// at once (`paced`: the write waits for followers' acks, so its group may wait for
     /// the pacer's next call before syncing).
@@ -56,74 +88,14 @@ impl Writer {
         }
         let epoch = served.epoch;
         let ts = self.clock.now();
-        let (records, result) = match op {
-            WriteOp::Batch(mutations) => (vec![mutations], OpResult::Done),
-            WriteOp::DeleteRange(range) => {
-                let mut live: BTreeMap<Vec<u8>, bool> = self
-                    .engine
-                    .scan(&ScanRequest {
-                        table,
-                        range: range.clone(),
-                        at: Timestamp::MAX,
-                        limit: usize::MAX,
-                        reverse: false,
-                    })?
-                    .into_iter()
-                    .map(|(k, _)| (k, true))
-                    .collect();
-                for ((t, key), v) in &group.overlay {
-                    if *t == table && range.contains(key) {
-                        live.insert(key.clone(), v.is_some());
-                    }
-                }
-                let keys: Vec<Vec<u8>> = live
-                    .into_iter()
-                    .filter(|(_, l)| *l)
-                    .map(|(k, _)| k)
-                    .collect();
-                let count = keys.len() as u64;
-                let records = keys
-                    .chunks(DELETES_PER_RECORD)
-                    .map(|c| {
-                        c.iter()
-                            .map(|k| Mutation::Delete { key: k.clone() })
-                            .collect()
-                    })
-                    .collect();
-                (records, OpResult::RangeDeleted(count))
-            }
-            WriteOp::CompareAndSet { key, expected, new } => {
-                let current = self.current(group, table, &key)?;
-                let matches = match expected {
-                    Expected::Absent => current.is_none(),
-                    Expected::Version(v) => current.as_ref().is_some_and(|c| c.ts == v),
-                };
-                if matches {
-                    let m = match new {
-                        Some(value) => Mutation::Put { key, value },
-                        None => Mutation::Delete { key },
-                    };
-                    (vec![vec![m]], OpResult::Done)
-                } else {
-                    (Vec::new(), OpResult::Mismatch(current))
-                }
-            }
-            WriteOp::Increment { key, delta } => {
-                let current = match self.current(group, table, &key)? {
-                    None => 0i64,
-                    Some(v) => std::str::from_utf8(&v.value)
-                        .ok()
-                        .and_then(|s| s.parse::<i64>().ok())
-                        .ok_or(Error::NotAnInteger)?,
-                };
-                let value = current.checked_add(delta).ok_or(Error::NotAnInteger)?;
-                let m = Mutation::Put {
-                    key,
-                    value: value.to_string().into_bytes(),
-                };
-                (vec![vec![m]], OpResult::Counter(value))
-            }
-        };
+        let (records, result) = evaluate::evaluate(
+            op,
+            &GroupView {
+                writer: self,
+                group,
+                table,
+            },
+        )?;
         if records.is_empty() {
             let observed = group
                 .appends
