@@ -154,18 +154,129 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// Another node answered an internal call with an error.
+    #[error("{call} at the node at {addr} failed: {message}")]
+    PeerFailed {
+        /// The node's address.
+        addr: String,
+        /// The call.
+        call: &'static str,
+        /// What the node answered.
+        message: String,
+    },
+    /// The metadata names no address for a node (it never registered, or left).
+    #[error("{node} has no known address")]
+    NoAddress {
+        /// The node.
+        node: datalayer_store::NodeId,
+    },
+    /// The tablet no longer exists (its table was dropped).
+    #[error("{tablet} no longer exists")]
+    TabletGone {
+        /// The tablet.
+        tablet: datalayer_store::TabletId,
+    },
+    /// This node's metadata is behind the tablet's replicas (a newer master already
+    /// replicates to it): re-route with fresh metadata.
+    #[error("{tablet} has a newer master than this node's metadata says; retry")]
+    StaleMetadata {
+        /// The tablet.
+        tablet: datalayer_store::TabletId,
+    },
+    /// The in-sync replicas did not confirm in time the state an answer rests on
+    /// (a committed read's high watermark, or a read-only write's current value);
+    /// nothing was written.
+    #[error(
+        "{tablet}: the in-sync replicas did not confirm within {waited_ms} ms the state the answer rests on; nothing was written"
+    )]
+    NotConfirmed {
+        /// The tablet.
+        tablet: datalayer_store::TabletId,
+        /// How long the master waited.
+        waited_ms: u64,
+    },
+    /// A planned hand-over was called off: the target did not catch up in time.
+    #[error(
+        "{target} did not catch up with {tablet}'s master in time; the hand-over was called off"
+    )]
+    HandOverCalledOff {
+        /// The tablet.
+        tablet: datalayer_store::TabletId,
+        /// The node it was to go to.
+        target: datalayer_store::NodeId,
+    },
+    /// A node's tablet has no other in-sync replica to take over from it yet.
+    #[error("{tablet} has no other in-sync replica to take over from {node} yet; retry later")]
+    NoOtherReplica {
+        /// The tablet.
+        tablet: datalayer_store::TabletId,
+        /// The node it is to leave.
+        node: datalayer_store::NodeId,
+    },
+    /// An abort asked for a record before a pending abort record: retry once that
+    /// committed.
+    #[error(
+        "record {seq} of {tablet} precedes the abort record at {abort}; retry once it committed"
+    )]
+    AbortPending {
+        /// The tablet.
+        tablet: datalayer_store::TabletId,
+        /// The record asked for.
+        seq: datalayer_store::Seq,
+        /// Where the pending abort record is.
+        abort: datalayer_store::Seq,
+    },
+    /// The metadata group cannot take the change or answer now.
+    #[error("metadata group: {0}")]
+    Metadata(MetaUnavailable),
     /// Increment on a non-integer value, or overflow.
     #[error("value of the key is not a 64-bit decimal integer, or the increment overflows")]
     NotAnInteger,
-    /// The node is stopping or overloaded.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] datalayer_store::Error),
     /// A bug or an unexpected state.
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// Why the metadata group cannot take a change now. It is also the error side of a
+/// `Propose` call's answer between members (serde JSON; a variant is only added).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+pub enum MetaUnavailable {
+    /// This member is not the leader (and did not forward the change).
+    #[error("this node is not the metadata leader (leader: {})", leader.map_or("unknown".to_string(), |l| l.to_string()))]
+    NotLeader {
+        /// The leader it knows, if any.
+        leader: Option<datalayer_store::NodeId>,
+    },
+    /// The change was not committed in time (no quorum reachable?); it may still
+    /// commit.
+    #[error(
+        "the change was not committed within {waited_ms} ms (no quorum reachable?); it may still commit"
+    )]
+    NotCommitted {
+        /// How long the member waited.
+        waited_ms: u64,
+    },
+    /// This member could not catch up with the leader's log.
+    #[error("this node is behind on the metadata")]
+    Behind,
+    /// This member's part of the group has stopped.
+    #[error("the metadata group stopped")]
+    Stopped,
+    /// The metadata changed under a compare-and-set change: read again and retry.
+    #[error("the metadata changed meanwhile: {what}")]
+    Conflict {
+        /// What changed.
+        what: String,
+    },
+    /// The member's Raft failed otherwise (what openraft said).
+    #[error("{reason}")]
+    Raft {
+        /// openraft's error.
+        reason: String,
+    },
 }
 
 /// The class of an error, as clients see it.
@@ -293,7 +404,16 @@ impl Error {
             Error::LeaseLapsed { .. } => ErrorKind::LeaseLapsed,
             Error::ReplicaBehind { .. } => ErrorKind::ReplicaBehind,
             Error::Stopping => ErrorKind::Stopping,
-            Error::Unavailable(_) | Error::Unreachable { .. } => ErrorKind::Unavailable,
+            Error::StaleMetadata { .. } => ErrorKind::NotServing,
+            Error::Unreachable { .. }
+            | Error::PeerFailed { .. }
+            | Error::NoAddress { .. }
+            | Error::NotConfirmed { .. }
+            | Error::HandOverCalledOff { .. }
+            | Error::NoOtherReplica { .. }
+            | Error::AbortPending { .. }
+            | Error::Metadata(_) => ErrorKind::Unavailable,
+            Error::TabletGone { .. } => ErrorKind::NotFound,
             Error::Store(datalayer_store::Error::Corruption { .. }) => ErrorKind::Corruption,
             Error::Store(_) | Error::Internal(_) => ErrorKind::Internal,
         }

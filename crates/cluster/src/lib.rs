@@ -35,7 +35,7 @@ pub mod status;
 pub mod strong;
 
 pub use catalog::{Catalog, PolicyKind, TableDesc, TableSpec, TabletDesc};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, MetaUnavailable, Result};
 pub use meta::RaftCatalog;
 pub use policy::{ControllerHook, Locality, TabletPolicy};
 pub use router::Router;

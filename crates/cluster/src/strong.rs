@@ -311,9 +311,7 @@ impl StrongTablets {
             true => Ok(()),
             false => {
                 self.resume(tablet).await;
-                Err(Error::Unavailable(format!(
-                    "{target} did not catch up with {tablet}'s master in time; the hand-over was called off"
-                )))
+                Err(Error::HandOverCalledOff { tablet, target })
             }
         }
     }

@@ -229,7 +229,7 @@ pub async fn run(
     };
     let ready = tokio::select! {
         r = ready => r,
-        _ = shutdown.cancelled() => Err(datalayer_cluster::Error::Unavailable("stopped while starting".into())),
+        _ = shutdown.cancelled() => Err(datalayer_cluster::Error::Stopping),
     };
     if let Err(e) = ready {
         shutdown.cancel();

@@ -342,5 +342,7 @@ async fn membership(
 
 /// A membership change openraft refused.
 fn failed(what: String, e: impl std::fmt::Display) -> crate::error::Error {
-    crate::error::Error::Unavailable(format!("metadata group: {what}: {e}"))
+    crate::error::Error::Metadata(crate::error::MetaUnavailable::Raft {
+        reason: format!("{what}: {e}"),
+    })
 }

@@ -5,7 +5,7 @@
 use super::TypeConfig;
 use super::raft_catalog::RaftCatalog;
 use super::state::{MetaCommand, MetaResponse};
-use crate::error::{Error, Result};
+use crate::error::{Error, MetaUnavailable, Result};
 use crate::pool::{ChannelPool, Lane};
 use datalayer_api::internal::v1 as pb;
 use openraft::BasicNode;
@@ -144,6 +144,15 @@ pub struct ProposeRequest {
     pub forwarded: bool,
 }
 
+/// A `Propose` call's answer: the change's response, or why the member could not
+/// take it; a member of the release before typed failures answers them as text.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum ProposeAnswer {
+    Typed(Result<MetaResponse, MetaUnavailable>),
+    Text(Result<MetaResponse, String>),
+}
+
 /// Sends `cmd` to the member at `addr` for it to propose (or forward once).
 /// Every node's liveness heartbeats go to the leader this way several times a
 /// second, on the pool's metadata lane (one connection per member, kept).
@@ -169,9 +178,14 @@ pub async fn propose_at(
             }
         })?
         .into_inner();
-    let result: Result<MetaResponse, String> = serde_json::from_slice(&answer.json)
+    let answered: ProposeAnswer = serde_json::from_slice(&answer.json)
         .map_err(|e| Error::Internal(format!("a proposal's answer: {e}")))?;
-    result.map_err(|e| Error::Unavailable(format!("the metadata leader at {addr}: {e}")))
+    match answered {
+        ProposeAnswer::Typed(result) => result.map_err(Error::Metadata),
+        ProposeAnswer::Text(result) => {
+            result.map_err(|reason| Error::Metadata(MetaUnavailable::Raft { reason }))
+        }
+    }
 }
 
 /// Whether the member at `addr` answers a ping within `timeout` (a ping that fails
@@ -255,11 +269,55 @@ impl pb::raft_server::Raft for RaftService {
         request: tonic::Request<pb::RaftPayload>,
     ) -> Result<tonic::Response<pb::RaftPayload>, tonic::Status> {
         let req: ProposeRequest = decode(request.into_inner())?;
-        let result = self
-            .catalog
-            .propose(req.cmd, !req.forwarded)
-            .await
-            .map_err(|e| e.to_string());
+        let result: Result<MetaResponse, MetaUnavailable> =
+            match self.catalog.propose(req.cmd, !req.forwarded).await {
+                Ok(r) => Ok(r),
+                Err(Error::Metadata(why)) => Err(why),
+                // Forwarding once more failed: the leader this member knows is
+                // unreachable from here.
+                Err(e) => Err(MetaUnavailable::Raft {
+                    reason: e.to_string(),
+                }),
+            };
         encode(&result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datalayer_store::NodeId;
+
+    fn decode(json: &str) -> Result<MetaResponse> {
+        match serde_json::from_str::<ProposeAnswer>(json).expect("decodes") {
+            ProposeAnswer::Typed(r) => r.map_err(Error::Metadata),
+            ProposeAnswer::Text(r) => {
+                r.map_err(|reason| Error::Metadata(MetaUnavailable::Raft { reason }))
+            }
+        }
+    }
+
+    #[test]
+    fn a_proposal_answer_carries_a_typed_failure_and_reads_the_old_text_one() {
+        let typed: Result<MetaResponse, MetaUnavailable> = Err(MetaUnavailable::NotLeader {
+            leader: Some(NodeId(3)),
+        });
+        let json = serde_json::to_string(&typed).unwrap();
+        let e = decode(&json).unwrap_err();
+        assert!(matches!(
+            e,
+            Error::Metadata(MetaUnavailable::NotLeader {
+                leader: Some(NodeId(3))
+            })
+        ));
+        assert!(e.retryable());
+        // A member of the previous release answers failures as text.
+        let e = decode(r#"{"Err":"the change was not committed"}"#).unwrap_err();
+        assert!(
+            matches!(&e, Error::Metadata(MetaUnavailable::Raft { reason }) if reason == "the change was not committed")
+        );
+        let ok: Result<MetaResponse, MetaUnavailable> = Ok(MetaResponse::Node(NodeId(7)));
+        let json = serde_json::to_string(&ok).unwrap();
+        assert!(matches!(decode(&json), Ok(MetaResponse::Node(NodeId(7)))));
     }
 }

@@ -8,7 +8,7 @@ use super::network::Network;
 use super::state::{MetaCommand, MetaError, MetaResponse, MetaState};
 use super::storage::{LogStore, StateMachine};
 use crate::catalog::{Catalog, TableDesc, TableSpec, TabletDesc, validate_table_name};
-use crate::error::{Error, Result};
+use crate::error::{Error, MetaUnavailable, Result};
 use crate::policy::ControllerHookRef;
 use crate::pool::ChannelPool;
 use datalayer_store::{Epoch, NodeId, TableId, TabletEngine, TabletId};
@@ -67,7 +67,9 @@ impl std::fmt::Debug for RaftCatalog {
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error::Unavailable(format!("metadata group: {e}"))
+    Error::Metadata(MetaUnavailable::Raft {
+        reason: e.to_string(),
+    })
 }
 
 impl RaftCatalog {
@@ -292,8 +294,8 @@ impl RaftCatalog {
         let mut applied = self.applied.clone();
         tokio::time::timeout(PROPOSE_TIMEOUT, applied.wait_for(|i| *i >= index))
             .await
-            .map_err(|_| Error::Unavailable("this node is behind on the metadata".into()))?
-            .map_err(|_| Error::Unavailable("metadata group stopped".into()))?;
+            .map_err(|_| Error::Metadata(MetaUnavailable::Behind))?
+            .map_err(|_| Error::Metadata(MetaUnavailable::Stopped))?;
         Ok(())
     }
 
@@ -389,10 +391,9 @@ impl RaftCatalog {
         let written = tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(cmd.clone()))
             .await
             .map_err(|_| {
-                Error::Unavailable(format!(
-                    "the metadata change was not committed within {PROPOSE_TIMEOUT:?} \
-                     (no quorum reachable?); it may still commit"
-                ))
+                Error::Metadata(MetaUnavailable::NotCommitted {
+                    waited_ms: PROPOSE_TIMEOUT.as_millis() as u64,
+                })
             })?;
         match written {
             Ok(r) => Ok(r.data),
@@ -402,11 +403,9 @@ impl RaftCatalog {
                     Some((_, node)) if may_forward => {
                         super::network::propose_at(&self.pool, &node.addr, cmd, true).await
                     }
-                    _ => Err(Error::Unavailable(format!(
-                        "this node is not the metadata leader (leader: {})",
-                        f.leader_id
-                            .map_or("unknown".to_string(), |l| format!("node-{l}"))
-                    ))),
+                    _ => Err(Error::Metadata(MetaUnavailable::NotLeader {
+                        leader: f.leader_id.map(NodeId),
+                    })),
                 }
             }
             Err(e) => Err(unavailable(e)),
@@ -430,9 +429,7 @@ pub async fn join(
     match super::network::propose_at(pool, seed, cmd, false).await {
         Ok(MetaResponse::Node(id)) => Ok(id),
         Ok(other) => Err(Error::Internal(format!("join answered {other:?}"))),
-        Err(e) => Err(Error::Unavailable(format!(
-            "cannot join through {seed}: {e}"
-        ))),
+        Err(e) => Err(e),
     }
 }
 
@@ -442,7 +439,7 @@ fn rejected(e: MetaError) -> Error {
         MetaError::NotFound(name) => Error::TableNotFound { name },
         MetaError::Invalid { field, message } => Error::InvalidArgument { field, message },
         MetaError::NotSupported(what) => Error::NotSupported { what },
-        MetaError::Conflict(what) => Error::Unavailable(format!("metadata changed: {what}")),
+        MetaError::Conflict(what) => Error::Metadata(MetaUnavailable::Conflict { what }),
     }
 }
 

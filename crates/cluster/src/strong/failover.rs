@@ -37,7 +37,7 @@ impl ControllerHook for StrongFailover {
     ) -> Result<()> {
         let addr = catalog
             .node_addr(from)
-            .ok_or_else(|| Error::Unavailable(format!("{from} has no known address")))?;
+            .ok_or(Error::NoAddress { node: from })?;
         service::hand_over_at(catalog.pool(), &addr, tablet, to).await
     }
 }

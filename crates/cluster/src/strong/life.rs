@@ -156,10 +156,7 @@ impl StrongPolicy {
                 Err(Error::StaleEpoch { .. }) => {
                     // A newer master already replicates to this node: the metadata
                     // here is behind. The client retries and finds the new master.
-                    return Err(Error::Unavailable(format!(
-                        "{} has a newer master than this node's metadata says; retry",
-                        tablet.id
-                    )));
+                    return Err(Error::StaleMetadata { tablet: tablet.id });
                 }
                 other => other?,
             }
@@ -269,16 +266,19 @@ impl StrongPolicy {
             if tablet.master == self.me {
                 self.hand_over(tablet.id, target).await?;
             } else {
-                let addr = self.catalog.node_addr(tablet.master).ok_or_else(|| {
-                    Error::Unavailable(format!("{} has no known address", tablet.master))
-                })?;
+                let addr = self
+                    .catalog
+                    .node_addr(tablet.master)
+                    .ok_or(Error::NoAddress {
+                        node: tablet.master,
+                    })?;
                 service::hand_over_at(self.catalog.pool(), &addr, tablet.id, target).await?;
             }
             self.catalog.sync().await?;
         }
         self.catalog
             .tablet(tablet.id)
-            .ok_or_else(|| Error::Unavailable(format!("{} no longer exists", tablet.id)))
+            .ok_or(Error::TabletGone { tablet: tablet.id })
     }
 
     /// Removes `node` from the cluster: first every tablet it masters is handed over
@@ -289,23 +289,19 @@ impl StrongPolicy {
         let strong = self.catalog.tables().into_iter();
         for table in strong.filter(|t| t.policy == PolicyKind::Strong) {
             for tablet in table.tablets.iter().filter(|t| t.master == node) {
-                let target = tablet
-                    .in_sync
-                    .iter()
-                    .copied()
-                    .find(|n| *n != node)
-                    .ok_or_else(|| {
-                        Error::Unavailable(format!(
-                            "{} has no other in-sync replica to take over from {node} yet; retry later",
-                            tablet.id
-                        ))
-                    })?;
+                let target = tablet.in_sync.iter().copied().find(|n| *n != node).ok_or(
+                    Error::NoOtherReplica {
+                        tablet: tablet.id,
+                        node,
+                    },
+                )?;
                 if node == self.me {
                     self.hand_over(tablet.id, target).await?;
                 } else {
-                    let addr = self.catalog.node_addr(node).ok_or_else(|| {
-                        Error::Unavailable(format!("{node} has no known address"))
-                    })?;
+                    let addr = self
+                        .catalog
+                        .node_addr(node)
+                        .ok_or(Error::NoAddress { node })?;
                     service::hand_over_at(self.catalog.pool(), &addr, tablet.id, target).await?;
                 }
             }

@@ -132,14 +132,14 @@ impl StrongTablets {
         };
         let wanted = at.unwrap_or(Timestamp(0));
         let view = mastership
-            .wait_for(Duration::from_millis(self.config.ack_timeout_ms), move |v| {
-                v.deposed || committed(v).is_some_and(|ts| ts >= wanted)
-            })
+            .wait_for(
+                Duration::from_millis(self.config.ack_timeout_ms),
+                move |v| v.deposed || committed(v).is_some_and(|ts| ts >= wanted),
+            )
             .await
-            .ok_or_else(|| {
-                Error::Unavailable(format!(
-                    "{tablet}: the in-sync replicas have not acknowledged enough to read committed data"
-                ))
+            .ok_or(Error::NotConfirmed {
+                tablet,
+                waited_ms: self.config.ack_timeout_ms,
             })?;
         if view.deposed {
             return Err(Error::NotServing { tablet });

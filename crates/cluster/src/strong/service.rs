@@ -45,8 +45,15 @@ pub async fn replica_status(
     request.set_timeout(Duration::from_secs(1));
     let resp = tokio::time::timeout(Duration::from_secs(1), client.replica_status(request))
         .await
-        .map_err(|_| Error::Unavailable(format!("replica status from {addr} timed out")))?
-        .map_err(|s| Error::Unavailable(format!("replica status from {addr}: {s}")))?;
+        .map_err(|_| Error::Unreachable {
+            addr: addr.to_string(),
+            reason: "no answer to ReplicaStatus within 1s".into(),
+        })?
+        .map_err(|s| Error::PeerFailed {
+            addr: addr.to_string(),
+            call: "ReplicaStatus",
+            message: s.message().to_string(),
+        })?;
     Ok(resp
         .into_inner()
         .tablets
@@ -78,13 +85,14 @@ pub async fn hand_over_at(
     request.set_timeout(HAND_OVER_TIMEOUT);
     tokio::time::timeout(HAND_OVER_TIMEOUT, client.hand_over(request))
         .await
-        .map_err(|_| {
-            Error::Unavailable(format!(
-                "hand-over of {tablet} at {addr}: no answer within {HAND_OVER_TIMEOUT:?}"
-            ))
+        .map_err(|_| Error::Unreachable {
+            addr: addr.to_string(),
+            reason: format!("no answer to HandOver of {tablet} within {HAND_OVER_TIMEOUT:?}"),
         })?
-        .map_err(|s| {
-            Error::Unavailable(format!("hand-over of {tablet} at {addr}: {}", s.message()))
+        .map_err(|s| Error::PeerFailed {
+            addr: addr.to_string(),
+            call: "HandOver",
+            message: s.message().to_string(),
         })?;
     Ok(())
 }

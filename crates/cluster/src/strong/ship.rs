@@ -84,9 +84,9 @@ async fn send_snapshot(
     strong: &StrongTablets,
     mastership: &Mastership,
 ) -> Result<(Seq, Timestamp)> {
-    let desc = catalog
-        .tablet(mastership.tablet)
-        .ok_or_else(|| Error::Unavailable(format!("{} no longer exists", mastership.tablet)))?;
+    let desc = catalog.tablet(mastership.tablet).ok_or(Error::TabletGone {
+        tablet: mastership.tablet,
+    })?;
     let export = strong.export_snapshot(&desc).await?.ok_or_else(|| {
         Error::Internal(format!(
             "the master holds no state of {}",
@@ -133,7 +133,11 @@ async fn send_snapshot(
         client
             .install_snapshot(request)
             .await
-            .map_err(|s| Error::Unavailable(format!("install snapshot: {}", s.message())))
+            .map_err(|s| Error::PeerFailed {
+                addr: addr.to_string(),
+                call: "InstallSnapshot",
+                message: s.message().to_string(),
+            })
     }
     .await;
     let read = reader.await;

@@ -120,11 +120,10 @@ impl StrongTablets {
             .await;
         match waited {
             Some(v) if !v.deposed => Ok(()),
-            _ => Err(Error::Unavailable(format!(
-                "{}: the replicas did not confirm the state the answer rests on in time; \
-                 nothing was written",
-                mastership.tablet
-            ))),
+            _ => Err(Error::NotConfirmed {
+                tablet: mastership.tablet,
+                waited_ms: self.config.ack_timeout_ms,
+            }),
         }
     }
 

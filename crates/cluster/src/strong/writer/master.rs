@@ -196,10 +196,11 @@ impl Writer {
         }
         if let Some(v) = view.acks.voids.iter().find(|v| from <= v.at) {
             // Voids never overlap: an abort is never voided itself.
-            return Err(Error::Unavailable(format!(
-                "record {from} of {tablet} precedes the abort record at {}; retry once it committed",
-                v.at
-            )));
+            return Err(Error::AbortPending {
+                tablet,
+                seq: from,
+                abort: v.at,
+            });
         }
         let before_ts = self
             .engine
