@@ -317,3 +317,128 @@ async fn write_concurrently(
     }
     acked
 }
+
+/// A plain gRPC client (the generated stub: no routing, no retries) writes through
+/// whichever live node it picks while the master is killed, twice. A node forwarding
+/// to a dead master answers with a status a plain client can act on — `UNAVAILABLE`
+/// (retryable: the request never reached the master) or `DEADLINE_EXCEEDED` with kind
+/// ambiguous (it may have been applied) — each with its `ErrorDetail`, never
+/// `UNKNOWN`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_grpc_client_writing_through_any_node_never_sees_unknown() {
+    use prost::Message;
+    let (mut cluster, _, first) = cluster_with_table(3, &[]).await;
+    let mut master = first.clone();
+    let mut answers: Vec<(tonic::Code, Option<pb::ErrorDetail>)> = Vec::new();
+    for round in 0..2 {
+        let dead = node_index(master.master);
+        let live: Vec<String> = (0..3)
+            .filter(|i| *i != dead)
+            .map(|i| format!("http://{}", cluster.node(i).grpc))
+            .collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..4u64 {
+            let (live, stop) = (live.clone(), stop.clone());
+            writers.push(tokio::spawn(async move {
+                let mut clients = Vec::new();
+                for addr in &live {
+                    clients.push(
+                        pb::kv_client::KvClient::connect(addr.clone())
+                            .await
+                            .expect("connect to a live node"),
+                    );
+                }
+                let (mut seen, mut ok_after) = (Vec::new(), 0);
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let c = &mut clients[(i as usize + w as usize) % 2];
+                    let req = pb::WriteRequest {
+                        table: "t".into(),
+                        mutations: vec![pb::Mutation {
+                            op: pb::MutationOp::Put as i32,
+                            key: format!("r{round}-w{w}-{i}").into_bytes(),
+                            value: b"v".to_vec(),
+                        }],
+                        acks: None,
+                        request_id: None,
+                    };
+                    match c.write(req).await {
+                        Ok(_) => ok_after += 1,
+                        Err(s) => {
+                            let detail = pb::ErrorDetail::decode(s.details()).ok();
+                            seen.push((s.code(), detail));
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                (seen, ok_after)
+            }));
+        }
+        // Writes flow (as the master counts them), then the master dies under them.
+        let before = tablet(&cluster, dead, "t").await.expect("tablet").log_end;
+        wait_tablet(&cluster, dead, "t", "writes flow", |t| {
+            t.log_end > before + 50
+        })
+        .await;
+        cluster.node_mut(dead).kill();
+        let survivor = (dead + 1) % 3;
+        let next = wait_tablet(&cluster, survivor, "t", "a new master", |t| {
+            t.master != master.master && t.master_epoch > master.master_epoch
+        })
+        .await;
+        let new_master = node_index(next.master);
+        let appointed = tablet(&cluster, new_master, "t")
+            .await
+            .expect("tablet")
+            .log_end;
+        wait_tablet(
+            &cluster,
+            new_master,
+            "t",
+            "writes flow at the new master",
+            |t| t.log_end > appointed + 50,
+        )
+        .await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in writers {
+            let (seen, ok) = w.await.expect("writer");
+            assert!(ok > 0, "a writer never got a write through");
+            answers.extend(seen);
+        }
+        cluster.node_mut(dead).restart().expect("restart");
+        master = wait_tablet(
+            &cluster,
+            survivor,
+            "t",
+            "the old master back in sync",
+            |t| t.in_sync.len() == 3,
+        )
+        .await;
+    }
+    // Writes through a node forwarding to a killed master fail until the failover.
+    assert!(
+        !answers.is_empty(),
+        "no write failed while masters were killed: nothing was checked"
+    );
+    for (code, detail) in &answers {
+        assert_ne!(
+            *code,
+            tonic::Code::Unknown,
+            "a node answered UNKNOWN: {detail:?}"
+        );
+        let detail = detail
+            .as_ref()
+            .unwrap_or_else(|| panic!("a {code:?} without an ErrorDetail"));
+        let ambiguous = detail.kind == pb::ErrorKind::Ambiguous as i32;
+        match code {
+            tonic::Code::Unavailable => assert!(detail.retryable, "{detail:?}"),
+            tonic::Code::DeadlineExceeded => assert!(ambiguous, "{detail:?}"),
+            tonic::Code::FailedPrecondition => {
+                assert_eq!(detail.kind, pb::ErrorKind::NotMaster as i32, "{detail:?}")
+            }
+            other => panic!("a node answered {other:?}: {detail:?}"),
+        }
+    }
+}
