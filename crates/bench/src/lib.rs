@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod cluster;
+pub mod meta;
 mod peers;
 pub mod workload;
 

@@ -137,6 +137,8 @@ enum Command {
     Gc { table: String },
     /// Measure throughput against a running node and peers (see BENCHMARKS.md).
     Bench(datalayer_bench::BenchArgs),
+    /// Measure what the metadata costs as it grows, in process (see BENCHMARKS.md).
+    BenchMeta(datalayer_bench::meta::MetaBenchArgs),
     /// Run a Jepsen-style workload against a cluster and print its history as JSON
     /// lines (for fault tests).
     Workload(datalayer_bench::workload::WorkloadArgs),
@@ -246,6 +248,9 @@ pub fn main() -> ExitCode {
                 start(config).await.map(|()| Done::Ok)
             }
             Command::Bench(args) => datalayer_bench::run(&cli.addr, args, json)
+                .await
+                .map(|()| Done::Ok),
+            Command::BenchMeta(args) => datalayer_bench::meta::run(args, json)
                 .await
                 .map(|()| Done::Ok),
             Command::Workload(args) => datalayer_bench::workload::run(args)

@@ -286,6 +286,13 @@ impl StateMachine {
         })
     }
 
+    /// Replaces the applied metadata with `state` and writes it (the starting point
+    /// of the metadata benchmark, `datalayer bench-meta`; a member never does this).
+    pub async fn replace_state(&mut self, state: MetaState) -> Result<(), std::io::Error> {
+        self.applied.state = state;
+        self.persist(true).await
+    }
+
     fn index(&self) -> u64 {
         self.applied.last_applied.map_or(0, |l| l.index)
     }
