@@ -121,7 +121,7 @@ async fn watch_liveness(catalog: Weak<RaftCatalog>, liveness: Arc<Mutex<Seen>>) 
 /// Pings every registered node; returns the ids that answered (this node included).
 async fn probe(catalog: &RaftCatalog) -> BTreeSet<u64> {
     let mut pings = tokio::task::JoinSet::new();
-    for node in catalog.state().nodes.into_values() {
+    for node in catalog.state().nodes.values().cloned() {
         if node.id == catalog.node() {
             continue;
         }

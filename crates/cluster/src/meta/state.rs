@@ -198,23 +198,104 @@ pub enum MetaResponse {
 }
 
 /// The cluster's metadata as of some applied log position.
+///
+/// Its maps are persistent (`imbl`): a reader's copy costs O(1) and shares what did
+/// not change; a command changes O(log n) of it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct MetaState {
     /// Live tables by name (shared with readers without copying).
-    pub tables: BTreeMap<String, Arc<TableDesc>>,
+    pub tables: imbl::OrdMap<String, Arc<TableDesc>>,
+    /// The live table of each tablet, by name (derived from `tables`: rebuilt by
+    /// [`MetaState::reindex`] after loading, kept by every command).
+    #[serde(skip)]
+    pub tablet_tables: imbl::OrdMap<TabletId, String>,
     /// Dropped tables whose data may still be on disk, by id.
-    pub dropped: BTreeMap<TableId, TableDesc>,
+    pub dropped: imbl::OrdMap<TableId, TableDesc>,
     /// The next id handed out; table and tablet ids share it and are never reused.
     pub next_id: u64,
     /// Registered nodes by id.
-    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    pub nodes: imbl::OrdMap<NodeId, NodeInfo>,
     /// Nodes' liveness records (a node without one is at epoch 0, expired). Kept when
     /// a node is removed, so its epoch never goes back.
     #[serde(default)]
-    pub liveness: BTreeMap<NodeId, super::liveness::Liveness>,
+    pub liveness: imbl::OrdMap<NodeId, super::liveness::Liveness>,
+}
+
+/// A record of the state as the state machine stores it: each its own key, so that a
+/// command writes what it touched, not the whole metadata.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StateKey {
+    /// A live table (with its tablets).
+    Table(String),
+    /// Every live table.
+    Tables,
+    /// A dropped table not yet purged.
+    Dropped(TableId),
+    /// A registered node.
+    Node(NodeId),
+    /// Every registered node.
+    Nodes,
+    /// A node's liveness record.
+    Liveness(NodeId),
 }
 
 impl MetaState {
+    /// The records `cmd` may change, read before it is applied (a command rejected
+    /// changes none of them, and writing them again is harmless).
+    pub fn touched(&self, cmd: &MetaCommand) -> Vec<StateKey> {
+        let table_of = |id: &TabletId| {
+            self.tablet_tables
+                .get(id)
+                .map(|name| StateKey::Table(name.clone()))
+        };
+        match cmd {
+            MetaCommand::CreateTable { spec, .. } => vec![StateKey::Table(spec.name.clone())],
+            MetaCommand::DropTable { name } => {
+                let mut keys = vec![StateKey::Table(name.clone())];
+                keys.extend(self.tables.get(name).map(|t| StateKey::Dropped(t.id)));
+                keys
+            }
+            MetaCommand::ForgetDropped { table } => vec![StateKey::Dropped(*table)],
+            MetaCommand::RemoveNode { id } => vec![StateKey::Node(*id), StateKey::Tables],
+            MetaCommand::Sync => Vec::new(),
+            MetaCommand::AppointMaster { tablet, .. }
+            | MetaCommand::SetInSync { tablet, .. }
+            | MetaCommand::MoveReplica { tablet, .. }
+            | MetaCommand::AddReplica { tablet, .. }
+            | MetaCommand::DropReplica { tablet, .. } => table_of(tablet).into_iter().collect(),
+            MetaCommand::Heartbeat { node, .. } | MetaCommand::IncrementEpoch { node, .. } => {
+                vec![StateKey::Liveness(*node)]
+            }
+            MetaCommand::RegisterNode { .. } => vec![StateKey::Nodes],
+        }
+    }
+
+    /// Rebuilds the derived index of tablets (after the state was loaded).
+    pub fn reindex(&mut self) {
+        self.tablet_tables = self
+            .tables
+            .values()
+            .flat_map(|t| t.tablets.iter().map(|tb| (tb.id, t.name.clone())))
+            .collect();
+    }
+
+    /// Inserts or replaces a live table, indexing its tablets.
+    pub fn insert_table(&mut self, table: Arc<TableDesc>) {
+        for tb in &table.tablets {
+            self.tablet_tables.insert(tb.id, table.name.clone());
+        }
+        self.tables.insert(table.name.clone(), table);
+    }
+
+    /// Removes a live table and its tablets from the index.
+    fn remove_table(&mut self, name: &str) -> Option<Arc<TableDesc>> {
+        let table = self.tables.remove(name)?;
+        for tb in &table.tablets {
+            self.tablet_tables.remove(&tb.id);
+        }
+        Some(table)
+    }
+
     /// A node's liveness record.
     pub fn liveness(&self, node: NodeId) -> super::liveness::Liveness {
         self.liveness.get(&node).copied().unwrap_or_default()
@@ -322,7 +403,11 @@ impl MetaState {
         }
         self.nodes.remove(&id);
         let nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
-        for table in self.tables.values_mut() {
+        let names: Vec<String> = self.tables.keys().cloned().collect();
+        for name in names {
+            let Some(table) = self.tables.get_mut(&name) else {
+                continue;
+            };
             let t = Arc::make_mut(table);
             for tablet in &mut t.tablets {
                 if tablet.moving.is_some_and(|m| m.from == id || m.to == id) {
@@ -349,18 +434,22 @@ impl MetaState {
     }
 
     fn tablet_mut(&mut self, id: TabletId) -> Option<&mut TabletDesc> {
-        self.tables
-            .values_mut()
-            .find(|t| t.tablets.iter().any(|tb| tb.id == id))
-            .and_then(|t| Arc::make_mut(t).tablets.iter_mut().find(|tb| tb.id == id))
+        let name = self.tablet_tables.get(&id)?;
+        let table = self.tables.get_mut(name)?;
+        Arc::make_mut(table)
+            .tablets
+            .iter_mut()
+            .find(|tb| tb.id == id)
+    }
+
+    /// The live table holding the tablet with that id.
+    pub fn table_of(&self, id: TabletId) -> Option<&Arc<TableDesc>> {
+        self.tables.get(self.tablet_tables.get(&id)?)
     }
 
     /// The tablet with that id, if its table is live.
     pub fn tablet(&self, id: TabletId) -> Option<&TabletDesc> {
-        self.tables
-            .values()
-            .flat_map(|t| &t.tablets)
-            .find(|tb| tb.id == id)
+        self.table_of(id)?.tablets.iter().find(|tb| tb.id == id)
     }
 
     /// The tablet, if it still exists at the epoch the proposer read.
@@ -432,9 +521,7 @@ impl MetaState {
             return invalid("node", format!("{node} is not a member of the cluster"));
         }
         let factor = self
-            .tables
-            .values()
-            .find(|t| t.tablets.iter().any(|tb| tb.id == id))
+            .table_of(id)
             .map_or(0, |t| t.replication_factor as usize);
         let tablet = match self.tablet_at_conf(id, expect) {
             Ok(t) => t,
@@ -586,14 +673,13 @@ impl MetaState {
                         moving: None,
                     }],
                 };
-                self.tables
-                    .insert(spec.name.clone(), Arc::new(desc.clone()));
+                self.insert_table(Arc::new(desc.clone()));
                 MetaResponse::Table {
                     table: desc,
                     created: true,
                 }
             }
-            MetaCommand::DropTable { name } => match self.tables.remove(name) {
+            MetaCommand::DropTable { name } => match self.remove_table(name) {
                 Some(desc) => {
                     let desc = desc.as_ref().clone();
                     self.dropped.insert(desc.id, desc.clone());
@@ -655,7 +741,9 @@ impl MetaState {
                             .find(|n| &n.grpc_addr == grpc_addr)
                             .map(|n| n.id)
                     })
-                    .unwrap_or_else(|| NodeId(self.nodes.keys().last().map_or(1, |n| n.0 + 1)));
+                    .unwrap_or_else(|| {
+                        NodeId(self.nodes.keys().next_back().map_or(1, |n| n.0 + 1))
+                    });
                 self.nodes.insert(
                     id,
                     NodeInfo {

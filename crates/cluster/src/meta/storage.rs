@@ -7,20 +7,26 @@
 //! | `raft/vote`            | JSON vote                               |
 //! | `raft/committed`       | JSON last committed log id              |
 //! | `raft/purged`          | JSON last purged log id                 |
-//! | `raft/sm`              | JSON applied state (position, membership, metadata) |
+//! | `raft/sm/head`         | JSON applied position, membership, next id |
+//! | `raft/sm/t/<name>`     | JSON live table (with its tablets)      |
+//! | `raft/sm/d/<id BE>`    | JSON dropped table                      |
+//! | `raft/sm/n/<id BE>`    | JSON registered node                    |
+//! | `raft/sm/l/<id BE>`    | JSON liveness record                    |
 //! | `raft/snapshot`        | JSON snapshot (meta and data)           |
 //!
-//! The state machine is small (tables and tablets), so it is written whole, but not
-//! after every applied batch: most entries are liveness heartbeats. It is written
-//! once `PERSIST_EVERY` entries were applied since the last write, with each snapshot
-//! (before openraft purges the log below it) and when a snapshot is installed; a
-//! restart reads it back and openraft re-applies the committed entries after it.
+//! The state machine is written record by record: each applied batch writes the head
+//! and the records its commands touched ([`MetaState::touched`]), in one write batch
+//! that is not synced itself (the log's next synced append makes it durable; until
+//! then a restart finds an older head and openraft re-applies the entries after it).
+//! A heartbeat so writes one liveness record, whatever the number of tablets. A
+//! snapshot installed rewrites every record. A store of the release that wrote the
+//! state whole under `raft/sm` is read once and rewritten record by record.
 
 // openraft's `StorageError` is large by its design; every method here returns it.
 #![allow(clippy::result_large_err)]
 
 use super::TypeConfig;
-use super::state::{MetaResponse, MetaState};
+use super::state::{MetaResponse, MetaState, StateKey};
 use datalayer_store::TabletEngine;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -42,10 +48,8 @@ const COMMITTED: &[u8] = b"raft/committed";
 const PURGED: &[u8] = b"raft/purged";
 const SM: &[u8] = b"raft/sm";
 const SNAPSHOT: &[u8] = b"raft/snapshot";
-/// The state machine is written to disk at least once per this many applied entries
-/// (fewer than openraft keeps in the log behind a snapshot, so a restart always
-/// finds the entries it must re-apply).
-const PERSIST_EVERY: u64 = 256;
+const SM_PREFIX: &[u8] = b"raft/sm/";
+const SM_HEAD: &[u8] = b"raft/sm/head";
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 type Io = Arc<dyn TabletEngine>;
@@ -96,7 +100,15 @@ async fn write(
 
 /// Writes without waiting for the disk ([`TabletEngine::meta_write_lazy`]).
 async fn write_lazy(io: &Io, puts: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), std::io::Error> {
-    blocking(io, move |e| e.meta_write_lazy(&puts, &[])).await
+    write_lazy_with(io, puts, Vec::new()).await
+}
+
+async fn write_lazy_with(
+    io: &Io,
+    puts: Vec<(Vec<u8>, Vec<u8>)>,
+    deletes: Vec<Vec<u8>>,
+) -> Result<(), std::io::Error> {
+    blocking(io, move |e| e.meta_write_lazy(&puts, &deletes)).await
 }
 
 /// The Raft log of the metadata group.
@@ -249,6 +261,122 @@ struct Applied {
     state: MetaState,
 }
 
+/// The applied position and what is not a record of its own.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Head {
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    next_id: u64,
+}
+
+fn record_key(tag: &[u8], id: &[u8]) -> Vec<u8> {
+    let mut k = SM_PREFIX.to_vec();
+    k.extend_from_slice(tag);
+    k.extend_from_slice(id);
+    k
+}
+
+/// A record's key and value (`None`: deleted).
+type Record = (Vec<u8>, Option<Vec<u8>>);
+
+/// The keys and values (`None`: deleted) of `key`'s records as `state` holds them.
+fn records(state: &MetaState, key: &StateKey) -> Result<Vec<Record>, std::io::Error> {
+    Ok(match key {
+        StateKey::Table(name) => vec![(
+            record_key(b"t/", name.as_bytes()),
+            state
+                .tables
+                .get(name)
+                .map(|t| to_json(t.as_ref()))
+                .transpose()?,
+        )],
+        StateKey::Tables => state
+            .tables
+            .values()
+            .map(|t| {
+                Ok((
+                    record_key(b"t/", t.name.as_bytes()),
+                    Some(to_json(t.as_ref())?),
+                ))
+            })
+            .collect::<Result<_, std::io::Error>>()?,
+        StateKey::Dropped(id) => vec![(
+            record_key(b"d/", &id.0.to_be_bytes()),
+            state.dropped.get(id).map(to_json).transpose()?,
+        )],
+        StateKey::Node(id) => vec![(
+            record_key(b"n/", &id.0.to_be_bytes()),
+            state.nodes.get(id).map(to_json).transpose()?,
+        )],
+        StateKey::Nodes => state
+            .nodes
+            .values()
+            .map(|n| Ok((record_key(b"n/", &n.id.0.to_be_bytes()), Some(to_json(n)?))))
+            .collect::<Result<_, std::io::Error>>()?,
+        StateKey::Liveness(id) => vec![(
+            record_key(b"l/", &id.0.to_be_bytes()),
+            state.liveness.get(id).map(to_json).transpose()?,
+        )],
+    })
+}
+
+/// Every record of `state`.
+fn all_keys(state: &MetaState) -> Vec<StateKey> {
+    let mut keys = vec![StateKey::Tables, StateKey::Nodes];
+    keys.extend(state.dropped.keys().map(|id| StateKey::Dropped(*id)));
+    keys.extend(state.liveness.keys().map(|id| StateKey::Liveness(*id)));
+    keys
+}
+
+/// Reads the records back into an applied state.
+fn load(raw: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Option<Applied>, std::io::Error> {
+    let mut applied = Applied::default();
+    let mut head = None;
+    for (k, v) in raw {
+        let rest = &k[SM_PREFIX.len()..];
+        let id = |tail: &[u8]| -> Result<u64, std::io::Error> {
+            tail.try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| std::io::Error::other(format!("bad metadata record key {k:?}")))
+        };
+        if rest == b"head" {
+            head = Some(from_json::<Head>(&v)?);
+        } else if let Some(name) = rest.strip_prefix(b"t/") {
+            applied.state.tables.insert(
+                String::from_utf8_lossy(name).into_owned(),
+                Arc::new(from_json(&v)?),
+            );
+        } else if let Some(tail) = rest.strip_prefix(b"d/") {
+            applied
+                .state
+                .dropped
+                .insert(datalayer_store::TableId(id(tail)?), from_json(&v)?);
+        } else if let Some(tail) = rest.strip_prefix(b"n/") {
+            applied
+                .state
+                .nodes
+                .insert(datalayer_store::NodeId(id(tail)?), from_json(&v)?);
+        } else if let Some(tail) = rest.strip_prefix(b"l/") {
+            applied
+                .state
+                .liveness
+                .insert(datalayer_store::NodeId(id(tail)?), from_json(&v)?);
+        } else {
+            return Err(std::io::Error::other(format!(
+                "unknown metadata record {k:?}"
+            )));
+        }
+    }
+    let Some(head) = head else {
+        return Ok(None);
+    };
+    applied.last_applied = head.last_applied;
+    applied.membership = head.membership;
+    applied.state.next_id = head.next_id;
+    applied.state.reindex();
+    Ok(Some(applied))
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<u64, BasicNode>,
@@ -262,8 +390,8 @@ pub struct StateMachine {
     applied: Applied,
     shared: Arc<RwLock<MetaState>>,
     on_apply: tokio::sync::watch::Sender<u64>,
-    /// The last applied index written to disk.
-    persisted: u64,
+    /// Records the commands applied since the last write touched.
+    dirty: std::collections::BTreeSet<StateKey>,
 }
 
 impl StateMachine {
@@ -274,22 +402,38 @@ impl StateMachine {
         shared: Arc<RwLock<MetaState>>,
         on_apply: tokio::sync::watch::Sender<u64>,
     ) -> Result<StateMachine, std::io::Error> {
-        let applied: Applied = read_json(&io, SM).await?.unwrap_or_default();
+        let raw = blocking(&io, |e| e.meta_scan(SM_PREFIX)).await?;
+        let (applied, rewrite) = match load(raw)? {
+            Some(applied) => (applied, false),
+            None => {
+                // The release before wrote the state whole (or this store is new).
+                let old: Option<Applied> = read_json(&io, SM).await?;
+                let rewrite = old.is_some();
+                let mut applied = old.unwrap_or_default();
+                applied.state.reindex();
+                (applied, rewrite)
+            }
+        };
         *shared.write() = applied.state.clone();
-        let persisted = applied.last_applied.map_or(0, |l| l.index);
-        Ok(StateMachine {
+        let mut sm = StateMachine {
             io,
             applied,
             shared,
             on_apply,
-            persisted,
-        })
+            dirty: Default::default(),
+        };
+        if rewrite {
+            sm.persist(true).await?;
+            write(&sm.io, Vec::new(), vec![SM.to_vec()]).await?;
+        }
+        Ok(sm)
     }
 
     /// Replaces the applied metadata with `state` and writes it (the starting point
     /// of the metadata benchmark, `datalayer bench-meta`; a member never does this).
     pub async fn replace_state(&mut self, state: MetaState) -> Result<(), std::io::Error> {
         self.applied.state = state;
+        self.applied.state.reindex();
         self.persist(true).await
     }
 
@@ -297,14 +441,47 @@ impl StateMachine {
         self.applied.last_applied.map_or(0, |l| l.index)
     }
 
-    /// Publishes the applied state to readers, writing it to disk when `force` or
-    /// when `PERSIST_EVERY` entries were applied since the last write.
-    async fn persist(&mut self, force: bool) -> Result<(), std::io::Error> {
+    /// Writes the head and the records touched since the last write (every record,
+    /// replacing all stored ones, when `all`), then publishes the applied state to
+    /// readers.
+    async fn persist(&mut self, all: bool) -> Result<(), std::io::Error> {
         let index = self.index();
-        if force || index >= self.persisted + PERSIST_EVERY {
-            let v = to_json(&self.applied)?;
-            write(&self.io, vec![(SM.to_vec(), v)], vec![]).await?;
-            self.persisted = index;
+        let state = &self.applied.state;
+        let mut deletes = Vec::new();
+        let keys = if all {
+            let stored = blocking(&self.io, |e| e.meta_scan(SM_PREFIX)).await?;
+            deletes.extend(stored.into_iter().map(|(k, _)| k));
+            self.dirty.clear();
+            all_keys(state)
+        } else {
+            std::mem::take(&mut self.dirty).into_iter().collect()
+        };
+        let mut puts = vec![(
+            SM_HEAD.to_vec(),
+            to_json(&Head {
+                last_applied: self.applied.last_applied,
+                membership: self.applied.membership.clone(),
+                next_id: state.next_id,
+            })?,
+        )];
+        let mut written = std::collections::BTreeSet::new();
+        for key in &keys {
+            for (k, v) in records(state, key)? {
+                match v {
+                    Some(v) => {
+                        written.insert(k.clone());
+                        puts.push((k, v))
+                    }
+                    None => deletes.push(k),
+                }
+            }
+        }
+        // A record written now is not deleted with the old ones.
+        deletes.retain(|k| !written.contains(k) && k.as_slice() != SM_HEAD);
+        if all {
+            write(&self.io, puts, deletes).await?;
+        } else {
+            write_lazy_with(&self.io, puts, deletes).await?;
         }
         *self.shared.write() = self.applied.state.clone();
         self.on_apply.send_replace(index);
@@ -336,15 +513,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             data: data.clone(),
         })
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        // The state it was built from goes with it: openraft purges the log below the
-        // snapshot next, and a restart must not need entries purged.
-        write(
-            &self.io,
-            vec![(SNAPSHOT.to_vec(), stored), (SM.to_vec(), data.clone())],
-            vec![],
-        )
-        .await
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        // A synced write: it makes the records written lazily so far durable, and
+        // they hold at least this snapshot's state (openraft purges the log below it
+        // next, and a restart must not need entries purged).
+        write(&self.io, vec![(SNAPSHOT.to_vec(), stored)], vec![])
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -374,7 +548,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(super::state::MetaCommand::Sync) => {
                     MetaResponse::Synced(entry.log_id.index)
                 }
-                EntryPayload::Normal(cmd) => self.applied.state.apply(&cmd),
+                EntryPayload::Normal(cmd) => {
+                    self.dirty.extend(self.applied.state.touched(&cmd));
+                    self.applied.state.apply(&cmd)
+                }
                 EntryPayload::Membership(m) => {
                     self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
                     MetaResponse::Done
@@ -407,6 +584,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let mut applied: Applied = from_json(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        applied.state.reindex();
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         self.applied = applied;
@@ -456,6 +634,99 @@ mod tests {
                 .map_err(|e| StorageIOError::read_state_machine(&e))?;
             Ok((dir, LogStore::new(engine), sm))
         }
+    }
+
+    fn entry(index: u64, cmd: super::super::state::MetaCommand) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(cmd),
+        }
+    }
+
+    async fn open(engine: &Io) -> StateMachine {
+        let (tx, _rx) = tokio::sync::watch::channel(0);
+        StateMachine::open(engine.clone(), Default::default(), tx)
+            .await
+            .expect("open")
+    }
+
+    /// The state machine stores record by record, reads its records back after a
+    /// restart, and rewrites a store of the release that wrote the state whole.
+    #[tokio::test]
+    async fn the_state_is_stored_record_by_record_and_an_old_whole_state_is_rewritten() {
+        use super::super::state::MetaCommand;
+        use datalayer_store::NodeId;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine: Io = Arc::new(
+            RocksTabletEngine::open(dir.path().join("db"), &Default::default()).expect("open"),
+        );
+        // What the previous release wrote: the whole state under one key.
+        let mut old = Applied::default();
+        old.state.apply(&MetaCommand::RegisterNode {
+            id: None,
+            grpc_addr: "a:1".into(),
+            http_addr: "a:2".into(),
+        });
+        old.last_applied = Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 1));
+        engine
+            .meta_write(&[(SM.to_vec(), to_json(&old).unwrap())], &[])
+            .unwrap();
+        let mut sm = open(&engine).await;
+        assert_eq!(sm.applied.state.nodes.len(), 1);
+        assert!(
+            engine.meta_get(SM).unwrap().is_none(),
+            "the whole state is gone"
+        );
+        let spec = |name: &str| crate::catalog::TableSpec {
+            name: name.into(),
+            policy: crate::catalog::PolicyKind::Strong,
+            replication_factor: 1,
+            version_retention_secs: 0,
+            options: Default::default(),
+        };
+        let cmds = [
+            MetaCommand::CreateTable {
+                spec: spec("kept"),
+                if_not_exists: false,
+                proposer: NodeId(1),
+            },
+            MetaCommand::CreateTable {
+                spec: spec("dropped"),
+                if_not_exists: false,
+                proposer: NodeId(1),
+            },
+            MetaCommand::DropTable {
+                name: "dropped".into(),
+            },
+            MetaCommand::Heartbeat {
+                node: NodeId(1),
+                epoch: Default::default(),
+                expiration_ms: 42,
+            },
+        ];
+        let entries: Vec<_> = cmds
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| entry(i as u64 + 2, c))
+            .collect();
+        sm.apply(entries).await.expect("apply");
+        let before = sm.applied.state.clone();
+        drop(sm);
+        let sm = open(&engine).await;
+        assert_eq!(
+            sm.applied.state, before,
+            "the records read back are the state"
+        );
+        assert_eq!(sm.index(), 5);
+        assert!(sm.applied.state.tables.contains_key("kept"));
+        assert!(!sm.applied.state.tables.contains_key("dropped"));
+        assert_eq!(sm.applied.state.dropped.len(), 1);
+        assert_eq!(sm.applied.state.liveness(NodeId(1)).expiration_ms, 42);
+        let tablet = sm.applied.state.tables["kept"].tablets[0].id;
+        assert!(
+            sm.applied.state.tablet(tablet).is_some(),
+            "the index is rebuilt"
+        );
     }
 
     /// openraft's own storage suite, on the RocksDB-backed log and state machine.
