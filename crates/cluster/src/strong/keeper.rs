@@ -8,18 +8,38 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-/// How often the keeper looks at the in-sync set.
+/// The keeper looks at the in-sync set at most this often.
 const KEEPER_TICK: Duration = Duration::from_millis(200);
 
 /// Grows and shrinks the in-sync set of `mastership`'s tablet. A follower joins once it
 /// held everything the master had (the master waits for its acks before the metadata
 /// says so, so no committed write misses it); one that has not caught up for
 /// `replica_lag_ms` leaves (the metadata says so before the master stops waiting).
+///
+/// The keeper looks when the master's acknowledgements change, or when a follower
+/// could pass the lag ([`next_look`]), at most once per `KEEPER_TICK`: a tablet
+/// without followers costs nothing while idle.
 pub(super) async fn keep(catalog: Weak<RaftCatalog>, mastership: Arc<Mastership>) {
-    let mut tick = tokio::time::interval(KEEPER_TICK);
     let started = Instant::now();
+    let mut acks = mastership.subscribe();
+    let mut look: Option<Instant> = Some(started);
     while !mastership.deposed() {
-        tick.tick().await;
+        tokio::time::sleep(KEEPER_TICK).await;
+        let woken = async {
+            match look {
+                Some(at) => tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => true,
+                    changed = acks.changed() => changed.is_ok(),
+                },
+                None => acks.changed().await.is_ok(),
+            }
+        };
+        if !woken.await {
+            return;
+        }
+        acks.borrow_and_update();
+        // Until the metadata says otherwise, look again at the next tick.
+        look = Some(Instant::now());
         let Some(catalog) = catalog.upgrade() else {
             return;
         };
@@ -30,22 +50,26 @@ pub(super) async fn keep(catalog: Weak<RaftCatalog>, mastership: Arc<Mastership>
             continue;
         }
         let view = mastership.view();
-        let decision = decide(&KeeperView {
+        let caught_up = mastership.caught_up();
+        let ends = view
+            .acks
+            .followers
+            .iter()
+            .map(|(n, (end, _))| (*n, *end))
+            .collect();
+        let seen = KeeperView {
             master: desc.master,
             replicas: &desc.replicas,
             in_sync: &desc.in_sync,
-            caught_up: &mastership.caught_up(),
-            ends: &view
-                .acks
-                .followers
-                .iter()
-                .map(|(n, (end, _))| (*n, *end))
-                .collect(),
+            caught_up: &caught_up,
+            ends: &ends,
             epoch_first: view.epoch_first,
             started,
             now: Instant::now(),
             lag: Duration::from_millis(mastership.replica_lag_ms),
-        });
+        };
+        let decision = decide(&seen);
+        look = next_look(&seen);
         for r in &decision.forget {
             mastership.drop_adding(*r);
         }
@@ -67,6 +91,8 @@ pub(super) async fn keep(catalog: Weak<RaftCatalog>, mastership: Arc<Mastership>
         if next == current {
             continue;
         }
+        // A change is due: look again at the next tick, whether it lands now or not.
+        look = Some(Instant::now());
         // The set proposed replaces the whole set: decide on the metadata as it
         // stands, not on a copy that may miss this keeper's last change (putting back
         // a follower it removed would count one that lacks committed records).
@@ -127,6 +153,19 @@ pub(super) struct KeeperDecision {
     pub add: Vec<NodeId>,
     /// Followers outside the set that fell behind: stop counting them as joining.
     pub forget: Vec<NodeId>,
+}
+
+/// When the keeper must look again if no acknowledgement changes meanwhile: when the
+/// first follower still within the lag would pass it (`None`: none can, so only an
+/// acknowledgement can change the decision).
+pub(super) fn next_look(v: &KeeperView<'_>) -> Option<Instant> {
+    v.replicas
+        .iter()
+        .filter(|r| **r != v.master)
+        .map(|r| v.caught_up.get(r).copied().unwrap_or(v.started) + v.lag)
+        .filter(|at| *at >= v.now)
+        .min()
+        .map(|at| at + Duration::from_millis(1))
 }
 
 /// The keeper's decision: pure, so its cases are tested by what it decides.
@@ -247,6 +286,63 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn the_keeper_looks_again_when_the_first_follower_within_the_lag_would_pass_it() {
+        let case = Case::new(&[1, 2, 3])
+            .caught_up(2, Duration::from_millis(100), 9)
+            .caught_up(3, Duration::from_millis(500), 9);
+        let v = KeeperView {
+            master: NodeId(1),
+            replicas: &[NodeId(1), NodeId(2), NodeId(3)],
+            in_sync: &case.in_sync,
+            caught_up: &case.caught_up,
+            ends: &case.ends,
+            epoch_first: Seq(5),
+            started: case.started,
+            now: case.now,
+            lag: LAG,
+        };
+        let at = next_look(&v).expect("a follower can pass the lag");
+        assert_eq!(
+            at,
+            case.now - Duration::from_millis(500) + LAG + Duration::from_millis(1)
+        );
+        // Then, without new acknowledgements, follower 3 is past it.
+        let later = KeeperView { now: at, ..v };
+        assert_eq!(decide(&later).remove, vec![NodeId(3)]);
+    }
+
+    #[test]
+    fn a_master_without_followers_or_with_every_follower_past_the_lag_waits_for_acks() {
+        let alone = KeeperView {
+            master: NodeId(1),
+            replicas: &[NodeId(1)],
+            in_sync: &[NodeId(1)],
+            caught_up: &HashMap::new(),
+            ends: &HashMap::new(),
+            epoch_first: Seq(1),
+            started: Instant::now(),
+            now: Instant::now(),
+            lag: LAG,
+        };
+        assert_eq!(next_look(&alone), None);
+        let case = Case::new(&[1])
+            .caught_up(2, LAG * 2, 9)
+            .caught_up(3, LAG * 3, 9);
+        let past = KeeperView {
+            master: NodeId(1),
+            replicas: &[NodeId(1), NodeId(2), NodeId(3)],
+            in_sync: &case.in_sync,
+            caught_up: &case.caught_up,
+            ends: &case.ends,
+            epoch_first: Seq(5),
+            started: case.started,
+            now: case.now,
+            lag: LAG,
+        };
+        assert_eq!(next_look(&past), None);
     }
 
     #[test]
