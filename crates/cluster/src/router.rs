@@ -68,21 +68,21 @@ impl Router {
         let mut applied = self.catalog.applied();
         tokio::spawn(async move {
             // Most changes are liveness heartbeats: the tables as last reconciled
-            // without error are skipped (a changed table is a new `Arc`).
-            let mut done: Option<(Vec<Arc<TableDesc>>, usize)> = None;
+            // without error are skipped (the state's map of tables is persistent, so
+            // an unchanged one is the same map: one pointer comparison, whatever the
+            // number of tables).
+            let mut done: Option<(imbl::OrdMap<String, Arc<TableDesc>>, usize)> = None;
             while applied.changed().await.is_ok() {
                 let Some(router) = router.upgrade() else {
                     return;
                 };
                 let now = (
-                    router.catalog.tables(),
+                    router.catalog.table_map(),
                     router.catalog.dropped().map_or(usize::MAX, |d| d.len()),
                 );
-                let same = done.as_ref().is_some_and(|(tables, dropped)| {
-                    *dropped == now.1
-                        && tables.len() == now.0.len()
-                        && tables.iter().zip(&now.0).all(|(a, b)| Arc::ptr_eq(a, b))
-                });
+                let same = done
+                    .as_ref()
+                    .is_some_and(|(tables, dropped)| *dropped == now.1 && tables.ptr_eq(&now.0));
                 if same {
                     continue;
                 }

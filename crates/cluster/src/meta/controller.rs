@@ -67,6 +67,7 @@ pub async fn run(catalog: Weak<RaftCatalog>) {
     let liveness = Arc::new(Mutex::new(Seen::default()));
     tokio::spawn(watch_liveness(catalog.clone(), liveness.clone()));
     let handing_over: Arc<Mutex<HashSet<TabletId>>> = Default::default();
+    let planned: Mutex<Option<Planned>> = Mutex::new(None);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -74,7 +75,7 @@ pub async fn run(catalog: Weak<RaftCatalog>) {
         let Some(catalog) = catalog.upgrade() else {
             return;
         };
-        if let Err(e) = step(&catalog, &liveness, &handing_over).await {
+        if let Err(e) = step(&catalog, &liveness, &handing_over, &planned).await {
             tracing::warn!(error = %e, "controller step");
         }
     }
@@ -146,6 +147,7 @@ async fn step(
     catalog: &Arc<RaftCatalog>,
     liveness: &Mutex<Seen>,
     handing_over: &Arc<Mutex<HashSet<TabletId>>>,
+    planned: &Mutex<Option<Planned>>,
 ) -> Result<()> {
     if !leading(catalog) {
         return Ok(());
@@ -182,11 +184,36 @@ async fn step(
             .filter(|n| silent_for(n.0) > dead_after)
             .collect(),
     };
+    // A plan that found nothing to do is not made again until its inputs change
+    // (most metadata changes are heartbeats, which change neither tables nor nodes):
+    // the leader's idle cost does not grow with the tablets.
+    {
+        let last = planned.lock();
+        if let Some(last) = last.as_ref()
+            && last.tables.ptr_eq(&state.tables)
+            && last.members.ptr_eq(&state.nodes)
+            && last.nodes == nodes
+        {
+            return Ok(());
+        }
+    }
     let actions = placement::plan(&state, &nodes, catalog.rebalance());
+    *planned.lock() = actions.is_empty().then(|| Planned {
+        tables: state.tables.clone(),
+        members: state.nodes.clone(),
+        nodes: nodes.clone(),
+    });
     for action in actions {
         carry_out(catalog, action, handing_over).await;
     }
     Ok(())
+}
+
+/// The inputs of the last placement plan that found nothing to do.
+struct Planned {
+    tables: imbl::OrdMap<String, Arc<crate::catalog::TableDesc>>,
+    members: imbl::OrdMap<NodeId, super::NodeInfo>,
+    nodes: placement::Nodes,
 }
 
 /// Takes one placement step. A refused proposal (the metadata moved on) is retried

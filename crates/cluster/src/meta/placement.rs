@@ -60,7 +60,7 @@ pub enum Action {
 }
 
 /// What the controller knows of the nodes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Nodes {
     /// Nodes that answered the last liveness round.
     pub live: BTreeSet<NodeId>,

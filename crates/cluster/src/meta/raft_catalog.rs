@@ -259,6 +259,12 @@ impl RaftCatalog {
         self.state.read().clone()
     }
 
+    /// The live tables, as a persistent map (a copy costs O(1); an unchanged map is
+    /// the same map, `ptr_eq`).
+    pub fn table_map(&self) -> imbl::OrdMap<String, Arc<TableDesc>> {
+        self.state.read().tables.clone()
+    }
+
     /// One tablet's descriptor, without copying the rest of the metadata.
     pub fn tablet(&self, id: TabletId) -> Option<TabletDesc> {
         self.state.read().tablet(id).cloned()
