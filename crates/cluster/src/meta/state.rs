@@ -203,12 +203,13 @@ pub enum MetaResponse {
 /// not change; a command changes O(log n) of it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct MetaState {
-    /// Live tables by name (shared with readers without copying).
+    /// Live tables by name (shared with readers without copying). Commands keep the
+    /// tablet index with it; a state built by hand calls [`MetaState::reindex`].
     pub tables: imbl::OrdMap<String, Arc<TableDesc>>,
     /// The live table of each tablet, by name (derived from `tables`: rebuilt by
     /// [`MetaState::reindex`] after loading, kept by every command).
     #[serde(skip)]
-    pub tablet_tables: imbl::OrdMap<TabletId, String>,
+    tablet_tables: imbl::OrdMap<TabletId, String>,
     /// Dropped tables whose data may still be on disk, by id.
     pub dropped: imbl::OrdMap<TableId, TableDesc>,
     /// The next id handed out; table and tablet ids share it and are never reused.
@@ -280,7 +281,7 @@ impl MetaState {
     }
 
     /// Inserts or replaces a live table, indexing its tablets.
-    pub fn insert_table(&mut self, table: Arc<TableDesc>) {
+    fn insert_table(&mut self, table: Arc<TableDesc>) {
         for tb in &table.tablets {
             self.tablet_tables.insert(tb.id, table.name.clone());
         }

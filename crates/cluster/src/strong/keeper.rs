@@ -219,8 +219,8 @@ mod tests {
             self
         }
 
-        fn decide(&self) -> KeeperDecision {
-            decide(&KeeperView {
+        fn view(&self) -> KeeperView<'_> {
+            KeeperView {
                 master: NodeId(1),
                 replicas: &[NodeId(1), NodeId(2), NodeId(3)],
                 in_sync: &self.in_sync,
@@ -230,7 +230,11 @@ mod tests {
                 started: self.started,
                 now: self.now,
                 lag: LAG,
-            })
+            }
+        }
+
+        fn decide(&self) -> KeeperDecision {
+            decide(&self.view())
         }
     }
 
@@ -293,17 +297,7 @@ mod tests {
         let case = Case::new(&[1, 2, 3])
             .caught_up(2, Duration::from_millis(100), 9)
             .caught_up(3, Duration::from_millis(500), 9);
-        let v = KeeperView {
-            master: NodeId(1),
-            replicas: &[NodeId(1), NodeId(2), NodeId(3)],
-            in_sync: &case.in_sync,
-            caught_up: &case.caught_up,
-            ends: &case.ends,
-            epoch_first: Seq(5),
-            started: case.started,
-            now: case.now,
-            lag: LAG,
-        };
+        let v = case.view();
         let at = next_look(&v).expect("a follower can pass the lag");
         assert_eq!(
             at,
@@ -331,18 +325,7 @@ mod tests {
         let case = Case::new(&[1])
             .caught_up(2, LAG * 2, 9)
             .caught_up(3, LAG * 3, 9);
-        let past = KeeperView {
-            master: NodeId(1),
-            replicas: &[NodeId(1), NodeId(2), NodeId(3)],
-            in_sync: &case.in_sync,
-            caught_up: &case.caught_up,
-            ends: &case.ends,
-            epoch_first: Seq(5),
-            started: case.started,
-            now: case.now,
-            lag: LAG,
-        };
-        assert_eq!(next_look(&past), None);
+        assert_eq!(next_look(&case.view()), None);
     }
 
     #[test]
