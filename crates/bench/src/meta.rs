@@ -104,6 +104,7 @@ fn state(nodes: u64, tablets: usize) -> MetaState {
                 master_liveness: LivenessEpoch(1),
                 conf_version: 1,
                 moving: None,
+                split: None,
             }],
         };
         s.tables.insert(name, Arc::new(desc));
@@ -182,6 +183,7 @@ pub async fn run(args: MetaBenchArgs, json_out: bool) -> anyhow::Result<()> {
                         replication_factor: 3,
                         version_retention_secs: 0,
                         options: Default::default(),
+                        split_keys: Vec::new(),
                     },
                     if_not_exists: false,
                     proposer: NodeId(1),

@@ -117,6 +117,8 @@ pub struct TableOptions {
     /// Acks of writes that do not ask for their own; `None` for the server default
     /// (all).
     pub default_acks: Option<pb::Acks>,
+    /// Keys to split the table at from the start, in increasing order.
+    pub split_keys: Vec<Vec<u8>>,
 }
 
 /// `acks = 1`: the master alone holds the write durably.
@@ -498,6 +500,7 @@ impl Client {
                 version_retention_secs: opts.version_retention_secs,
                 if_not_exists: opts.if_not_exists,
                 default_acks: opts.default_acks,
+                split_keys: opts.split_keys,
             })
             .await?
             .into_inner();

@@ -24,6 +24,10 @@ pub struct TableSpec {
     /// The policy's own options (see [`PolicyOptions`]).
     #[serde(default)]
     pub options: PolicyOptions,
+    /// Keys the table is split at from the start: it begins with one tablet more
+    /// than there are keys (at most [`MAX_SPLIT_KEYS`], in increasing order).
+    #[serde(default)]
+    pub split_keys: Vec<Vec<u8>>,
 }
 
 /// Replicas per tablet when the table does not say (capped by the number of nodes).
@@ -32,6 +36,8 @@ pub const DEFAULT_REPLICATION_FACTOR: u32 = 3;
 pub const DEFAULT_VERSION_RETENTION_SECS: u64 = 86_400;
 /// Longest table name, in characters.
 pub const MAX_TABLE_NAME_CHARS: usize = 64;
+/// Most split keys a table can be created with.
+pub const MAX_SPLIT_KEYS: usize = 1000;
 
 /// One tablet: a half-open key range of a table and who serves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +71,19 @@ pub struct TabletDesc {
     /// `from` leaves once `to` is in sync.
     #[serde(default)]
     pub moving: Option<ReplicaMove>,
+    /// A split under way: its master recorded it before writing it to the oplog.
+    #[serde(default)]
+    pub split: Option<SplitIntent>,
+}
+
+/// A split a tablet's master is carrying out: the tablet keeps `[start, key)` and
+/// the new tablet `right` takes `[key, end)` (see `strong::split`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitIntent {
+    /// The first key of the right half.
+    pub key: Vec<u8>,
+    /// The right half's id, taken when the intent was recorded.
+    pub right: TabletId,
 }
 
 /// A replica of a tablet moving from one node to another.
@@ -137,6 +156,29 @@ pub fn validate_table_name(name: &str) -> Result<()> {
     }
 }
 
+/// Checks a new table's split keys: at most [`MAX_SPLIT_KEYS`], none empty, each
+/// above the one before.
+pub fn check_split_keys(keys: &[Vec<u8>]) -> Result<(), String> {
+    if keys.len() > MAX_SPLIT_KEYS {
+        return Err(format!(
+            "{} split keys: at most {MAX_SPLIT_KEYS} (a table starts with at most {} tablets)",
+            keys.len(),
+            MAX_SPLIT_KEYS + 1
+        ));
+    }
+    if keys.iter().any(Vec::is_empty) {
+        return Err("a split key cannot be empty (the first tablet starts there)".into());
+    }
+    if let Some(w) = keys.windows(2).find(|w| w[0] >= w[1]) {
+        return Err(format!(
+            "split keys must be in increasing order without repeats: {:?} then {:?}",
+            String::from_utf8_lossy(&w[0]),
+            String::from_utf8_lossy(&w[1])
+        ));
+    }
+    Ok(())
+}
+
 /// The cluster's table and tablet metadata.
 #[async_trait::async_trait]
 pub trait Catalog: Send + Sync + 'static {
@@ -182,6 +224,7 @@ mod tests {
             master_liveness: Default::default(),
             conf_version: 0,
             moving: None,
+            split: None,
         };
         let t = TableDesc {
             id: TableId(1),

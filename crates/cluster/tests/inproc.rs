@@ -261,6 +261,7 @@ async fn a_dead_voter_is_replaced_by_a_learner_catching_up() {
                     replication_factor: 1,
                     version_retention_secs: 0,
                     options: Default::default(),
+                    split_keys: Vec::new(),
                 };
                 if live.router.create_table(spec, true).await.is_ok() {
                     break;

@@ -171,6 +171,10 @@ enum TableCmd {
         /// Default acks of the table's writes: 1, N or all (default all).
         #[arg(long = "default-acks")]
         default_acks: Option<String>,
+        /// Keys to split the table at from the start, comma-separated, in increasing
+        /// order: the table begins with one tablet more than there are keys.
+        #[arg(long = "split-keys", value_delimiter = ',')]
+        split_keys: Vec<String>,
     },
     /// List tables.
     List,

@@ -521,6 +521,7 @@ mod tests {
             replication_factor: 0,
             version_retention_secs: 0,
             options: Default::default(),
+            split_keys: Vec::new(),
         }
     }
 

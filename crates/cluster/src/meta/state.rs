@@ -5,7 +5,7 @@
 
 use crate::catalog::{
     DEFAULT_REPLICATION_FACTOR, DEFAULT_VERSION_RETENTION_SECS, ReplicaMove, TableDesc, TableSpec,
-    TabletDesc, validate_table_name,
+    TabletDesc, check_split_keys, validate_table_name,
 };
 use datalayer_store::{Epoch, NodeId, TableId, TabletId};
 use serde::{Deserialize, Serialize};
@@ -130,6 +130,27 @@ pub enum MetaCommand {
         /// Where it serves HTTP.
         http_addr: String,
     },
+}
+
+/// Tablets per node, as masters and as replicas (placement's input).
+#[derive(Debug, Clone, Default)]
+struct Counts {
+    masters: BTreeMap<NodeId, usize>,
+    replicas: BTreeMap<NodeId, usize>,
+}
+
+impl Counts {
+    /// Counts one more tablet mastered by `master` with `replicas`.
+    fn add(&mut self, master: NodeId, replicas: &[NodeId]) {
+        if let Some(c) = self.masters.get_mut(&master) {
+            *c += 1;
+        }
+        for r in replicas {
+            if let Some(c) = self.replicas.get_mut(r) {
+                *c += 1;
+            }
+        }
+    }
 }
 
 fn invalid(field: &str, message: String) -> MetaResponse {
@@ -337,26 +358,33 @@ impl MetaState {
         id
     }
 
+    /// How many tablets each registered node masters and holds a replica of.
+    fn load_counts(&self) -> Counts {
+        let mut counts = Counts {
+            masters: self.nodes.keys().map(|n| (*n, 0)).collect(),
+            replicas: self.nodes.keys().map(|n| (*n, 0)).collect(),
+        };
+        for tablet in self.tables.values().flat_map(|t| &t.tablets) {
+            counts.add(tablet.master, &tablet.replicas);
+        }
+        counts
+    }
+
     /// Master and replicas of a new tablet: the master is the registered node that
     /// masters the fewest tablets (lowest id on ties), replicas the master and then
-    /// the nodes holding the fewest replicas, up to the replication factor.
-    fn place(&self, proposer: NodeId, replication_factor: u32) -> (NodeId, Vec<NodeId>) {
+    /// the nodes holding the fewest replicas, up to the replication factor. `counts`
+    /// then counts the new tablet too.
+    fn place(
+        &self,
+        counts: &mut Counts,
+        proposer: NodeId,
+        replication_factor: u32,
+    ) -> (NodeId, Vec<NodeId>) {
         if self.nodes.is_empty() {
             return (proposer, vec![proposer]);
         }
-        let mut masters: BTreeMap<NodeId, usize> = self.nodes.keys().map(|n| (*n, 0)).collect();
-        let mut replicas = masters.clone();
-        for tablet in self.tables.values().flat_map(|t| &t.tablets) {
-            if let Some(c) = masters.get_mut(&tablet.master) {
-                *c += 1;
-            }
-            for r in &tablet.replicas {
-                if let Some(c) = replicas.get_mut(r) {
-                    *c += 1;
-                }
-            }
-        }
-        let master = masters
+        let master = counts
+            .masters
             .iter()
             .min_by_key(|(id, count)| (**count, **id))
             .map(|(id, _)| *id)
@@ -365,7 +393,8 @@ impl MetaState {
             0 => DEFAULT_REPLICATION_FACTOR,
             n => n,
         } as usize;
-        let mut others: Vec<(usize, NodeId)> = replicas
+        let mut others: Vec<(usize, NodeId)> = counts
+            .replicas
             .iter()
             .filter(|(id, _)| **id != master)
             .map(|(id, c)| (*c, *id))
@@ -378,6 +407,7 @@ impl MetaState {
                 .map(|(_, id)| id)
                 .take(factor.saturating_sub(1)),
         );
+        counts.add(master, &chosen);
         (master, chosen)
     }
 
@@ -642,10 +672,38 @@ impl MetaState {
                         MetaResponse::Rejected(MetaError::Exists(spec.name.clone()))
                     };
                 }
-                let (master, replicas) = self.place(*proposer, spec.replication_factor);
-                let master_liveness = self.liveness(master).epoch;
+                if let Err(message) = check_split_keys(&spec.split_keys) {
+                    return invalid("split_keys", message);
+                }
                 let table = TableId(self.take_id());
-                let tablet = TabletId(self.take_id());
+                let mut counts = self.load_counts();
+                let mut tablets = Vec::with_capacity(spec.split_keys.len() + 1);
+                let mut starts = std::iter::once(Vec::new()).chain(spec.split_keys.iter().cloned());
+                let mut start = starts.next().unwrap_or_default();
+                loop {
+                    let end = starts.next();
+                    let (master, replicas) =
+                        self.place(&mut counts, *proposer, spec.replication_factor);
+                    tablets.push(TabletDesc {
+                        id: TabletId(self.take_id()),
+                        table,
+                        start: std::mem::take(&mut start),
+                        end: end.clone(),
+                        generation: 1,
+                        in_sync: replicas.clone(),
+                        replicas,
+                        master,
+                        master_epoch: Epoch(1),
+                        master_liveness: self.liveness(master).epoch,
+                        conf_version: 1,
+                        moving: None,
+                        split: None,
+                    });
+                    match end {
+                        Some(next) => start = next,
+                        None => break,
+                    }
+                }
                 let desc = TableDesc {
                     id: table,
                     name: spec.name.clone(),
@@ -659,20 +717,7 @@ impl MetaState {
                         n => n,
                     },
                     options: spec.options.clone(),
-                    tablets: vec![TabletDesc {
-                        id: tablet,
-                        table,
-                        start: Vec::new(),
-                        end: None,
-                        generation: 1,
-                        in_sync: replicas.clone(),
-                        replicas,
-                        master,
-                        master_epoch: Epoch(1),
-                        master_liveness,
-                        conf_version: 1,
-                        moving: None,
-                    }],
+                    tablets,
                 };
                 self.insert_table(Arc::new(desc.clone()));
                 MetaResponse::Table {

@@ -683,6 +683,7 @@ mod tests {
             replication_factor: 1,
             version_retention_secs: 0,
             options: Default::default(),
+            split_keys: Vec::new(),
         };
         let cmds = [
             MetaCommand::CreateTable {

@@ -331,6 +331,7 @@ mod tests {
             master_liveness: Default::default(),
             conf_version: 1,
             moving: None,
+            split: None,
         }
     }
 

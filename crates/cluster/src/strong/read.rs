@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// How far ahead of this node's clock a read timestamp may be (the clock moves up to
+/// it); one further ahead is refused as in the future.
+pub const MAX_CLOCK_LEAD_MS: u64 = 500;
+
 impl StrongTablets {
     /// The timestamp committed reads at this master would read at now (what its
     /// followers may serve follower reads at once they hold its high watermark).
@@ -101,12 +105,17 @@ impl StrongTablets {
                     horizon,
                 });
             }
-            if at > self.clock.peek() {
+            let now = self.clock.peek();
+            if at.millis() > now.millis() + MAX_CLOCK_LEAD_MS {
                 return Err(Error::invalid(
                     "at_timestamp",
                     format!("timestamp {at} is in the future"),
                 ));
             }
+            // A timestamp a little ahead is another node's read timestamp (a request
+            // spanning tablets reads them all at the first one's): the clocks of
+            // nodes differ, and this one moves up to it.
+            self.clock.observe(at);
             if at.0 > self.closed.load(Ordering::Acquire) {
                 // Writes below `at` may still be in flight: wait until the writer closes it.
                 self.call(|reply| writer::Command::Close { reply }).await?;

@@ -482,6 +482,7 @@ impl Cluster {
             replication_factor: replicas,
             version_retention_secs: 0,
             options: Default::default(),
+            split_keys: Vec::new(),
         };
         within(Duration::from_secs(30), "the table is created", async {
             loop {

@@ -177,6 +177,7 @@ async fn table_command(c: &mut Client, out: Out, cmd: TableCmd) -> anyhow::Resul
             policy,
             if_not_exists,
             default_acks,
+            split_keys,
         } => {
             let policy = match policy.as_str() {
                 "strong" => pb::Policy::Strong,
@@ -193,6 +194,7 @@ async fn table_command(c: &mut Client, out: Out, cmd: TableCmd) -> anyhow::Resul
                 version_retention_secs: retention_secs,
                 if_not_exists,
                 default_acks: default_acks.as_deref().map(parse_acks).transpose()?,
+                split_keys: split_keys.into_iter().map(String::into_bytes).collect(),
             };
             table_create(c, out, &name, opts).await
         }

@@ -182,7 +182,14 @@ impl AdminService {
             replication_factor: req.replication_factor,
             version_retention_secs: req.version_retention_secs,
             options,
+            split_keys: req.split_keys,
         };
+        if let Err(message) = datalayer_cluster::catalog::check_split_keys(&spec.split_keys) {
+            return Err(Error::invalid("split_keys", message));
+        }
+        for key in &spec.split_keys {
+            self.limits.key("split_keys", key)?;
+        }
         let (table, created) = self.router.create_table(spec, req.if_not_exists).await?;
         Ok(pb::CreateTableResponse {
             table: Some(table_info(&table, self.strong.tablets())),

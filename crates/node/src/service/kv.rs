@@ -19,6 +19,8 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+mod span;
+
 /// Serves KV requests of one node; requests for tablets mastered elsewhere are
 /// forwarded to their master once.
 #[derive(Debug, Clone)]
@@ -424,46 +426,8 @@ impl KvService {
     }
 }
 
-#[tonic::async_trait]
-impl pb::kv_server::Kv for KvService {
-    async fn get(
-        &self,
-        request: Request<pb::GetRequest>,
-    ) -> Result<Response<pb::GetResponse>, Status> {
-        let request = forward_if_remote!(self, request, get, |r: &pb::GetRequest| r.key.clone());
-        let req = request;
-        timed(&self.metrics, "Get", async {
-            self.limits.table(&req.table).status()?;
-            self.limits.key("key", &req.key).status()?;
-            let level = level(req.consistency, req.max_staleness_ms).status()?;
-            let GetAnswer {
-                mut values,
-                read_ts: ts,
-                staleness: stale,
-            } = self
-                .strong
-                .get(&req.table, vec![req.key], at(req.at_timestamp), level)
-                .await
-                .status()?;
-            Ok(match values.pop().flatten() {
-                Some(v) => pb::GetResponse {
-                    found: true,
-                    value: v.value,
-                    version: v.ts.0,
-                    read_timestamp: ts.0,
-                    staleness_ms: stale.as_millis() as u64,
-                },
-                None => pb::GetResponse {
-                    read_timestamp: ts.0,
-                    staleness_ms: stale.as_millis() as u64,
-                    ..Default::default()
-                },
-            })
-        })
-        .await
-    }
-
-    async fn batch_get(
+impl KvService {
+    async fn batch_get_one(
         &self,
         request: Request<pb::BatchGetRequest>,
     ) -> Result<Response<pb::BatchGetResponse>, Status> {
@@ -511,22 +475,7 @@ impl pb::kv_server::Kv for KvService {
         .await
     }
 
-    async fn write(
-        &self,
-        request: Request<pb::WriteRequest>,
-    ) -> Result<Response<pb::WriteResponse>, Status> {
-        let request = forward_if_remote!(self, request, write, |r: &pb::WriteRequest| r
-            .mutations
-            .first()
-            .map(|m| m.key.clone())
-            .unwrap_or_default());
-        timed(&self.metrics, "Write", async {
-            self.write(request).await.status()
-        })
-        .await
-    }
-
-    async fn scan(
+    async fn scan_one(
         &self,
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
@@ -538,7 +487,7 @@ impl pb::kv_server::Kv for KvService {
         .await
     }
 
-    async fn delete_range(
+    async fn delete_range_one(
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
@@ -568,7 +517,121 @@ impl pb::kv_server::Kv for KvService {
         })
         .await
     }
+}
 
+#[tonic::async_trait]
+impl pb::kv_server::Kv for KvService {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let request = forward_if_remote!(self, request, get, |r: &pb::GetRequest| r.key.clone());
+        let req = request;
+        timed(&self.metrics, "Get", async {
+            self.limits.table(&req.table).status()?;
+            self.limits.key("key", &req.key).status()?;
+            let level = level(req.consistency, req.max_staleness_ms).status()?;
+            let GetAnswer {
+                mut values,
+                read_ts: ts,
+                staleness: stale,
+            } = self
+                .strong
+                .get(&req.table, vec![req.key], at(req.at_timestamp), level)
+                .await
+                .status()?;
+            Ok(match values.pop().flatten() {
+                Some(v) => pb::GetResponse {
+                    found: true,
+                    value: v.value,
+                    version: v.ts.0,
+                    read_timestamp: ts.0,
+                    staleness_ms: stale.as_millis() as u64,
+                },
+                None => pb::GetResponse {
+                    read_timestamp: ts.0,
+                    staleness_ms: stale.as_millis() as u64,
+                    ..Default::default()
+                },
+            })
+        })
+        .await
+    }
+
+    async fn batch_get(
+        &self,
+        request: Request<pb::BatchGetRequest>,
+    ) -> Result<Response<pb::BatchGetResponse>, Status> {
+        let req = request.get_ref();
+        let keys = req.keys.iter();
+        let range = KeyRange {
+            start: keys.clone().min().cloned().unwrap_or_default(),
+            end: keys.max().map(|k| resume_key(k, false)),
+        };
+        let spanned = match req.keys.is_empty() {
+            true => None,
+            false => self.spanned(&req.table, &range).await,
+        };
+        if let Some(tablets) = spanned {
+            let req = request.into_inner();
+            return timed(&self.metrics, "BatchGet", async {
+                self.batch_get_across(req, &tablets).await
+            })
+            .await;
+        }
+        self.batch_get_one(request).await
+    }
+
+    async fn write(
+        &self,
+        request: Request<pb::WriteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let request = forward_if_remote!(self, request, write, |r: &pb::WriteRequest| r
+            .mutations
+            .first()
+            .map(|m| m.key.clone())
+            .unwrap_or_default());
+        timed(&self.metrics, "Write", async {
+            self.write(request).await.status()
+        })
+        .await
+    }
+
+    async fn scan(
+        &self,
+        request: Request<pb::ScanRequest>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
+        let req = request.get_ref();
+        let whole = range(req.start.clone(), req.end.clone());
+        if let Some(tablets) = self.spanned(&req.table, &whole).await {
+            let req = request.into_inner();
+            return timed(&self.metrics, "Scan", async {
+                self.scan_across(req, tablets).await
+            })
+            .await;
+        }
+        self.scan_one(request).await
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let req = request.get_ref();
+        let whole = range(req.start.clone(), req.end.clone());
+        if let Some(tablets) = self.spanned(&req.table, &whole).await {
+            let req = request.into_inner();
+            return timed(&self.metrics, "DeleteRange", async {
+                self.limits.table(&req.table).status()?;
+                self.limits.bound("start", &req.start).status()?;
+                self.limits.bound("end", &req.end).status()?;
+                write_options(req.acks, req.request_id).status()?;
+                self.delete_range_across(req, &tablets).await
+            })
+            .await;
+        }
+        self.delete_range_one(request).await
+    }
     async fn compare_and_set(
         &self,
         request: Request<pb::CompareAndSetRequest>,

@@ -12,6 +12,7 @@ fn create(name: &str, if_not_exists: bool) -> MetaCommand {
             replication_factor: 0,
             version_retention_secs: 0,
             options: Default::default(),
+            split_keys: Vec::new(),
         },
         if_not_exists,
         proposer: NodeId(7),

@@ -30,6 +30,7 @@ fn desc() -> TabletDesc {
         master_liveness: Default::default(),
         conf_version: 1,
         moving: None,
+        split: None,
     }
 }
 

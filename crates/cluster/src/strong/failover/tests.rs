@@ -27,6 +27,7 @@ fn cluster(until: u64) -> MetaState {
             replication_factor: 3,
             version_retention_secs: 0,
             options: Default::default(),
+            split_keys: Vec::new(),
         },
         if_not_exists: false,
         proposer: NodeId(1),
