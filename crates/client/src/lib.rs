@@ -507,6 +507,20 @@ impl Client {
         Ok((r.table.unwrap_or_default(), r.created))
     }
 
+    /// Splits the tablet of `table` holding `key` at `key`; returns the table after.
+    pub async fn split_tablet(&mut self, table: &str, key: &[u8]) -> Result<pb::TableInfo> {
+        let r = self
+            .admin
+            .split_tablet(pb::SplitTabletRequest {
+                table: table.into(),
+                key: key.to_vec(),
+            })
+            .await?
+            .into_inner();
+        self.routes().forget(table, None);
+        Ok(r.table.unwrap_or_default())
+    }
+
     /// Drops a table; false when it did not exist and `if_exists`.
     pub async fn drop_table(&mut self, name: &str, if_exists: bool) -> Result<bool> {
         let r = self

@@ -125,6 +125,15 @@ pub enum Error {
         /// The tablet.
         tablet: datalayer_store::TabletId,
     },
+    /// The tablet is splitting and the request reaches into its right half, which
+    /// serves it once the split is recorded (a moment): retry.
+    #[error("{tablet} is splitting at {key:?} and the request reaches past it; retry")]
+    Splitting {
+        /// The tablet.
+        tablet: datalayer_store::TabletId,
+        /// The split key (lossy text).
+        key: String,
+    },
     /// The master's lease lapsed (its liveness heartbeats are not getting through):
     /// it serves nothing until they do, or until another master is appointed.
     #[error(
@@ -404,7 +413,7 @@ impl Error {
             Error::LeaseLapsed { .. } => ErrorKind::LeaseLapsed,
             Error::ReplicaBehind { .. } => ErrorKind::ReplicaBehind,
             Error::Stopping => ErrorKind::Stopping,
-            Error::StaleMetadata { .. } => ErrorKind::NotServing,
+            Error::StaleMetadata { .. } | Error::Splitting { .. } => ErrorKind::NotServing,
             Error::Unreachable { .. }
             | Error::PeerFailed { .. }
             | Error::NoAddress { .. }

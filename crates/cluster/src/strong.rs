@@ -23,6 +23,7 @@ pub mod protocol;
 mod read;
 pub mod service;
 mod ship;
+mod split;
 mod types;
 mod write;
 mod writer;
@@ -477,6 +478,7 @@ pub fn resume_key(last: &[u8], reverse: bool) -> Vec<u8> {
 pub(crate) fn record_size(r: &datalayer_store::OplogRecord) -> usize {
     match &r.body {
         datalayer_store::RecordBody::Noop | datalayer_store::RecordBody::Abort { .. } => 32,
+        datalayer_store::RecordBody::Split { key, .. } => 32 + key.len(),
         datalayer_store::RecordBody::Write(ms) => {
             32 + ms
                 .iter()

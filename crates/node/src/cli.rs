@@ -192,6 +192,9 @@ enum TableCmd {
         #[arg(long, default_value = "")]
         key: String,
     },
+    /// Split the tablet holding KEY at KEY: it keeps the keys below, a new tablet
+    /// takes the rest. No data moves.
+    Split { name: String, key: String },
     /// Drop a table and all its data.
     Drop {
         name: String,

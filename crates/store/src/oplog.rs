@@ -51,6 +51,16 @@ pub enum RecordBody {
         /// until this record commits.
         before_ts: Timestamp,
     },
+    /// Divides the tablet at `key` (DESIGN §8): the tablet keeps the keys below it,
+    /// and the new tablet `right` takes the rest, starting from this point of the
+    /// log (every replica that appends this record holds all of `right`'s data so
+    /// far). Writes no versions: tablets of a table share its keyspace.
+    Split {
+        /// The first key of the right half.
+        key: Vec<u8>,
+        /// The right half.
+        right: crate::ids::TabletId,
+    },
 }
 
 /// A client's name for one of its write requests: the same id on a retry lets the

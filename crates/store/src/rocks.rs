@@ -302,7 +302,7 @@ impl TabletEngine for RocksTabletEngine {
                             }
                         }
                     }
-                    RecordBody::Noop => {}
+                    RecordBody::Noop | RecordBody::Split { .. } => {}
                 }
                 records += 1;
             }

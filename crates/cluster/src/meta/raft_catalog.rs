@@ -313,6 +313,33 @@ impl RaftCatalog {
         }
     }
 
+    /// Records that this node, master of `tablet` at `expect_generation`, splits it
+    /// at `key`; the right half's id (see [`MetaCommand::SplitIntent`]).
+    pub async fn split_intent(
+        &self,
+        tablet: TabletId,
+        expect_generation: u64,
+        key: Vec<u8>,
+    ) -> Result<TabletId> {
+        let cmd = MetaCommand::SplitIntent {
+            tablet,
+            expect_generation,
+            key,
+        };
+        match self.propose(cmd, true).await? {
+            MetaResponse::Split(right) => Ok(right),
+            MetaResponse::Rejected(e) => Err(rejected(e)),
+            other => Err(Error::Internal(format!("split intent answered {other:?}"))),
+        }
+    }
+
+    /// Records a split whose record committed in the tablet's oplog (see
+    /// [`MetaCommand::SplitCommit`]).
+    pub async fn split_commit(&self, tablet: TabletId, right: TabletId) -> Result<()> {
+        self.change(MetaCommand::SplitCommit { tablet, right })
+            .await
+    }
+
     /// Removes a node from the cluster (see [`MetaCommand::RemoveNode`]).
     pub async fn decommission(&self, node: NodeId) -> Result<()> {
         self.change(MetaCommand::RemoveNode { id: node }).await

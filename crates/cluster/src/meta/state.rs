@@ -4,8 +4,8 @@
 //! be deterministic: it reads nothing but the state and the command.
 
 use crate::catalog::{
-    DEFAULT_REPLICATION_FACTOR, DEFAULT_VERSION_RETENTION_SECS, ReplicaMove, TableDesc, TableSpec,
-    TabletDesc, check_split_keys, validate_table_name,
+    DEFAULT_REPLICATION_FACTOR, DEFAULT_VERSION_RETENTION_SECS, ReplicaMove, SplitIntent,
+    TableDesc, TableSpec, TabletDesc, check_split_keys, validate_table_name,
 };
 use datalayer_store::{Epoch, NodeId, TableId, TabletId};
 use serde::{Deserialize, Serialize};
@@ -99,6 +99,28 @@ pub enum MetaCommand {
         expect_conf: u64,
         /// The node losing its replica.
         node: NodeId,
+    },
+    /// A tablet's master is about to split it at `key` (DESIGN §8): records the
+    /// intent and takes the right half's id. Refused unless the tablet is still at
+    /// `expect_generation`, has no other split or replica move under way, and `key`
+    /// lies strictly inside it. Answers with the right half's id (the same again for
+    /// the same intent).
+    SplitIntent {
+        /// The tablet.
+        tablet: TabletId,
+        /// The generation the proposer read.
+        expect_generation: u64,
+        /// The first key of the right half.
+        key: Vec<u8>,
+    },
+    /// The split record is committed in the tablet's oplog: the tablet keeps
+    /// `[start, key)` and `right` takes `[key, end)`, both in the next generation,
+    /// with the same replicas, in-sync set and master. Done again when it is done.
+    SplitCommit {
+        /// The tablet (the left half).
+        tablet: TabletId,
+        /// The right half, as the intent named it.
+        right: TabletId,
     },
     /// A node extends its liveness record: succeeds only while the record still has
     /// `epoch`. Answers with the record either way.
@@ -207,6 +229,8 @@ pub enum MetaResponse {
     Node(NodeId),
     /// The log index a `Sync` was applied at.
     Synced(u64),
+    /// The right half of a split.
+    Split(TabletId),
     /// A node's liveness record after a heartbeat, and whether it was extended.
     Liveness {
         /// The record.
@@ -284,7 +308,9 @@ impl MetaState {
             | MetaCommand::SetInSync { tablet, .. }
             | MetaCommand::MoveReplica { tablet, .. }
             | MetaCommand::AddReplica { tablet, .. }
-            | MetaCommand::DropReplica { tablet, .. } => table_of(tablet).into_iter().collect(),
+            | MetaCommand::DropReplica { tablet, .. }
+            | MetaCommand::SplitIntent { tablet, .. }
+            | MetaCommand::SplitCommit { tablet, .. } => table_of(tablet).into_iter().collect(),
             MetaCommand::Heartbeat { node, .. } | MetaCommand::IncrementEpoch { node, .. } => {
                 vec![StateKey::Liveness(*node)]
             }
@@ -512,6 +538,11 @@ impl MetaState {
                 tablet.conf_version
             ))));
         }
+        if tablet.split.is_some() {
+            return Err(MetaResponse::Rejected(MetaError::Conflict(format!(
+                "{id} is splitting: its replicas change once the split is over"
+            ))));
+        }
         Ok(tablet)
     }
 
@@ -648,6 +679,83 @@ impl MetaState {
         MetaResponse::Done
     }
 
+    fn split_intent(&mut self, id: TabletId, expect: u64, key: &[u8]) -> MetaResponse {
+        let Some(tablet) = self.tablet(id) else {
+            return MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")));
+        };
+        if let Some(intent) = &tablet.split {
+            return if intent.key == key {
+                MetaResponse::Split(intent.right)
+            } else {
+                MetaResponse::Rejected(MetaError::Conflict(format!(
+                    "{id} is already splitting at {:?}",
+                    String::from_utf8_lossy(&intent.key)
+                )))
+            };
+        }
+        if tablet.generation != expect {
+            return MetaResponse::Rejected(MetaError::Conflict(format!(
+                "{id} is at generation {} now, not {expect}",
+                tablet.generation
+            )));
+        }
+        if tablet.moving.is_some() {
+            return MetaResponse::Rejected(MetaError::Conflict(format!(
+                "{id} is moving a replica: it splits once the move is over"
+            )));
+        }
+        let inside = key > tablet.start.as_slice() && tablet.end.as_deref().is_none_or(|e| key < e);
+        if !inside {
+            return invalid(
+                "key",
+                format!(
+                    "{:?} is not strictly inside {id}'s range (a tablet splits between its bounds)",
+                    String::from_utf8_lossy(key)
+                ),
+            );
+        }
+        let right = TabletId(self.take_id());
+        let tablet = self.tablet_mut(id).expect("found above");
+        tablet.split = Some(SplitIntent {
+            key: key.to_vec(),
+            right,
+        });
+        MetaResponse::Split(right)
+    }
+
+    fn split_commit(&mut self, id: TabletId, right: TabletId) -> MetaResponse {
+        let Some(name) = self.tablet_tables.get(&id).cloned() else {
+            return MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")));
+        };
+        let Some(table) = self.tables.get_mut(&name) else {
+            return MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")));
+        };
+        let t = Arc::make_mut(table);
+        let Some(at) = t.tablets.iter().position(|tb| tb.id == id) else {
+            return MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")));
+        };
+        if t.tablets.iter().any(|tb| tb.id == right) {
+            return MetaResponse::Done; // done already
+        }
+        let left = &mut t.tablets[at];
+        let Some(intent) = left.split.take_if(|i| i.right == right) else {
+            return MetaResponse::Rejected(MetaError::Conflict(format!(
+                "{id} has no split intent for {right}"
+            )));
+        };
+        left.generation += 1;
+        let mut half = left.clone();
+        left.end = Some(intent.key.clone());
+        half.id = right;
+        half.start = intent.key;
+        // The right half's log begins at a base in the left half's epoch at the split
+        // record (or an older one): its master serves it in a later epoch.
+        half.master_epoch = Epoch(half.master_epoch.0 + 1);
+        t.tablets.insert(at + 1, half);
+        self.tablet_tables.insert(right, name);
+        MetaResponse::Done
+    }
+
     /// Applies one committed command.
     pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
         match cmd {
@@ -767,6 +875,12 @@ impl MetaState {
                 expect_conf,
                 node,
             } => self.drop_replica(*tablet, *expect_conf, *node),
+            MetaCommand::SplitIntent {
+                tablet,
+                expect_generation,
+                key,
+            } => self.split_intent(*tablet, *expect_generation, key),
+            MetaCommand::SplitCommit { tablet, right } => self.split_commit(*tablet, *right),
             // The state machine answers with the entry's index.
             MetaCommand::Sync => MetaResponse::Done,
             MetaCommand::Heartbeat {

@@ -94,6 +94,9 @@ impl StrongPolicy {
                 }
             }
         }
+        if tablet.split.is_some() {
+            self.resume_split(tablet.id);
+        }
         Ok(())
     }
 

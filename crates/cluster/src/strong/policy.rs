@@ -24,6 +24,8 @@ pub struct StrongPolicy {
     /// Serializes changes of what this node serves: reconciliation, a request that
     /// masters a tablet on demand, the appointment step of a hand-over.
     pub(super) reconciling: tokio::sync::Mutex<()>,
+    /// Tablets whose recorded split this node is carrying on ([`StrongPolicy::resume_split`]).
+    pub(super) resuming: Arc<parking_lot::Mutex<std::collections::HashSet<TabletId>>>,
 }
 
 impl std::fmt::Debug for StrongPolicy {
@@ -44,6 +46,7 @@ impl StrongPolicy {
             tablets,
             followed: Default::default(),
             reconciling: Default::default(),
+            resuming: Default::default(),
         }
     }
 

@@ -100,6 +100,14 @@ pub(super) enum Command {
         tablet: TabletId,
         reply: Reply<()>,
     },
+    /// Append a split record to a tablet this node masters (unless its log holds
+    /// that split already); the answer, once durable, is the record's position.
+    Split {
+        tablet: TabletId,
+        key: Vec<u8>,
+        right: TabletId,
+        reply: Reply<Outcome>,
+    },
     /// Commit what is pending and move the closed timestamp to now.
     Close {
         reply: Reply<()>,
@@ -169,13 +177,65 @@ struct Served {
     requests: Requests,
     /// Records voided by abort records still in the oplog.
     voids: Vec<Void>,
+    /// The last split record in the oplog: writes at or past its key belong to the
+    /// right half.
+    split: Option<SplitMark>,
+}
+
+/// A split record of a tablet's oplog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SplitMark {
+    /// The first key of the right half.
+    pub key: Vec<u8>,
+    /// The right half.
+    pub right: TabletId,
+    /// The record's position.
+    pub seq: Seq,
+}
+
+impl SplitMark {
+    fn of(r: &OplogRecord) -> Option<SplitMark> {
+        match &r.body {
+            RecordBody::Split { key, right } => Some(SplitMark {
+                key: key.clone(),
+                right: *right,
+                seq: r.seq,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether `op` writes a key at or past the split key.
+    fn reached_by(&self, op: &WriteOp) -> bool {
+        let k = self.key.as_slice();
+        match op {
+            WriteOp::Batch(ms) => ms.iter().any(|m| m.key() >= k),
+            WriteOp::DeleteRange(range) => range.end.as_deref().is_none_or(|e| e > k),
+            WriteOp::CompareAndSet { key, .. } | WriteOp::Increment { key, .. } => {
+                key.as_slice() >= k
+            }
+        }
+    }
+
+    /// The right half's state where the split record is: its log begins at a base
+    /// (seq 1, never in its oplog) that every replica holding the record holds; a
+    /// replica without it needs a snapshot.
+    fn base(epoch: Epoch, ts: Timestamp) -> TabletState {
+        TabletState {
+            epoch_history: vec![(epoch, Seq(1))],
+            log_end: Seq(1),
+            high_watermark: Seq(1),
+            last_ts: ts,
+        }
+    }
 }
 
 /// Client → (its last request's number, that request's answer).
 type Requests = HashMap<u64, (u64, Outcome)>;
 
-/// What a replica's oplog says of client requests and voided records.
-type Recalled = (Requests, Vec<Void>);
+/// What a replica's oplog says of client requests, voided records and its last
+/// split.
+type Recalled = (Requests, Vec<Void>, Option<SplitMark>);
 
 /// Forgets requests whose records were voided: a retry of one applies anew.
 fn forget_voided(requests: &mut Requests, voids: &[Void]) {
@@ -308,6 +368,16 @@ impl Writer {
                         }
                     }
                     Command::Close { reply } => group.barriers.push(reply),
+                    Command::Split {
+                        tablet,
+                        key,
+                        right,
+                        reply,
+                    } => {
+                        group.unpaced = true;
+                        let result = self.stage_split(&mut group, tablet, key, right);
+                        group.replies.push((reply, result));
+                    }
                     Command::Fence {
                         tablet,
                         fenced,
@@ -426,7 +496,7 @@ impl Writer {
             return Ok((
                 s.state.clone(),
                 s.trimmed_below,
-                (s.requests.clone(), s.voids.clone()),
+                (s.requests.clone(), s.voids.clone(), s.split.clone()),
             ));
         }
         let state = self.engine.tablet_state(tablet)?.unwrap_or_default();
@@ -444,6 +514,7 @@ impl Writer {
     fn recall(&self, tablet: TabletId, log_end: Seq) -> Result<Recalled> {
         let mut requests = Requests::new();
         let mut voids = Vec::new();
+        let mut split = None;
         let mut from = Seq(0);
         while from <= log_end {
             let page = self.engine.read_oplog(tablet, from, 4096)?;
@@ -453,11 +524,14 @@ impl Writer {
             for r in page.iter().filter(|r| r.seq <= log_end) {
                 remember(&mut requests, tablet, r);
                 voids.extend(Void::of(r));
+                if let Some(mark) = SplitMark::of(r) {
+                    split = Some(mark);
+                }
             }
             from = last.next();
         }
         forget_voided(&mut requests, &voids);
-        Ok((requests, voids))
+        Ok((requests, voids, split))
     }
 
     fn open(&mut self, desc: &TabletDesc) -> Result<()> {
@@ -473,7 +547,7 @@ impl Writer {
                 });
             }
         }
-        let (mut state, trimmed_below, (requests, voids)) = self.load(desc.id)?;
+        let (mut state, trimmed_below, (requests, voids, split)) = self.load(desc.id)?;
         self.clock.observe(state.last_ts);
         if let Some(last) = state.last_epoch()
             && last > desc.master_epoch
@@ -541,6 +615,7 @@ impl Writer {
                 trimmed_below,
                 requests,
                 voids,
+                split,
             },
         );
         self.close_now();
@@ -561,6 +636,7 @@ impl Writer {
             served.trimmed_below = Seq(0);
             served.requests.clear();
             served.voids.clear();
+            served.split = None;
         }
         Ok(())
     }
@@ -659,9 +735,12 @@ impl Writer {
                     let log_end = self.served.get(&a.tablet).map(|s| s.state.log_end);
                     if let Some(log_end) = log_end {
                         let recalled = self.recall(a.tablet, log_end);
-                        if let (Ok((r, v)), Some(s)) = (recalled, self.served.get_mut(&a.tablet)) {
+                        if let (Ok((r, v, split)), Some(s)) =
+                            (recalled, self.served.get_mut(&a.tablet))
+                        {
                             s.requests = r;
                             s.voids = v;
+                            s.split = split;
                         }
                     }
                 }

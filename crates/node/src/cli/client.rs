@@ -204,6 +204,7 @@ async fn table_command(c: &mut Client, out: Out, cmd: TableCmd) -> anyhow::Resul
         TableCmd::TransferMaster { name, node, key } => {
             transfer_master(c, out, &name, node, &key).await
         }
+        TableCmd::Split { name, key } => table_split(c, out, &name, &key).await,
         TableCmd::Drop { name, if_exists } => table_drop(c, out, &name, if_exists).await,
     }
 }
@@ -263,6 +264,21 @@ async fn table_describe(c: &mut Client, out: Out, name: &str) -> anyhow::Result<
                     tb.high_watermark
                 );
             }
+        },
+    );
+    Ok(Done::Ok)
+}
+
+async fn table_split(c: &mut Client, out: Out, name: &str, key: &str) -> anyhow::Result<Done> {
+    let t = c.split_tablet(name, key.as_bytes()).await?;
+    out.answer(
+        || table_json(&t),
+        || {
+            println!(
+                "split table {} at {key:?}: {} tablets",
+                t.name,
+                t.tablets.len()
+            );
         },
     );
     Ok(Done::Ok)

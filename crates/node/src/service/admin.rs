@@ -329,6 +329,51 @@ impl pb::admin_server::Admin for AdminService {
         .await
     }
 
+    async fn split_tablet(
+        &self,
+        request: Request<pb::SplitTabletRequest>,
+    ) -> Result<Response<pb::SplitTabletResponse>, Status> {
+        let forwarded = request.metadata().contains_key(super::kv::FORWARDED);
+        let req = request.into_inner();
+        timed(&self.metrics, "SplitTablet", async {
+            self.limits.table(&req.table).status()?;
+            self.limits.key("key", &req.key).status()?;
+            if req.key.is_empty() {
+                return Err(Error::invalid("key", "the split key cannot be empty")).status();
+            }
+            let table = self.router.table_synced(&req.table).await.status()?;
+            let master = table.tablet_for(&req.key).master;
+            if master != self.router.node() && !forwarded {
+                // The tablet's master splits it.
+                let addr = self
+                    .catalog
+                    .node_addr(master)
+                    .ok_or(Error::NoAddress { node: master })
+                    .status()?;
+                let channel = self
+                    .catalog
+                    .pool()
+                    .get(&addr, datalayer_cluster::pool::Lane::Forward)
+                    .await
+                    .status()?;
+                let mut fwd = Request::new(req);
+                fwd.metadata_mut().insert(
+                    super::kv::FORWARDED,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                return Ok(pb::admin_client::AdminClient::new(channel)
+                    .split_tablet(fwd)
+                    .await?
+                    .into_inner());
+            }
+            let table = self.strong.split(&req.table, req.key).await.status()?;
+            Ok(pb::SplitTabletResponse {
+                table: Some(table_info(&table, self.strong.tablets())),
+            })
+        })
+        .await
+    }
+
     async fn table_digest(
         &self,
         request: Request<pb::TableDigestRequest>,

@@ -36,7 +36,7 @@ pub struct KvService {
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Marks a request that a node forwarded, so the receiver never forwards it again.
-const FORWARDED: &str = "x-datalayer-forwarded";
+pub(crate) const FORWARDED: &str = "x-datalayer-forwarded";
 
 /// Connections to the other nodes: the node's pool, on its forwarding lane.
 #[derive(Debug, Clone)]

@@ -34,7 +34,7 @@ impl Writer {
         table: TableId,
         epoch: Epoch,
     ) -> Result<Timestamp> {
-        let (state, trimmed_below, (requests, voids)) = self.load(tablet)?;
+        let (state, trimmed_below, (requests, voids, split)) = self.load(tablet)?;
         let last_ts = state.last_ts;
         let epoch = state.last_epoch().map_or(epoch, |last| last.max(epoch));
         self.served.insert(
@@ -48,6 +48,7 @@ impl Writer {
                 trimmed_below,
                 requests,
                 voids,
+                split,
             },
         );
         self.publish_committed(tablet);
@@ -116,6 +117,7 @@ impl Writer {
             ));
         }
         let served = self.served.get_mut(&req.tablet).expect("served");
+        let mut splits = Vec::new();
         for r in &fresh {
             state.advance(r);
             self.clock.observe(r.ts);
@@ -124,6 +126,13 @@ impl Writer {
                 served.voids.push(void);
                 forget_voided(&mut served.requests, &served.voids);
             }
+            if let Some(mark) = SplitMark::of(r) {
+                served.split = Some(mark.clone());
+                splits.push((mark, r.epoch, r.ts, served.requests.clone()));
+            }
+        }
+        for (mark, epoch, ts, requests) in splits {
+            self.start_right_half(group, table, &mark, epoch, ts, requests)?;
         }
         state.high_watermark = req.high_watermark.min(state.log_end);
         // Follower reads: every committed record up to the master's high watermark is
@@ -191,11 +200,25 @@ impl Writer {
             Err(e) => return Err(e.into()),
         };
         tracing::warn!(%tablet, %after, removed, "cut records the master does not hold");
-        let (requests, voids) = self.recall(tablet, cut.log_end)?;
+        let (requests, voids, split) = self.recall(tablet, cut.log_end)?;
         let served = self.served.get_mut(&tablet).expect("served");
+        let undone = served.split.take().filter(|mark| mark.seq > after);
         served.state = cut;
         served.requests = requests;
         served.voids = voids;
+        served.split = split;
+        if let Some(mark) = undone {
+            // The split record was not committed (the master does not hold it): the
+            // right half it began never served, and its base goes with it.
+            tracing::warn!(%tablet, right = %mark.right, "cut a split record: its right half goes");
+            self.engine.append(&[TabletAppend {
+                table,
+                tablet: mark.right,
+                records: Vec::new(),
+                state: TabletState::default(),
+            }])?;
+            self.served.remove(&mark.right);
+        }
         self.publish_committed(tablet);
         Ok(())
     }
@@ -245,10 +268,62 @@ impl Writer {
                 trimmed_below: log_end.next(),
                 requests: Requests::new(),
                 voids: Vec::new(),
+                split: None,
             },
         );
         self.publish_committed(tablet);
         Ok((log_end, last_ts))
+    }
+
+    /// Begins the right half of a split whose record this replica just staged (in the
+    /// same group, so both are durable together): its base state, unless this node
+    /// holds the right half already (from a snapshot of its master), and the requests
+    /// the left half's log answered so far, so that a retry reaching the right half
+    /// is answered, not applied again.
+    pub(super) fn start_right_half(
+        &mut self,
+        group: &mut Group,
+        table: TableId,
+        mark: &SplitMark,
+        epoch: Epoch,
+        ts: Timestamp,
+        requests: Requests,
+    ) -> Result<()> {
+        let held = self.served.contains_key(&mark.right)
+            || self
+                .engine
+                .tablet_state(mark.right)?
+                .is_some_and(|s| s.log_end.0 > 0);
+        if held {
+            return Ok(());
+        }
+        let base = SplitMark::base(epoch, ts);
+        group.appends.insert(
+            mark.right,
+            TabletAppend {
+                table,
+                tablet: mark.right,
+                records: Vec::new(),
+                state: base.clone(),
+            },
+        );
+        self.served.insert(
+            mark.right,
+            Served {
+                table,
+                epoch,
+                role: Role::Follower,
+                fenced: false,
+                state: base,
+                // The base is not in the oplog: cutting down to it deletes the
+                // replica (it catches up from a snapshot).
+                trimmed_below: Seq(2),
+                requests,
+                voids: Vec::new(),
+                split: None,
+            },
+        );
+        Ok(())
     }
 
     /// Deletes this node's replica of a tablet it no longer holds (unlike a dropped

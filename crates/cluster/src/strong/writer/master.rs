@@ -69,6 +69,12 @@ impl Writer {
         if served.fenced {
             return Err(Error::HandingOver { tablet });
         }
+        if let Some(mark) = served.split.as_ref().filter(|m| m.reached_by(&op)) {
+            return Err(Error::Splitting {
+                tablet,
+                key: String::from_utf8_lossy(&mark.key).into_owned(),
+            });
+        }
         if let Some(id) = request
             && let Some((last, outcome)) = served.requests.get(&id.client)
         {
@@ -169,6 +175,75 @@ impl Writer {
         })
     }
 
+    /// Stages a split record at `key` on a tablet this node masters, beginning the
+    /// right half `right` in the same group; when the log holds that split already,
+    /// its position. From the record on, the tablet orders no write at or past `key`.
+    pub(super) fn stage_split(
+        &mut self,
+        group: &mut Group,
+        tablet: TabletId,
+        key: Vec<u8>,
+        right: TabletId,
+    ) -> Result<Outcome> {
+        let served = self
+            .served
+            .get(&tablet)
+            .filter(|s| s.role == Role::Master)
+            .ok_or(Error::NotServing { tablet })?;
+        if served.fenced {
+            return Err(Error::HandingOver { tablet });
+        }
+        let (epoch, table) = (served.epoch, served.table);
+        if let Some(mark) = served.split.as_ref().filter(|m| m.right == right) {
+            let epoch = served.state.epoch_at(mark.seq).unwrap_or(epoch);
+            return Ok(Outcome {
+                ts: self.clock.now(),
+                position: Some(Position {
+                    tablet,
+                    epoch,
+                    seq: mark.seq,
+                }),
+                observed: mark.seq,
+                result: OpResult::Done,
+            });
+        }
+        let append = group.appends.entry(tablet).or_insert_with(|| TabletAppend {
+            table,
+            tablet,
+            records: Vec::new(),
+            state: served.state.clone(),
+        });
+        let ts = self.clock.now();
+        let record = OplogRecord {
+            epoch,
+            seq: append.state.log_end.next(),
+            ts,
+            body: RecordBody::Split {
+                key: key.clone(),
+                right,
+            },
+            origin: None,
+        };
+        append.state.advance(&record);
+        let seq = record.seq;
+        if let Some(mastership) = self.masterships.read().get(&tablet) {
+            mastership.stage(std::slice::from_ref(&record));
+        }
+        append.records.push(record);
+        let mark = SplitMark { key, right, seq };
+        let served = self.served.get_mut(&tablet).expect("served");
+        served.split = Some(mark.clone());
+        let requests = served.requests.clone();
+        self.start_right_half(group, table, &mark, epoch, ts, requests)?;
+        tracing::info!(%tablet, %right, %seq, "split record staged");
+        Ok(Outcome {
+            ts,
+            position: Some(Position { tablet, epoch, seq }),
+            observed: seq,
+            result: OpResult::Done,
+        })
+    }
+
     /// Appends an abort record voiding `from..` on a tablet this node masters: only
     /// records not committed yet, and not voided already, may be voided.
     pub(super) fn abort(&mut self, tablet: TabletId, from: Seq) -> Result<Position> {
@@ -193,6 +268,13 @@ impl Writer {
                 "position",
                 format!("record {from} of {tablet} is not a pending record of its log"),
             ));
+        }
+        if let Some(mark) = served.split.as_ref().filter(|m| m.seq >= from) {
+            // Everything before a split commits with it: wait for it instead.
+            return Err(Error::Splitting {
+                tablet,
+                key: String::from_utf8_lossy(&mark.key).into_owned(),
+            });
         }
         if let Some(v) = view.acks.voids.iter().find(|v| from <= v.at) {
             // Voids never overlap: an abort is never voided itself.
