@@ -286,8 +286,54 @@ async fn split_keys_and_spanning_requests(cluster: &TestCluster) {
     }
 }
 
+/// A split by hand through the CLI of a node that does not master the tablet: two
+/// tablets in the next generation, the same rows, and both halves take writes.
+async fn split_by_hand(cluster: &TestCluster) {
+    let mut c = cluster.client(0).await.expect("connect");
+    let before = c.scan("one", b"", b"", 0, false).await.expect("scan");
+    let t = c.describe_table("one").await.expect("describe");
+    let master = t.tablets[0].master;
+    let at = cluster.index_of(master).expect("the master's node");
+    let other = (at + 1) % 3;
+    let o = cluster
+        .node(other)
+        .cli(&["--json", "table", "split", "one", "k0150"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    let tablets = v["tablets"].as_array().expect("tablets");
+    assert_eq!(tablets.len(), 2, "{v}");
+    assert_eq!(
+        (tablets[0]["start"].clone(), tablets[1]["start"].clone()),
+        ("".into(), "k0150".into())
+    );
+    assert!(tablets.iter().all(|t| t["generation"] == 2), "{v}");
+    let after = c.scan("one", b"", b"", 0, false).await.expect("scan");
+    assert_eq!(
+        rows(&after),
+        rows(&before),
+        "a split moves and loses nothing"
+    );
+    for key in [&b"a9"[..], b"k0151", b"zzz"] {
+        let version = c
+            .put("one", key, b"after")
+            .await
+            .expect("put after the split");
+        let got = c.get("one", key).await.expect("get").expect("found");
+        assert_eq!(
+            (got.value.as_slice(), got.version),
+            (&b"after"[..], version)
+        );
+    }
+    let o = cluster.node(other).cli(&["table", "split", "one", "k0150"]);
+    assert!(
+        !o.status.success(),
+        "a split at a tablet's start is refused"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_of_many_tablets() {
     let cluster = TestCluster::builder().build().await.expect("cluster");
     split_keys_and_spanning_requests(&cluster).await;
+    split_by_hand(&cluster).await;
 }
