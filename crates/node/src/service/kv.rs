@@ -339,7 +339,7 @@ impl KvService {
     async fn scan(&self, req: pb::ScanRequest) -> Result<pb::ScanResponse, Error> {
         let limit = self.limits.scan(&req)?;
         let level = level(req.consistency, req.max_staleness_ms)?;
-        let mut page = self
+        let page = self
             .strong
             .scan(
                 &req.table,
@@ -350,21 +350,7 @@ impl KvService {
                 level,
             )
             .await?;
-        // Keep the page well under the message limit, however large the values.
-        let budget = self.limits.scan_page_bytes();
-        let mut bytes = 0;
-        if let Some(cut) = page.rows.iter().position(|(k, v)| {
-            bytes += k.len() + v.value.len();
-            bytes > budget
-        }) {
-            let cut = cut.max(1);
-            if cut < page.rows.len() {
-                page.rows.truncate(cut);
-                page.more = true;
-                page.resume_key = resume_key(&page.rows[cut - 1].0, req.reverse);
-            }
-        }
-        Ok(pb::ScanResponse {
+        let mut answer = pb::ScanResponse {
             rows: page
                 .rows
                 .into_iter()
@@ -378,7 +364,10 @@ impl KvService {
             resume_key: page.resume_key,
             read_timestamp: page.read_ts.0,
             staleness_ms: page.staleness.as_millis() as u64,
-        })
+        };
+        // Keep the page well under the message limit, however large the values.
+        span::cut_to_budget(&mut answer, self.limits.scan_page_bytes(), req.reverse);
+        Ok(answer)
     }
 
     async fn compare_and_set(
