@@ -582,6 +582,7 @@ async fn a_retried_write_is_answered_from_the_log_not_applied_twice() {
         delta: 5,
         acks: None,
         request_id,
+        route: None,
     };
     let first = kv
         .increment(incr(id(7, 1)))

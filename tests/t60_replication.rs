@@ -206,6 +206,7 @@ async fn a_write_retried_after_a_failover_is_answered_by_the_new_master_not_appl
         delta: 1,
         acks: None,
         request_id: Some(pb::RequestId { client: 42, seq: 1 }),
+        route: None,
     };
     let first = old
         .increment(incr.clone())
@@ -363,6 +364,7 @@ async fn a_plain_grpc_client_writing_through_any_node_never_sees_unknown() {
                         }],
                         acks: None,
                         request_id: None,
+                        route: None,
                     };
                     match c.write(req).await {
                         Ok(_) => ok_after += 1,

@@ -2,11 +2,27 @@
 //! tablets (scans forward, reverse and paged, batch gets, range deletions) answered as
 //! the same requests on a table of one tablet, at one read timestamp.
 //!
-//! One cluster serves every case of this file (they use their own tables).
+//! Splits by hand: under the Jepsen-style workload (linearizable, nothing
+//! acknowledged lost, no client error), retries and write positions from before a
+//! split, follower reads of both halves, and a crash of the master at each step.
+//!
+//! One cluster serves every case of this file (they use their own tables); its nodes
+//! carry a fail point per step of a split, each armed for its own split key.
 
 use datalayer_api::v1 as pb;
-use datalayer_client::{Client, ErrorKind, TableOptions, put};
-use datalayer_tests::{TestCluster, json, stderr, stdout};
+use datalayer_client::{Client, ErrorKind, TableOptions, acks_all, put};
+use datalayer_tests::linearizability::check_register;
+use datalayer_tests::workload::{LocalWorkload, explain, parse};
+use datalayer_tests::{CLUSTER_WAIT, TestCluster, json, stderr, stdout, wait_until};
+use std::collections::BTreeSet;
+
+/// The split keys at which the nodes crash: after the intent, after the split record,
+/// before both halves are recorded.
+const CRASH_KEYS: [(&str, &str); 3] = [
+    ("split-after-intent", "crash-a"),
+    ("split-after-record", "crash-b"),
+    ("split-before-commit", "crash-c"),
+];
 
 fn rows(rows: &[pb::KeyValue]) -> Vec<(String, String)> {
     rows.iter()
@@ -331,9 +347,319 @@ async fn split_by_hand(cluster: &TestCluster) {
     );
 }
 
+/// The table's tablets as node `i` describes them: (start, generation, master).
+async fn tablets(cluster: &TestCluster, i: usize, table: &str) -> Vec<pb::TabletInfo> {
+    match cluster.client(i).await {
+        Ok(mut c) => c
+            .describe_table(table)
+            .await
+            .map(|t| t.tablets)
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Creates `table` and waits until its tablet has three in-sync replicas.
+async fn create_in_sync(cluster: &TestCluster, i: usize, table: &str) {
+    let mut c = cluster.client(i).await.expect("connect");
+    c.create_table(table, TableOptions::default())
+        .await
+        .expect("create");
+    wait_until("three in-sync replicas", CLUSTER_WAIT, || async {
+        let t = tablets(cluster, i, table).await;
+        t.len() == 1 && t[0].in_sync.len() == 3
+    })
+    .await
+    .expect("in sync");
+}
+
+/// Four splits while the workload runs, each through another node: every register's
+/// history stays linearizable, every id acknowledged with `acks=all` is kept (and none
+/// appears that was never sent), and no operation fails or goes unanswered — the
+/// client library's retries absorb the splits.
+async fn splits_under_load(cluster: &TestCluster) {
+    let addrs: Vec<String> = (0..3).map(|i| cluster.node(i).grpc.to_string()).collect();
+    let workload = LocalWorkload::start(&addrs, "load", 14).expect("workload");
+    let lines = || workload.history().lines().count();
+    wait_until("the workload warms up", CLUSTER_WAIT, || async {
+        lines() >= 300
+    })
+    .await
+    .expect("warm");
+    for (i, key) in ["r3", "id/2", "r6", "id/4"].into_iter().enumerate() {
+        let mut c = cluster.client(i % 3).await.expect("connect");
+        c.split_tablet("load", key.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("split at {key}: {e}"));
+        let base = lines();
+        wait_until("progress after the split", CLUSTER_WAIT, || async {
+            lines() >= base + 150
+        })
+        .await
+        .expect("progress");
+    }
+    let h = parse(&workload.wait().expect("the workload ends"));
+    for (key, events) in &h.registers {
+        assert!(
+            check_register(events).is_ok(),
+            "register {key} is not linearizable across the splits; {}",
+            explain(events)
+        );
+    }
+    assert_eq!(h.unanswered, 0, "no operation failed or went unanswered");
+    let mut c = cluster.client(1).await.expect("connect");
+    let seen: BTreeSet<String> = c
+        .scan("load", b"id/", b"id0", 0, false)
+        .await
+        .expect("scan the ids")
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(&r.key).into_owned())
+        .collect();
+    let lost: Vec<&String> = h.acked_ids.difference(&seen).collect();
+    assert!(lost.is_empty(), "acknowledged ids lost: {lost:?}");
+    let unexpected: Vec<&String> = seen.difference(&h.sent_ids).collect();
+    assert!(unexpected.is_empty(), "ids never sent: {unexpected:?}");
+    assert!(h.acked_ids.len() > 100, "{} ids", h.acked_ids.len());
+    let starts: Vec<Vec<u8>> = tablets(cluster, 2, "load")
+        .await
+        .into_iter()
+        .map(|t| t.start)
+        .collect();
+    let want: Vec<Vec<u8>> = ["", "id/2", "id/4", "r3", "r6"]
+        .iter()
+        .map(|k| k.as_bytes().to_vec())
+        .collect();
+    assert_eq!(starts, want);
+}
+
+/// Across a split: a retried write (the same request id) is answered from the log,
+/// not applied again, by the half that now holds its key; the position of a write
+/// from before the split still answers `WriteStatus`; a follower reads both halves.
+async fn retries_positions_and_follower_reads(cluster: &TestCluster) {
+    create_in_sync(cluster, 0, "retry").await;
+    let mut c = cluster.client(0).await.expect("connect");
+    let written = c
+        .kv()
+        .write(pb::WriteRequest {
+            table: "retry".into(),
+            mutations: vec![put(b"p", b"before")],
+            acks: Some(acks_all()),
+            request_id: Some(pb::RequestId { client: 77, seq: 1 }),
+            route: None,
+        })
+        .await
+        .expect("write")
+        .into_inner();
+    let increment = pb::IncrementRequest {
+        table: "retry".into(),
+        key: b"n".to_vec(),
+        delta: 5,
+        acks: Some(acks_all()),
+        request_id: Some(pb::RequestId { client: 77, seq: 2 }),
+        route: None,
+    };
+    let first = c
+        .kv()
+        .increment(increment.clone())
+        .await
+        .expect("increment")
+        .into_inner();
+    c.put("retry", b"a", b"left").await.expect("put");
+    let t = c.split_tablet("retry", b"m").await.expect("split");
+    assert_eq!(t.tablets.len(), 2);
+    let again = c
+        .kv()
+        .increment(increment)
+        .await
+        .expect("the retry")
+        .into_inner();
+    assert_eq!(
+        (again.value, again.version),
+        (first.value, first.version),
+        "the retry is answered with the original answer"
+    );
+    let n = c.get("retry", b"n").await.expect("get").expect("found");
+    assert_eq!(n.value, b"5", "applied once");
+    let status = c
+        .kv()
+        .write_status(pb::WriteStatusRequest {
+            table: "retry".into(),
+            position: written.position,
+        })
+        .await
+        .expect("write status")
+        .into_inner();
+    assert_eq!(status.state(), pb::WriteState::Committed);
+    c.put("retry", b"q", b"after").await.expect("put after");
+    // A follower serves reads of both halves, from before and after the split.
+    let master = t.tablets[1].master;
+    let follower = (0..3)
+        .find(|i| cluster.index_of(master).ok() != Some(*i))
+        .expect("a follower");
+    let mut f = cluster.client(follower).await.expect("connect");
+    f.set_consistency(pb::ReadConsistency::Follower);
+    for (key, value) in [
+        (&b"a"[..], &b"left"[..]),
+        (b"p", b"before"),
+        (b"q", b"after"),
+    ] {
+        let f = &f;
+        wait_until("the follower reads it", CLUSTER_WAIT, || async move {
+            let mut f = f.clone();
+            f.get("retry", key)
+                .await
+                .is_ok_and(|v| v.is_some_and(|v| v.value == value))
+        })
+        .await
+        .expect("follower read");
+    }
+}
+
+/// Routing after splits with a stale range cache: a raw request naming the old
+/// generation gets `RANGE_MISMATCH` with the current descriptors and changes nothing;
+/// a client whose cache predates two splits reads and writes without an error, its
+/// cache following the descriptors.
+async fn stale_routes(cluster: &TestCluster) {
+    create_in_sync(cluster, 0, "stale").await;
+    let mut stale = cluster.client(0).await.expect("connect");
+    for key in [&b"a"[..], b"x"] {
+        stale.put("stale", key, b"1").await.expect("put");
+    }
+    let cached = stale.cached_tablets("stale");
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let (first, generation) = (cached[0].0, cached[0].3);
+    let mut other = cluster.client(1).await.expect("connect");
+    other.split_tablet("stale", b"h").await.expect("split");
+    let t = other.split_tablet("stale", b"p").await.expect("split");
+    let holder = t.tablets.last().expect("the last tablet").clone();
+    let status = other
+        .kv()
+        .write(pb::WriteRequest {
+            table: "stale".into(),
+            mutations: vec![put(b"x", b"raw")],
+            acks: None,
+            request_id: None,
+            route: Some(pb::RangeHint {
+                tablet_id: first,
+                generation,
+            }),
+        })
+        .await
+        .expect_err("routed by an old generation");
+    let e = datalayer_client::ClientError::from(status);
+    assert_eq!(e.kind, ErrorKind::RangeMismatch, "{e}");
+    assert!(e.retryable);
+    let named: Vec<(u64, Vec<u8>, u64)> = e
+        .tablets
+        .iter()
+        .map(|d| (d.tablet_id, d.start.clone(), d.generation))
+        .collect();
+    assert_eq!(
+        named,
+        vec![
+            (holder.id, b"p".to_vec(), holder.generation),
+            (first, Vec::new(), 2)
+        ],
+        "the tablet holding the key, then the one routed to"
+    );
+    assert!(e.tablets.iter().all(|d| !d.master_addr.is_empty()));
+    let x = other.get("stale", b"x").await.expect("get").expect("found");
+    assert_eq!(x.value, b"1", "nothing was written");
+    // The stale client carries on without an error.
+    stale
+        .put("stale", b"x", b"2")
+        .await
+        .expect("put by a stale cache");
+    let a = stale.get("stale", b"a").await.expect("get").expect("found");
+    assert_eq!(a.value, b"1");
+    let cached = stale.cached_tablets("stale");
+    assert!(
+        cached
+            .iter()
+            .any(|t| t.0 == holder.id && t.1 == b"p" && t.3 == holder.generation),
+        "the cache learnt the current tablets: {cached:?}"
+    );
+    let x = other.get("stale", b"x").await.expect("get").expect("found");
+    assert_eq!(x.value, b"2");
+}
+
+/// A crash of the tablet's master at each step of a split by hand: the node that
+/// masters the tablet next carries the split on from the intent and its log, every
+/// acknowledged row stays, both halves take writes, and the crashed node rejoins.
+async fn a_crash_at_each_step(cluster: &mut TestCluster) {
+    for (n, (point, key)) in CRASH_KEYS.into_iter().enumerate() {
+        let table = format!("crash{n}");
+        create_in_sync(cluster, 0, &table).await;
+        let mut c = cluster.client(0).await.expect("connect");
+        let keys: Vec<String> = (0..20)
+            .flat_map(|i| [format!("a{i:02}"), format!("z{i:02}")])
+            .collect();
+        for k in &keys {
+            c.put(&table, k.as_bytes(), b"v").await.expect("put");
+        }
+        let master = tablets(cluster, 0, &table).await[0].master;
+        let m = cluster.index_of(master).expect("master's node");
+        let other = (m + 1) % 3;
+        let mut c = cluster.client(other).await.expect("connect");
+        // The call may fail (its master crashed under it); the split goes on anyway.
+        let _ = c.split_tablet(&table, key.as_bytes()).await;
+        wait_until(point, CLUSTER_WAIT, || {
+            let exited = cluster.node_mut(m).has_exited();
+            async move { exited }
+        })
+        .await
+        .expect("the master crashes at the fail point");
+        wait_until(
+            "another node carries the split on",
+            CLUSTER_WAIT,
+            || async {
+                let t = tablets(cluster, other, &table).await;
+                t.len() == 2
+                    && t[1].start == key.as_bytes()
+                    && t.iter().all(|t| t.generation == 2 && t.master != master)
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{point}: {e}"));
+        let rows = c.scan(&table, b"", b"", 0, false).await.expect("scan");
+        let got: Vec<String> = rows
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.key).into_owned())
+            .collect();
+        let mut want = keys.clone();
+        want.sort();
+        assert_eq!(got, want, "{point}: every acknowledged row stays");
+        for k in [&b"a99"[..], b"z99"] {
+            c.put(&table, k, b"after")
+                .await
+                .expect("a write to each half");
+        }
+        cluster.node_mut(m).restart().expect("restart");
+        wait_until("the crashed node is back in sync", CLUSTER_WAIT, || async {
+            let t = tablets(cluster, m, &table).await;
+            t.len() == 2 && t.iter().all(|t| t.in_sync.len() == 3)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{point}: {e}"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_of_many_tablets() {
-    let cluster = TestCluster::builder().build().await.expect("cluster");
+    let fail_points: Vec<String> = CRASH_KEYS
+        .iter()
+        .flat_map(|(point, key)| ["--fail-point".to_string(), format!("{point}={key}")])
+        .collect();
+    let args: Vec<&str> = fail_points.iter().map(String::as_str).collect();
+    let mut cluster = TestCluster::builder()
+        .args(&args)
+        .build()
+        .await
+        .expect("cluster");
     split_keys_and_spanning_requests(&cluster).await;
     split_by_hand(&cluster).await;
+    splits_under_load(&cluster).await;
+    retries_positions_and_follower_reads(&cluster).await;
+    stale_routes(&cluster).await;
+    a_crash_at_each_step(&mut cluster).await;
 }

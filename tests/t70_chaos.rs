@@ -11,10 +11,11 @@
 //! the three replicas hold equal data within 30 s of healing. A failing scenario
 //! leaves its history and the node logs under `$CARGO_TARGET_DIR/chaos-artifacts`.
 
-use datalayer_tests::linearizability::{RegEvent, RegOp, check_register};
+use datalayer_tests::linearizability::check_register;
+use datalayer_tests::workload::{explain, parse};
 use datalayer_tests::{DockerCluster, wait_until};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -32,81 +33,6 @@ enum Fault {
     ShrinkInSyncThenKillMaster,
     RollingRestart,
     TransferMaster,
-}
-
-/// A parsed history.
-#[derive(Default)]
-struct History {
-    registers: BTreeMap<String, Vec<RegEvent>>,
-    acked_ids: BTreeSet<String>,
-    sent_ids: BTreeSet<String>,
-    /// Return times of the operations that completed.
-    completed: Vec<u64>,
-}
-
-fn parse(text: &str) -> History {
-    let mut h = History::default();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        let call = v["call"].as_u64().unwrap_or(0);
-        let ret = v["ret"].as_u64();
-        if let Some(r) = ret {
-            h.completed.push(r);
-        }
-        let s = |f: &str| v[f].as_str().map(String::from);
-        let op = match v["f"].as_str() {
-            Some("id") => {
-                let id = s("id").expect("id");
-                h.sent_ids.insert(id.clone());
-                if ret.is_some() {
-                    h.acked_ids.insert(id);
-                }
-                continue;
-            }
-            Some("read") => RegOp::Read(s("v")),
-            Some("write") => RegOp::Write(s("v").expect("v")),
-            Some("cas") => RegOp::Cas {
-                from: s("from").expect("from"),
-                to: s("to").expect("to"),
-                ok: v["ok"].as_bool(),
-            },
-            _ => continue,
-        };
-        let key = s("k").expect("k");
-        h.registers
-            .entry(key)
-            .or_default()
-            .push(RegEvent { op, call, ret });
-    }
-    h.completed.sort_unstable();
-    h
-}
-
-/// Where a non-linearizable register history goes wrong: the shortest prefix (by call
-/// time) that is not linearizable, and its last operations (times in µs of the
-/// workload).
-fn explain(events: &[RegEvent]) -> String {
-    let mut sorted = events.to_vec();
-    sorted.sort_by_key(|e| e.call);
-    let (mut lo, mut hi) = (1, sorted.len());
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if check_register(&sorted[..mid]).is_err() {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    let last: Vec<String> = sorted[lo.saturating_sub(6)..lo]
-        .iter()
-        .map(|e| format!("{:?} {}..{:?}", e.op, e.call, e.ret))
-        .collect();
-    format!(
-        "the first {lo} operations by call time are not; the last of them: {}",
-        last.join(", ")
-    )
 }
 
 /// The latest time (µs of the workload) in its output so far.

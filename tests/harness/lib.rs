@@ -11,6 +11,7 @@ mod cluster;
 mod docker;
 pub mod linearizability;
 pub mod replicated;
+pub mod workload;
 
 pub use cluster::{CLUSTER_WAIT, TestCluster};
 pub use docker::DockerCluster;
@@ -224,6 +225,13 @@ impl TestNode {
     /// Whether the process is running.
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Whether the process ended by itself (it crashed, or a fail point fired).
+    pub fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
     }
 
     /// Starts the process again on the same data directory (with the same flags).

@@ -78,6 +78,7 @@ pub(super) async fn cluster_bench(
                     mutations: vec![datalayer_client::put(&key(client, i), &v)],
                     acks: Some(acks),
                     request_id: None,
+                    route: None,
                 })
                 .await?;
                 Ok(1)

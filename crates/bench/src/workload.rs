@@ -6,7 +6,9 @@
 //! for linearizability per register and for lost ids.
 //!
 //! An operation whose answer did not come (a timeout, an ambiguous write, a broken
-//! connection) is printed with `"ret": null`: it may or may not have taken effect.
+//! connection) is printed with `"ret": null`: it may or may not have taken effect. A
+//! read that failed is printed as `"f": "fail"` (it changed nothing; the checkers
+//! count it but do not check it).
 
 use clap::Args;
 use datalayer_api::v1 as pb;
@@ -164,8 +166,12 @@ async fn client(
                     let _ = tx.send(json!({"f": "read", "k": key, "v": v, "p": p,
                         "call": us(call), "ret": us(Instant::now())}));
                 }
-                // A failed read changes nothing: leave it out.
-                _ => failed = true,
+                // A failed read changes nothing: the checker leaves it out.
+                _ => {
+                    failed = true;
+                    let _ = tx.send(json!({"f": "fail", "what": "read", "k": key, "p": p,
+                        "call": us(call), "ret": null}));
+                }
             }
         } else if roll < 75 {
             let v = format!("w{p}-{n}");
@@ -186,6 +192,8 @@ async fn client(
             let r = tokio::time::timeout(timeout, c.get(&args.table, key.as_bytes())).await;
             let Answer::Ok(current) = classify(r) else {
                 failed = true;
+                let _ = tx.send(json!({"f": "fail", "what": "read", "k": key, "p": p,
+                    "call": us(call), "ret": null}));
                 reconnect_if(failed, args, &mut node, &mut c).await;
                 continue;
             };

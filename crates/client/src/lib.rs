@@ -50,6 +50,8 @@ pub struct ClientError {
     pub code: tonic::Code,
     /// Where an `Ambiguous` write was written: ask [`Client::write_status`] later.
     pub position: Option<pb::WritePosition>,
+    /// The current descriptors a `RangeMismatch` carries.
+    pub tablets: Vec<pb::RangeDescriptor>,
 }
 
 impl From<tonic::Status> for ClientError {
@@ -62,6 +64,7 @@ impl From<tonic::Status> for ClientError {
                 field: d.field,
                 code: status.code(),
                 position: d.position,
+                tablets: d.tablets,
             },
             _ => ClientError {
                 kind: match status.code() {
@@ -76,6 +79,7 @@ impl From<tonic::Status> for ClientError {
                 field: String::new(),
                 code: status.code(),
                 position: None,
+                tablets: Vec::new(),
             },
         }
     }
@@ -96,9 +100,35 @@ impl From<tonic::transport::Error> for ClientError {
             field: String::new(),
             code: tonic::Code::Unavailable,
             position: None,
+            tablets: Vec::new(),
         }
     }
 }
+
+/// A request that can name the tablet it was routed by (single-key requests).
+pub(crate) trait Route {
+    /// Names the route (`None`: let the node route it).
+    fn set_route(&mut self, route: Option<pb::RangeHint>) {
+        let _ = route;
+    }
+}
+
+macro_rules! routed_requests {
+    ($($t:ty),*) => {$(impl Route for $t {
+        fn set_route(&mut self, route: Option<pb::RangeHint>) {
+            self.route = route;
+        }
+    })*};
+}
+routed_requests!(
+    pb::GetRequest,
+    pb::WriteRequest,
+    pb::CompareAndSetRequest,
+    pb::IncrementRequest
+);
+impl Route for pb::ScanRequest {}
+impl Route for pb::BatchGetRequest {}
+impl Route for pb::DeleteRangeRequest {}
 
 /// Result of a client call.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -197,6 +227,8 @@ impl Clone for Client {
 /// from 25 ms doubling to 250 ms, about 7 s in all (a master failover takes 1.5 to
 /// 5 s; a short backoff finds the new master soon after it is appointed).
 pub const DEFAULT_RETRIES: u32 = 30;
+/// How often one attempt follows `RangeMismatch` answers before it gives up.
+const MAX_RANGE_MISMATCHES: u32 = 4;
 /// The longest pause between two retries.
 const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -236,6 +268,7 @@ async fn connect_channel(addr: &str) -> Result<Channel> {
         field: "addr".into(),
         code: tonic::Code::InvalidArgument,
         position: None,
+        tablets: Vec::new(),
     })?;
     Ok(endpoint
         .connect_timeout(std::time::Duration::from_secs(5))
@@ -379,32 +412,42 @@ impl Client {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The connection to the master of `table`'s tablet holding `key`, learning the
-    /// route from the seed when it is not cached; the seed when anything fails (the
-    /// seed forwards).
-    async fn kv_for(&mut self, table: &str, key: &[u8]) -> (KvClient<Channel>, Option<String>) {
-        let mut addr = self.routes().master_addr(table, key);
-        if addr.is_none()
+    /// The connection to the master of `table`'s tablet holding `key` and the route
+    /// to name, learning the table's tablets from the seed when they are not cached;
+    /// the seed (and no route) when anything fails (the seed forwards).
+    async fn kv_for(
+        &mut self,
+        table: &str,
+        key: &[u8],
+    ) -> (KvClient<Channel>, Option<String>, Option<pb::RangeHint>) {
+        let mut route = self.routes().route(table, key);
+        if route.is_none()
             && let (Ok(t), Ok(status)) =
                 (self.describe_table(table).await, self.node_status().await)
         {
             self.routes().learn(&t, &status.nodes);
-            addr = self.routes().master_addr(table, key);
+            route = self.routes().route(table, key);
         }
-        let Some(addr) = addr else {
-            return (self.kv.clone(), None);
+        let Some((addr, hint)) = route else {
+            return (self.kv.clone(), None, None);
         };
         if let Some(c) = self.routes().conn(&addr) {
-            return (c, Some(addr));
+            return (c, Some(addr), Some(hint));
         }
         match connect_channel(&addr).await {
             Ok(channel) => {
                 let c = kv_client(channel);
                 self.routes().add_conn(addr.clone(), c.clone());
-                (c, Some(addr))
+                (c, Some(addr), Some(hint))
             }
-            Err(_) => (self.kv.clone(), None),
+            Err(_) => (self.kv.clone(), None, None),
         }
+    }
+
+    /// The tablets of `table` this client's range cache holds, in key order: (id,
+    /// start, end, generation); empty until a request on the table learnt them.
+    pub fn cached_tablets(&self, table: &str) -> Vec<(u64, Vec<u8>, Vec<u8>, u64)> {
+        self.routes().tablets(table)
     }
 
     /// Sends a KV request to the key's master, again (with backoff) while it fails
@@ -417,7 +460,7 @@ impl Client {
         call: F,
     ) -> Result<Resp>
     where
-        Req: Clone,
+        Req: Clone + Route,
         F: Fn(KvClient<Channel>, Req) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
@@ -438,7 +481,9 @@ impl Client {
     }
 
     /// One attempt of [`Client::routed`]. A routing error (the request was not
-    /// executed) drops the cached route and tries once more at once.
+    /// executed) updates or drops the cached route and tries again at once: after a
+    /// `RangeMismatch`, by the descriptors it carries (a few times: each names a
+    /// later generation); after any other, once, by the tablets learnt afresh.
     async fn routed_once<Req, Resp, F, Fut>(
         &mut self,
         table: &str,
@@ -447,31 +492,43 @@ impl Client {
         call: &F,
     ) -> Result<Resp>
     where
-        Req: Clone,
+        Req: Clone + Route,
         F: Fn(KvClient<Channel>, Req) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
-        let (conn, addr) = self.kv_for(table, key).await;
-        match call(conn, req.clone()).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(status) => {
-                let err = ClientError::from(status);
-                let unreachable =
-                    err.code == tonic::Code::Unavailable && err.kind == ErrorKind::Unavailable;
-                let moved = matches!(
-                    err.kind,
-                    ErrorKind::NotMaster | ErrorKind::NotServing | ErrorKind::NotFound
-                );
-                if moved || unreachable {
-                    self.routes()
-                        .forget(table, addr.as_deref().filter(|_| unreachable));
-                }
-                if matches!(err.kind, ErrorKind::NotMaster | ErrorKind::NotServing) {
-                    let (conn, _) = self.kv_for(table, key).await;
-                    return Ok(call(conn, req).await?.into_inner());
-                }
-                Err(err)
+        let mut mismatches = 0;
+        loop {
+            let (conn, addr, hint) = self.kv_for(table, key).await;
+            let mut req = req.clone();
+            req.set_route(hint);
+            let err = match call(conn, req.clone()).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(status) => ClientError::from(status),
+            };
+            if err.kind == ErrorKind::RangeMismatch && mismatches < MAX_RANGE_MISMATCHES {
+                mismatches += 1;
+                self.routes().learn_ranges(table, &err.tablets);
+                continue;
             }
+            let unreachable =
+                err.code == tonic::Code::Unavailable && err.kind == ErrorKind::Unavailable;
+            let moved = matches!(
+                err.kind,
+                ErrorKind::NotMaster
+                    | ErrorKind::NotServing
+                    | ErrorKind::NotFound
+                    | ErrorKind::RangeMismatch
+            );
+            if moved || unreachable {
+                self.routes()
+                    .forget(table, addr.as_deref().filter(|_| unreachable));
+            }
+            if matches!(err.kind, ErrorKind::NotMaster | ErrorKind::NotServing) {
+                let (conn, _, hint) = self.kv_for(table, key).await;
+                req.set_route(hint);
+                return Ok(call(conn, req).await?.into_inner());
+            }
+            return Err(err);
         }
     }
 
@@ -599,6 +656,7 @@ impl Client {
             mutations,
             acks: self.acks,
             request_id: Some(request_id),
+            route: None,
         };
         self.routed(table, &key, req, |mut c, r| async move { c.write(r).await })
             .await
@@ -622,6 +680,7 @@ impl Client {
             at_timestamp,
             consistency: self.consistency as i32,
             max_staleness_ms: self.max_staleness_ms,
+            route: None,
         };
         let r = if self.consistency == pb::ReadConsistency::Follower {
             // Follower reads go to the seed: it serves from its own replica.
@@ -708,6 +767,7 @@ impl Client {
             delete: new.is_none(),
             acks: self.acks,
             request_id: Some(request_id),
+            route: None,
         };
         self.routed(table, key, req, |mut c, r| async move {
             c.compare_and_set(r).await
@@ -724,6 +784,7 @@ impl Client {
             delta,
             acks: self.acks,
             request_id: Some(request_id),
+            route: None,
         };
         let r = self
             .routed(

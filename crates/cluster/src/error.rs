@@ -235,6 +235,22 @@ pub enum Error {
         /// Where the pending abort record is.
         abort: datalayer_store::Seq,
     },
+    /// The request was routed by a tablet generation the table has moved past (a
+    /// split or a merge); nothing was executed. Carries the current descriptors.
+    #[error(
+        "table {table:?} was routed by {routed} generation {generation}, which it has moved past; route by the current tablets"
+    )]
+    RangeMismatch {
+        /// The table.
+        table: String,
+        /// The tablet the request was routed by.
+        routed: datalayer_store::TabletId,
+        /// The generation it was routed by.
+        generation: u64,
+        /// The tablet holding the key now, and the routed one as it is now (if it
+        /// still exists and differs).
+        tablets: Vec<RangeInfo>,
+    },
     /// The metadata group cannot take the change or answer now.
     #[error("metadata group: {0}")]
     Metadata(MetaUnavailable),
@@ -247,6 +263,23 @@ pub enum Error {
     /// A bug or an unexpected state.
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// A tablet as a [`Error::RangeMismatch`] names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeInfo {
+    /// The tablet.
+    pub id: datalayer_store::TabletId,
+    /// Inclusive start.
+    pub start: Vec<u8>,
+    /// Exclusive end; `None` is the end of the table.
+    pub end: Option<Vec<u8>>,
+    /// Its generation.
+    pub generation: u64,
+    /// Its master.
+    pub master: datalayer_store::NodeId,
+    /// Where the master serves, if known.
+    pub master_addr: Option<String>,
 }
 
 /// Why the metadata group cannot take a change now. It is also the error side of a
@@ -327,6 +360,8 @@ pub enum ErrorKind {
     ReplicaBehind,
     /// The node is stopping: retry at another node.
     Stopping,
+    /// Routed by an old tablet generation: re-route by the descriptors, at once.
+    RangeMismatch,
     /// Anything else.
     Internal,
 }
@@ -344,6 +379,7 @@ impl ErrorKind {
                 | ErrorKind::LeaseLapsed
                 | ErrorKind::ReplicaBehind
                 | ErrorKind::Stopping
+                | ErrorKind::RangeMismatch
         )
     }
 }
@@ -413,6 +449,7 @@ impl Error {
             Error::LeaseLapsed { .. } => ErrorKind::LeaseLapsed,
             Error::ReplicaBehind { .. } => ErrorKind::ReplicaBehind,
             Error::Stopping => ErrorKind::Stopping,
+            Error::RangeMismatch { .. } => ErrorKind::RangeMismatch,
             Error::StaleMetadata { .. } | Error::Splitting { .. } => ErrorKind::NotServing,
             Error::Unreachable { .. }
             | Error::PeerFailed { .. }

@@ -17,6 +17,7 @@
 //!   deterministic state machine, RocksDB-backed log, gRPC network, liveness, the
 //!   controller and the placement planner, [`RaftCatalog`].
 //! - [`strong`]: the `strong` policy: masters, oplogs, replication, failover.
+//! - [`fail`]: fail points, where tests make the node crash.
 //! - [`pool`]: the node's one pool of outgoing gRPC channels.
 //! - [`status`]: the one mapping of errors to gRPC statuses.
 //!
@@ -27,6 +28,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod fail;
 pub mod meta;
 pub mod policy;
 pub mod pool;
@@ -35,7 +37,7 @@ pub mod status;
 pub mod strong;
 
 pub use catalog::{Catalog, PolicyKind, TableDesc, TableSpec, TabletDesc};
-pub use error::{Error, ErrorKind, MetaUnavailable, Result};
+pub use error::{Error, ErrorKind, MetaUnavailable, RangeInfo, Result};
 pub use meta::RaftCatalog;
 pub use policy::{ControllerHook, Locality, TabletPolicy};
 pub use router::Router;

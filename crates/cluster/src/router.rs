@@ -9,10 +9,10 @@
 //! where a request is served, and the hand-over before a planned stop.
 
 use crate::catalog::{Catalog, TableDesc, TableSpec};
-use crate::error::{Error, Result};
+use crate::error::{Error, RangeInfo, Result};
 use crate::meta::RaftCatalog;
 use crate::policy::{Locality, PolicyKind, PolicyRef};
-use datalayer_store::NodeId;
+use datalayer_store::{NodeId, TabletId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -128,6 +128,54 @@ impl Router {
         let table = self.table_synced(table).await?;
         let tablet = table.tablet_for(key);
         Ok(self.policy(table.policy)?.locality(tablet))
+    }
+
+    /// Checks a single-key request on `table` at `key` that its client routed by
+    /// tablet `routed` at `generation`: `RangeMismatch` with the current descriptors
+    /// when this node's metadata has moved past that generation (a split or a merge;
+    /// nothing is executed), after catching up with the metadata leader once when
+    /// this node is the one behind (still behind: `StaleMetadata`, retryable).
+    pub async fn check_route(
+        &self,
+        table: &str,
+        key: &[u8],
+        routed: TabletId,
+        generation: u64,
+    ) -> Result<()> {
+        let mut synced = false;
+        loop {
+            let desc = self.table_synced(table).await?;
+            let holder = desc.tablet_for(key);
+            let current = desc.tablets.iter().find(|t| t.id == routed);
+            let behind = current.is_none_or(|t| t.generation < generation);
+            if !behind && holder.id == routed && holder.generation == generation {
+                return Ok(());
+            }
+            if behind && !synced {
+                self.catalog.sync().await?;
+                synced = true;
+                continue;
+            }
+            if current.is_some_and(|t| t.generation < generation) {
+                return Err(Error::StaleMetadata { tablet: routed });
+            }
+            let info = |t: &crate::catalog::TabletDesc| RangeInfo {
+                id: t.id,
+                start: t.start.clone(),
+                end: t.end.clone(),
+                generation: t.generation,
+                master: t.master,
+                master_addr: self.catalog.node_addr(t.master),
+            };
+            let mut tablets = vec![info(holder)];
+            tablets.extend(current.filter(|t| t.id != holder.id).map(info));
+            return Err(Error::RangeMismatch {
+                table: table.to_string(),
+                routed,
+                generation,
+                tablets,
+            });
+        }
     }
 
     /// Has every policy hand what this node serves over to other replicas (a node

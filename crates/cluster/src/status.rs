@@ -31,6 +31,7 @@ pub fn to_status(err: &Error) -> Status {
         ErrorKind::LeaseLapsed => (Code::Unavailable, pb::ErrorKind::LeaseLapsed),
         ErrorKind::ReplicaBehind => (Code::Unavailable, pb::ErrorKind::ReplicaBehind),
         ErrorKind::Stopping => (Code::Unavailable, pb::ErrorKind::Stopping),
+        ErrorKind::RangeMismatch => (Code::FailedPrecondition, pb::ErrorKind::RangeMismatch),
     };
     if matches!(err.kind(), ErrorKind::Internal | ErrorKind::Corruption) {
         tracing::error!(error = %err, "request failed");
@@ -50,6 +51,20 @@ pub fn to_status(err: &Error) -> Status {
                 seq: seq.0,
             }),
             _ => None,
+        },
+        tablets: match err {
+            Error::RangeMismatch { tablets, .. } => tablets
+                .iter()
+                .map(|t| pb::RangeDescriptor {
+                    tablet_id: t.id.0,
+                    start: t.start.clone(),
+                    end: t.end.clone().unwrap_or_default(),
+                    generation: t.generation,
+                    master: t.master.0,
+                    master_addr: t.master_addr.clone().unwrap_or_default(),
+                })
+                .collect(),
+            _ => Vec::new(),
         },
     };
     Status::with_details(code, err.to_string(), detail.encode_to_vec().into())

@@ -8,7 +8,7 @@ use client::{ClientOpts, client_command, parse_acks};
 use datalayer_api::v1 as pb;
 use datalayer_client::ClientError;
 use serde_json::json;
-use start::{StartArgs, node_config, start};
+use start::{StartArgs, arm_fail_points, node_config, start};
 use std::process::ExitCode;
 
 /// DataLayer: a multi-model distributed database.
@@ -226,7 +226,10 @@ pub fn main() -> ExitCode {
     };
     // A node's config decides its runtime's threads; other commands take the default.
     let config = match &cli.command {
-        Command::Start(args) => match node_config(args).and_then(|c| c.validate().map(|()| c)) {
+        Command::Start(args) => match arm_fail_points(args)
+            .and_then(|()| node_config(args))
+            .and_then(|c| c.validate().map(|()| c))
+        {
             Ok(config) => Some(config),
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -58,8 +58,15 @@ pub(super) async fn finish(
     tablet: TabletId,
     key: Vec<u8>,
     right: TabletId,
+    by_hand: bool,
 ) -> Result<()> {
-    let outcome = tablets.split_record(tablet, key, right).await?;
+    let fail = |name: &str| {
+        if by_hand {
+            crate::fail::point(name, &key);
+        }
+    };
+    let outcome = tablets.split_record(tablet, key.clone(), right).await?;
+    fail("split-after-record");
     let seq = outcome
         .position
         .ok_or_else(|| Error::Internal("a split record has a position".into()))?
@@ -79,6 +86,7 @@ pub(super) async fn finish(
     if view.deposed {
         return Err(Error::NotServing { tablet });
     }
+    fail("split-before-commit");
     catalog.split_commit(tablet, right).await?;
     // Answer once this node routes by the new descriptors.
     let start = Instant::now();
@@ -124,7 +132,8 @@ impl StrongPolicy {
                     .await?
             }
         };
-        finish(&self.catalog, &self.tablets, tablet.id, key, right).await?;
+        crate::fail::point("split-after-intent", &key);
+        finish(&self.catalog, &self.tablets, tablet.id, key, right, true).await?;
         self.strong_table(&desc.name).await
     }
 
@@ -149,7 +158,7 @@ impl StrongPolicy {
             let mut backoff = Duration::from_millis(100);
             loop {
                 let key = intent.key.clone();
-                match finish(&catalog, &tablets, tablet, key, intent.right).await {
+                match finish(&catalog, &tablets, tablet, key, intent.right, false).await {
                     Ok(()) => break,
                     Err(e) => {
                         tracing::warn!(%tablet, error = %e, "carrying on a split failed; retrying")

@@ -56,6 +56,12 @@ impl StrongTablets {
             }
             return Ok(outcome);
         };
+        if position.tablet != id {
+            // A retry answered from a request this tablet inherited when it began as
+            // the right half of a split: the write is in the left half's oplog,
+            // before the split record, which committed before this half served.
+            return Ok(outcome);
+        }
         let lapsed = |mastership: &Mastership| {
             mastership.needs_lease() && !self.lease.valid_for(mastership.liveness)
         };

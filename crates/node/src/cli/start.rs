@@ -56,6 +56,17 @@ pub(super) struct StartArgs {
     /// share of the cores.
     #[arg(long)]
     worker_threads: Option<usize>,
+    /// For tests: crash at a fail point (`NAME=KEY`, e.g. `split-after-intent=k5`).
+    #[arg(long, hide = true)]
+    fail_point: Vec<String>,
+}
+
+/// Arms the fail points the flags name.
+pub(super) fn arm_fail_points(args: &StartArgs) -> anyhow::Result<()> {
+    if args.fail_point.is_empty() {
+        return Ok(());
+    }
+    datalayer_cluster::fail::arm(&args.fail_point).map_err(anyhow::Error::msg)
 }
 
 /// The node's config: its file (if any), overridden by the flags.

@@ -63,6 +63,20 @@ macro_rules! forward_if_remote {
     ($self:ident, $request:ident, $method:ident, $key:expr) => {{
         let forwarded = $request.metadata().contains_key(FORWARDED);
         let req = $request.into_inner();
+        if let Some(route) = req.route() {
+            // Checked here and again at the master: nothing runs on an old route.
+            let key: Vec<u8> = $key(&req);
+            $self
+                .router
+                .check_route(
+                    &req.table,
+                    &key,
+                    TabletId(route.tablet_id),
+                    route.generation,
+                )
+                .await
+                .map_err(|e| to_status(&e))?;
+        }
         if !forwarded {
             let key: Vec<u8> = $key(&req);
             let local = $self.local_follower_read(&req.table, &key, consistency_of(&req));
@@ -96,6 +110,13 @@ macro_rules! forward_if_remote {
                     let (answer, broken) = forward_failure(status, &addr, retry_safe);
                     if broken {
                         $self.peers.forget(&addr);
+                    }
+                    if range_mismatch(&answer) {
+                        // The master knows a later generation: catch up to route by it.
+                        let router = $self.router.clone();
+                        tokio::spawn(async move {
+                            let _ = router.catalog().sync().await;
+                        });
                     }
                     answer
                 });
@@ -131,6 +152,11 @@ fn forward_failure(status: Status, addr: &str, retry_safe: bool) -> (Status, boo
         }
     };
     (to_status(&err), true)
+}
+
+/// Whether a status is a `RANGE_MISMATCH`.
+fn range_mismatch(status: &Status) -> bool {
+    datalayer_client::ClientError::from(status.clone()).kind == pb::ErrorKind::RangeMismatch
 }
 
 fn at(ts: u64) -> Option<Timestamp> {
@@ -249,6 +275,11 @@ pub trait Consistency {
     /// status queries and aborts always; writes when they carry a request id (a
     /// retry is answered from the log).
     fn retry_safe(&self) -> bool;
+
+    /// The tablet the client routed a single-key request by, if it says.
+    fn route(&self) -> Option<&pb::RangeHint> {
+        None
+    }
 }
 
 macro_rules! reads {
@@ -268,6 +299,17 @@ macro_rules! writes {
         }
     })*};
 }
+/// Single-key requests carry the route their client took.
+macro_rules! routed {
+    ($($t:ty),*) => {$(impl Consistency for $t {
+        fn retry_safe(&self) -> bool {
+            self.request_id.is_some()
+        }
+        fn route(&self) -> Option<&pb::RangeHint> {
+            self.route.as_ref()
+        }
+    })*};
+}
 macro_rules! queries {
     ($($t:ty),*) => {$(impl Consistency for $t {
         fn retry_safe(&self) -> bool {
@@ -275,10 +317,21 @@ macro_rules! queries {
         }
     })*};
 }
-reads!(pb::GetRequest, pb::BatchGetRequest, pb::ScanRequest);
-writes!(
+reads!(pb::BatchGetRequest, pb::ScanRequest);
+impl Consistency for pb::GetRequest {
+    fn consistency(&self) -> Option<i32> {
+        Some(self.consistency)
+    }
+    fn retry_safe(&self) -> bool {
+        true
+    }
+    fn route(&self) -> Option<&pb::RangeHint> {
+        self.route.as_ref()
+    }
+}
+writes!(pb::DeleteRangeRequest);
+routed!(
     pb::WriteRequest,
-    pb::DeleteRangeRequest,
     pb::CompareAndSetRequest,
     pb::IncrementRequest
 );
