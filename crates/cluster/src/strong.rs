@@ -24,6 +24,7 @@ mod read;
 pub mod service;
 mod ship;
 mod split;
+mod trigger;
 mod types;
 mod write;
 mod writer;

@@ -132,6 +132,7 @@ pub async fn run(
             config.data_dir.join("snapshots"),
         )?),
     ));
+    strong.start_split_triggers();
     catalog.add_controller_hook(Arc::new(StrongFailover));
     let mut router = Router::new(catalog.clone());
     router.register(strong.clone());

@@ -265,6 +265,11 @@ impl RaftCatalog {
         self.state.read().tables.clone()
     }
 
+    /// The table a tablet belongs to.
+    pub fn table_of(&self, id: TabletId) -> Option<Arc<TableDesc>> {
+        self.state.read().table_of(id).cloned()
+    }
+
     /// One tablet's descriptor, without copying the rest of the metadata.
     pub fn tablet(&self, id: TabletId) -> Option<TabletDesc> {
         self.state.read().tablet(id).cloned()

@@ -97,6 +97,8 @@ impl StrongPolicy {
     ) -> Result<Outcome> {
         let tablet = self.ensure_mastered(tablet).await?;
         let acks = Self::acks(table, &opts)?;
+        let (key, written) = super::trigger::load_of(&op);
+        self.loads.record(tablet.id, key, written);
         self.tablets.write(tablet, op, acks, opts.request).await
     }
 
@@ -124,6 +126,9 @@ impl StrongPolicy {
             });
         }
         let tablet = self.ensure_mastered(tablet).await?.id;
+        if let Some(key) = keys.first() {
+            self.loads.record(tablet, key, 0);
+        }
         let level = match level {
             ReadLevel::Follower(_) => ReadLevel::Committed,
             other => other,
@@ -160,7 +165,9 @@ impl StrongPolicy {
         let tablet = if local_replica {
             tablet.id
         } else {
-            self.ensure_mastered(tablet).await?.id
+            let id = self.ensure_mastered(tablet).await?.id;
+            self.loads.record(id, &range.start, 0);
+            id
         };
         self.tablets
             .scan(&table, tablet, range, limit, reverse, at, level)

@@ -53,6 +53,8 @@ impl StrongPolicy {
     pub(super) async fn follow(&self, tablet: &TabletDesc) -> Result<()> {
         let known = self.followed.lock().get(&tablet.id).copied();
         if known != Some(tablet.master_epoch) {
+            // Measured again (and sampled afresh) if it is mastered here again.
+            self.loads.forget(tablet.id);
             self.tablets.follow_tablet(tablet).await?;
             self.followed.lock().insert(tablet.id, tablet.master_epoch);
         }

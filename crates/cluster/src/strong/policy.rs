@@ -26,6 +26,10 @@ pub struct StrongPolicy {
     pub(super) reconciling: tokio::sync::Mutex<()>,
     /// Tablets whose recorded split this node is carrying on ([`StrongPolicy::resume_split`]).
     pub(super) resuming: Arc<parking_lot::Mutex<std::collections::HashSet<TabletId>>>,
+    /// Recent requests of the tablets mastered here, for automatic splits.
+    pub(super) loads: super::trigger::Loads,
+    /// Tablets an automatic split is under way for.
+    pub(super) auto_splitting: parking_lot::Mutex<std::collections::HashSet<TabletId>>,
 }
 
 impl std::fmt::Debug for StrongPolicy {
@@ -47,6 +51,8 @@ impl StrongPolicy {
             followed: Default::default(),
             reconciling: Default::default(),
             resuming: Default::default(),
+            loads: Default::default(),
+            auto_splitting: Default::default(),
         }
     }
 

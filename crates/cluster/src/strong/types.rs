@@ -74,6 +74,18 @@ pub struct Config {
     pub ack_timeout_ms: u64,
     /// A follower behind the master for this long leaves the in-sync set. Default 2000.
     pub replica_lag_ms: u64,
+    /// A tablet whose live keys and values pass this many bytes splits at its middle
+    /// key; 0 never splits by size. Default 536870912 (512 MiB).
+    pub split_size_bytes: u64,
+    /// A tablet whose master serves more than this many requests per second for
+    /// `split_load_secs` splits at a key from a sample of its recent requests that
+    /// balances them; 0 never splits by load. Default 2500.
+    pub split_load_ops: u64,
+    /// Seconds a tablet's load must stay over `split_load_ops`. Default 10.
+    pub split_load_secs: u64,
+    /// Milliseconds between two looks of a node at the loads and sizes of the
+    /// tablets it masters. Default 1000.
+    pub split_check_ms: u64,
 }
 
 impl Default for Config {
@@ -84,6 +96,10 @@ impl Default for Config {
             max_group_commands: 1024,
             ack_timeout_ms: 5000,
             replica_lag_ms: 2000,
+            split_size_bytes: 512 << 20,
+            split_load_ops: 2500,
+            split_load_secs: 10,
+            split_check_ms: 1000,
         }
     }
 }
@@ -106,6 +122,18 @@ impl Config {
         if self.replica_lag_ms == 0 {
             return Err(Error::invalid(
                 "strong.replica_lag_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.split_check_ms == 0 {
+            return Err(Error::invalid(
+                "strong.split_check_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.split_load_secs == 0 {
+            return Err(Error::invalid(
+                "strong.split_load_secs",
                 "must be at least 1",
             ));
         }

@@ -56,6 +56,18 @@ pub(super) struct StartArgs {
     /// share of the cores.
     #[arg(long)]
     worker_threads: Option<usize>,
+    /// Bytes of live keys and values past which a tablet splits at its middle key
+    /// (0: never; default 512 MiB).
+    #[arg(long)]
+    split_size_bytes: Option<u64>,
+    /// Requests per second to a tablet's master, sustained for --split-load-secs,
+    /// past which it splits at a key balancing its sampled requests (0: never;
+    /// default 2500).
+    #[arg(long)]
+    split_load_ops: Option<u64>,
+    /// Seconds a tablet's load must stay over --split-load-ops (default 10).
+    #[arg(long)]
+    split_load_secs: Option<u64>,
     /// For tests: crash at a fail point (`NAME=KEY`, e.g. `split-after-intent=k5`).
     #[arg(long, hide = true)]
     fail_point: Vec<String>,
@@ -108,6 +120,15 @@ pub(super) fn node_config(args: &StartArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.oplog_retention_records {
         config.strong.oplog_retention_records = v;
+    }
+    if let Some(v) = args.split_size_bytes {
+        config.strong.split_size_bytes = v;
+    }
+    if let Some(v) = args.split_load_ops {
+        config.strong.split_load_ops = v;
+    }
+    if let Some(v) = args.split_load_secs {
+        config.strong.split_load_secs = v;
     }
     if let Some(v) = args.worker_threads {
         config.worker_threads = v;
