@@ -24,6 +24,15 @@ const CRASH_KEYS: [(&str, &str); 3] = [
     ("split-before-commit", "crash-c"),
 ];
 
+/// The keys (the start of the right tablet) at which a node crashes during a
+/// merge, and that node's id: only there, so a merge asked again elsewhere goes on.
+const MERGE_CRASH_KEYS: [(&str, &str, u64); 4] = [
+    ("merge-after-intent", "mcrash-a", 1),
+    ("merge-after-stop", "mcrash-b", 2),
+    ("merge-after-record", "mcrash-c", 3),
+    ("merge-before-commit", "mcrash-d", 1),
+];
+
 fn rows(rows: &[pb::KeyValue]) -> Vec<(String, String)> {
     rows.iter()
         .map(|r| {
@@ -347,6 +356,19 @@ async fn split_by_hand(cluster: &TestCluster) {
     );
 }
 
+/// The last lines of every node's log (without the metadata library's), for a
+/// failure's message.
+fn log_tails(cluster: &TestCluster) -> String {
+    let mut out = String::new();
+    for i in 0..cluster.len() {
+        let log = cluster.node(i).log_text();
+        let lines: Vec<&str> = log.lines().filter(|l| !l.contains("openraft")).collect();
+        let tail = &lines[lines.len().saturating_sub(25)..];
+        out.push_str(&format!("\n--- node {}:\n{}", i + 1, tail.join("\n")));
+    }
+    out
+}
+
 /// The table's tablets as node `i` describes them: (start, generation, master).
 async fn tablets(cluster: &TestCluster, i: usize, table: &str) -> Vec<pb::TabletInfo> {
     match cluster.client(i).await {
@@ -373,13 +395,14 @@ async fn create_in_sync(cluster: &TestCluster, i: usize, table: &str) {
     .expect("in sync");
 }
 
-/// Four splits while the workload runs, each through another node: every register's
+/// Four splits and then two merges while the workload runs, each through another
+/// node: every register's
 /// history stays linearizable, every id acknowledged with `acks=all` is kept (and none
 /// appears that was never sent), and no operation fails or goes unanswered — the
 /// client library's retries absorb the splits.
 async fn splits_under_load(cluster: &TestCluster) {
     let addrs: Vec<String> = (0..3).map(|i| cluster.node(i).grpc.to_string()).collect();
-    let workload = LocalWorkload::start(&addrs, "load", 14).expect("workload");
+    let workload = LocalWorkload::start(&addrs, "load", 24).expect("workload");
     let lines = || workload.history().lines().count();
     wait_until("the workload warms up", CLUSTER_WAIT, || async {
         lines() >= 300
@@ -393,6 +416,19 @@ async fn splits_under_load(cluster: &TestCluster) {
             .unwrap_or_else(|e| panic!("split at {key}: {e}"));
         let base = lines();
         wait_until("progress after the split", CLUSTER_WAIT, || async {
+            lines() >= base + 150
+        })
+        .await
+        .expect("progress");
+    }
+    // Two merges under the same load, through a node that may master neither.
+    for (i, key) in ["id/4", "r6"].into_iter().enumerate() {
+        let mut c = cluster.client((i + 1) % 3).await.expect("connect");
+        c.merge_tablets("load", key.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("merge at {key}: {e}"));
+        let base = lines();
+        wait_until("progress after the merge", CLUSTER_WAIT, || async {
             lines() >= base + 150
         })
         .await
@@ -425,7 +461,7 @@ async fn splits_under_load(cluster: &TestCluster) {
         .into_iter()
         .map(|t| t.start)
         .collect();
-    let want: Vec<Vec<u8>> = ["", "id/2", "id/4", "r3", "r6"]
+    let want: Vec<Vec<u8>> = ["", "id/2", "r3"]
         .iter()
         .map(|k| k.as_bytes().to_vec())
         .collect();
@@ -583,6 +619,192 @@ async fn stale_routes(cluster: &TestCluster) {
     assert_eq!(x.value, b"2");
 }
 
+/// Merges by hand through the CLI: tablets with different masters merge (the right
+/// one handed over first) into the next generation with every row; the merged
+/// tablet takes writes over the whole range; a retry of a write the right tablet
+/// answered is answered from the log, not applied again; bad merges are refused.
+async fn merges_by_hand(cluster: &TestCluster) {
+    let mut c = cluster.client(0).await.expect("connect");
+    let opts = TableOptions {
+        split_keys: vec![b"g".to_vec(), b"p".to_vec()],
+        ..Default::default()
+    };
+    c.create_table("merge", opts).await.expect("create");
+    wait_until("every tablet in sync", CLUSTER_WAIT, || async {
+        let t = tablets(cluster, 0, "merge").await;
+        t.len() == 3 && t.iter().all(|t| t.in_sync.len() == 3)
+    })
+    .await
+    .expect("in sync");
+    let keys: Vec<String> = ["a", "f", "g", "k", "p", "x"]
+        .iter()
+        .flat_map(|p| (0..10).map(move |i| format!("{p}{i}")))
+        .collect();
+    for k in &keys {
+        c.put("merge", k.as_bytes(), b"v").await.expect("put");
+    }
+    let increment = pb::IncrementRequest {
+        table: "merge".into(),
+        key: b"x-counter".to_vec(),
+        delta: 3,
+        acks: Some(acks_all()),
+        request_id: Some(pb::RequestId { client: 99, seq: 1 }),
+        route: None,
+    };
+    let first = c
+        .kv()
+        .increment(increment.clone())
+        .await
+        .expect("increment")
+        .into_inner();
+    let before = tablets(cluster, 0, "merge").await;
+    // The first tablet has no left neighbour; no tablet starts at "h".
+    for (key, why) in [("", "must not be empty"), ("h", "starts at")] {
+        let o = cluster.node(1).cli(&["table", "merge", "merge", key]);
+        assert!(!o.status.success(), "a merge at {key:?} is refused");
+        assert!(stderr(&o).contains(why), "{}", stderr(&o));
+    }
+    let o = cluster
+        .node(2)
+        .cli(&["--json", "table", "merge", "merge", "p"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    let merged = v["tablets"].as_array().expect("tablets");
+    assert_eq!(merged.len(), 2, "{v}");
+    assert_eq!(
+        (merged[1]["start"].clone(), merged[1]["end"].clone()),
+        ("g".into(), "".into())
+    );
+    assert_eq!(merged[1]["generation"], 2);
+    assert_eq!(merged[1]["id"], before[1].id, "the left tablet stays");
+    let rows = c.scan("merge", b"", b"", 0, false).await.expect("scan");
+    assert_eq!(rows.len(), keys.len() + 1, "every row is kept");
+    let again = c
+        .kv()
+        .increment(increment)
+        .await
+        .expect("the retry")
+        .into_inner();
+    assert_eq!((again.value, again.version), (first.value, first.version));
+    let n = c
+        .get("merge", b"x-counter")
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(n.value, b"3", "applied once");
+    for key in [&b"g0"[..], b"p0", b"zz"] {
+        c.put("merge", key, b"after")
+            .await
+            .expect("a write after the merge");
+        let got = c.get("merge", key).await.expect("get").expect("found");
+        assert_eq!(got.value, b"after");
+    }
+    // Merged again, down to one tablet.
+    let t = c
+        .merge_tablets("merge", b"g")
+        .await
+        .unwrap_or_else(|e| panic!("merge: {e}{}", log_tails(cluster)));
+    assert_eq!(t.tablets.len(), 1);
+    assert_eq!(t.tablets[0].generation, 3);
+    let rows = c.scan("merge", b"", b"", 0, false).await.expect("scan");
+    assert_eq!(rows.len(), keys.len() + 2);
+}
+
+/// A crash of the master at each step of a merge by hand: the merge is carried on
+/// or called off by whoever masters the tablets next, every row stays, every key
+/// takes writes, and the merge then goes through when asked again.
+async fn a_crash_at_each_step_of_a_merge(cluster: &mut TestCluster) {
+    for (n, (point, key, node)) in MERGE_CRASH_KEYS.into_iter().enumerate() {
+        let table = format!("mcrash{n}");
+        create_in_sync(cluster, 0, &table).await;
+        let mut c = cluster.client(0).await.expect("connect");
+        let keys: Vec<String> = (0..20)
+            .flat_map(|i| [format!("a{i:02}"), format!("z{i:02}")])
+            .collect();
+        for k in &keys {
+            c.put(&table, k.as_bytes(), b"v").await.expect("put");
+        }
+        c.split_tablet(&table, key.as_bytes()).await.expect("split");
+        wait_until("both halves in sync", CLUSTER_WAIT, || async {
+            let t = tablets(cluster, 0, &table).await;
+            t.len() == 2 && t.iter().all(|t| t.in_sync.len() == 3)
+        })
+        .await
+        .expect("in sync");
+        // Both tablets mastered by the node the fail point is armed on.
+        for start in [&b""[..], key.as_bytes()] {
+            c.transfer_master(&table, start, node)
+                .await
+                .expect("transfer-master");
+        }
+        wait_until("both mastered there, all in sync", CLUSTER_WAIT, || async {
+            let t = tablets(cluster, 0, &table).await;
+            t.iter().all(|t| t.master == node && t.in_sync.len() == 3)
+        })
+        .await
+        .expect("in sync");
+        let m = cluster.index_of(node).expect("the node");
+        let other = (m + 1) % 3;
+        let mut c = cluster.client(other).await.expect("connect");
+        let _ = c.merge_tablets(&table, key.as_bytes()).await;
+        wait_until(point, CLUSTER_WAIT, || {
+            let exited = cluster.node_mut(m).has_exited();
+            async move { exited }
+        })
+        .await
+        .expect("the master crashes at the fail point");
+        // Back without its fail point: a merge needs every replica in sync.
+        let armed = format!("{point}={key}@{node}");
+        cluster
+            .node_mut(m)
+            .restart_with(|args| {
+                if let Some(at) = args.iter().position(|a| *a == armed) {
+                    args.drain(at - 1..=at);
+                }
+            })
+            .expect("restart");
+        // Merged, or called off and merged when asked again.
+        wait_until("the merge resolves", CLUSTER_WAIT, || async {
+            let mut c = cluster.client(other).await.expect("connect");
+            let t = tablets(cluster, other, &table).await;
+            t.len() == 1 || c.merge_tablets(&table, key.as_bytes()).await.is_ok()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let log = cluster.node(other).log_text();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains("openraft"))
+                .rev()
+                .take(30)
+                .collect();
+            panic!(
+                "{point}: {e}; the log of node {other} ends:\n{}",
+                tail.join("\n")
+            )
+        });
+        let t = tablets(cluster, other, &table).await;
+        assert_eq!(t.len(), 1, "{point}");
+        let rows = c.scan(&table, b"", b"", 0, false).await.expect("scan");
+        assert_eq!(
+            rows.len(),
+            keys.len(),
+            "{point}: every acknowledged row stays"
+        );
+        for k in [&b"a99"[..], b"z99"] {
+            c.put(&table, k, b"after")
+                .await
+                .expect("a write to each side");
+        }
+        wait_until("the crashed node is back in sync", CLUSTER_WAIT, || async {
+            let t = tablets(cluster, m, &table).await;
+            t.len() == 1 && t[0].in_sync.len() == 3
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{point}: {e}"));
+    }
+}
+
 /// A crash of the tablet's master at each step of a split by hand: the node that
 /// masters the tablet next carries the split on from the intent and its log, every
 /// acknowledged row stays, both halves take writes, and the crashed node rejoins.
@@ -648,9 +870,17 @@ async fn a_crash_at_each_step(cluster: &mut TestCluster) {
 async fn tables_of_many_tablets() {
     let fail_points: Vec<String> = CRASH_KEYS
         .iter()
-        .flat_map(|(point, key)| ["--fail-point".to_string(), format!("{point}={key}")])
+        .map(|(point, key)| format!("{point}={key}"))
+        .chain(
+            MERGE_CRASH_KEYS
+                .iter()
+                .map(|(point, key, node)| format!("{point}={key}@{node}")),
+        )
+        .flat_map(|spec| ["--fail-point".to_string(), spec])
         .collect();
-    let args: Vec<&str> = fail_points.iter().map(String::as_str).collect();
+    // Splits here are by hand only.
+    let mut args: Vec<&str> = vec!["--split-load-ops", "0", "--split-size-bytes", "0"];
+    args.extend(fail_points.iter().map(String::as_str));
     let mut cluster = TestCluster::builder()
         .args(&args)
         .build()
@@ -661,5 +891,7 @@ async fn tables_of_many_tablets() {
     splits_under_load(&cluster).await;
     retries_positions_and_follower_reads(&cluster).await;
     stale_routes(&cluster).await;
+    merges_by_hand(&cluster).await;
     a_crash_at_each_step(&mut cluster).await;
+    a_crash_at_each_step_of_a_merge(&mut cluster).await;
 }

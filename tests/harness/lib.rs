@@ -234,6 +234,13 @@ impl TestNode {
             .is_some_and(|c| c.try_wait().ok().flatten().is_some())
     }
 
+    /// Starts the process again on the same data directory with its flags as `edit`
+    /// leaves them (they stay so for later restarts).
+    pub fn restart_with(&mut self, edit: impl FnOnce(&mut Vec<String>)) -> Result<()> {
+        edit(&mut self.args);
+        self.restart()
+    }
+
     /// Starts the process again on the same data directory (with the same flags).
     pub fn restart(&mut self) -> Result<()> {
         self.kill();

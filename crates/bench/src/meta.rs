@@ -105,6 +105,8 @@ fn state(nodes: u64, tablets: usize) -> MetaState {
                 conf_version: 1,
                 moving: None,
                 split: None,
+                merge: None,
+                absorbed: None,
             }],
         };
         s.tables.insert(name, Arc::new(desc));

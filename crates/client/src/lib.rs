@@ -578,6 +578,21 @@ impl Client {
         Ok(r.table.unwrap_or_default())
     }
 
+    /// Merges the tablet of `table` that starts at `key` into its left neighbour;
+    /// returns the table after.
+    pub async fn merge_tablets(&mut self, table: &str, key: &[u8]) -> Result<pb::TableInfo> {
+        let r = self
+            .admin
+            .merge_tablets(pb::MergeTabletsRequest {
+                table: table.into(),
+                key: key.to_vec(),
+            })
+            .await?
+            .into_inner();
+        self.routes().forget(table, None);
+        Ok(r.table.unwrap_or_default())
+    }
+
     /// Drops a table; false when it did not exist and `if_exists`.
     pub async fn drop_table(&mut self, name: &str, if_exists: bool) -> Result<bool> {
         let r = self

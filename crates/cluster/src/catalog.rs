@@ -74,6 +74,23 @@ pub struct TabletDesc {
     /// A split under way: its master recorded it before writing it to the oplog.
     #[serde(default)]
     pub split: Option<SplitIntent>,
+    /// A merge under way, on both tablets it joins (see `strong::merge`).
+    #[serde(default)]
+    pub merge: Option<MergeIntent>,
+    /// The right neighbour this tablet absorbed in its last merge: its replicas
+    /// forget that tablet's own state (its data is this tablet's now).
+    #[serde(default)]
+    pub absorbed: Option<TabletId>,
+}
+
+/// A merge a master is carrying out: `left` takes the keys of its right neighbour
+/// `right` over, and `right` ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeIntent {
+    /// The tablet that stays.
+    pub left: TabletId,
+    /// The tablet that ends.
+    pub right: TabletId,
 }
 
 /// A split a tablet's master is carrying out: the tablet keeps `[start, key)` and
@@ -225,6 +242,8 @@ mod tests {
             conf_version: 0,
             moving: None,
             split: None,
+            merge: None,
+            absorbed: None,
         };
         let t = TableDesc {
             id: TableId(1),

@@ -36,7 +36,7 @@ pub mod router;
 pub mod status;
 pub mod strong;
 
-pub use catalog::{Catalog, PolicyKind, TableDesc, TableSpec, TabletDesc};
+pub use catalog::{Catalog, MergeIntent, PolicyKind, TableDesc, TableSpec, TabletDesc};
 pub use error::{Error, ErrorKind, MetaUnavailable, RangeInfo, Result};
 pub use meta::RaftCatalog;
 pub use policy::{ControllerHook, Locality, TabletPolicy};

@@ -17,6 +17,7 @@ mod keeper;
 pub mod kv;
 mod life;
 mod mastership;
+mod merge;
 mod pacing;
 mod policy;
 pub mod protocol;
@@ -480,6 +481,7 @@ pub(crate) fn record_size(r: &datalayer_store::OplogRecord) -> usize {
     match &r.body {
         datalayer_store::RecordBody::Noop | datalayer_store::RecordBody::Abort { .. } => 32,
         datalayer_store::RecordBody::Split { key, .. } => 32 + key.len(),
+        datalayer_store::RecordBody::Absorb { requests, .. } => 48 + 48 * requests.len(),
         datalayer_store::RecordBody::Write(ms) => {
             32 + ms
                 .iter()

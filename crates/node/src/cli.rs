@@ -195,6 +195,8 @@ enum TableCmd {
     /// Split the tablet holding KEY at KEY: it keeps the keys below, a new tablet
     /// takes the rest. No data moves.
     Split { name: String, key: String },
+    /// Merge the tablet that starts at KEY into its left neighbour. No data moves.
+    Merge { name: String, key: String },
     /// Drop a table and all its data.
     Drop {
         name: String,

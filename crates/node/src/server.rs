@@ -100,6 +100,7 @@ pub async fn run(
     let pool = Arc::new(ChannelPool::new());
     let (node, bootstrap) =
         node_identity(&pool, &engine, &config, &advertised, &http_addr.to_string()).await?;
+    datalayer_cluster::fail::set_node(node);
     let lease = Arc::new(datalayer_cluster::meta::Lease::new(
         Duration::from_millis(config.master_failover_ms),
         Duration::from_millis(config.max_clock_offset_ms),

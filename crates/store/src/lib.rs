@@ -36,5 +36,7 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use hlc::{HybridClock, Timestamp};
 pub use ids::{Epoch, NodeId, Seq, TableId, TabletId};
-pub use oplog::{Answer, Mutation, OplogRecord, Origin, RecordBody, RequestId, TabletState};
+pub use oplog::{
+    Answer, Inherited, Mutation, OplogRecord, Origin, RecordBody, RequestId, TabletState,
+};
 pub use rocks::RocksTabletEngine;

@@ -61,6 +61,34 @@ pub enum RecordBody {
         /// The right half.
         right: crate::ids::TabletId,
     },
+    /// Takes the keys of the right neighbour `right` over (DESIGN §8): its master
+    /// stopped ordering writes on it and every record of it up to `through` is
+    /// committed, so every replica that appends this record holds all of its data.
+    /// Writes no versions; its timestamp orders every later write of this tablet
+    /// after every write of `right`. `requests` are `right`'s clients' last answered
+    /// requests: their retries are answered from here.
+    Absorb {
+        /// The tablet that ends.
+        right: crate::ids::TabletId,
+        /// Its last record.
+        through: Seq,
+        /// Its clients' last answered requests.
+        requests: Vec<Inherited>,
+    },
+}
+
+/// A request answered by a tablet that another absorbed, as the absorbing tablet's
+/// log keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inherited {
+    /// The request and its answer.
+    pub origin: Origin,
+    /// The timestamp it was written at.
+    pub ts: Timestamp,
+    /// Where it was written in the absorbed tablet's log.
+    pub epoch: Epoch,
+    /// Its seq there.
+    pub seq: Seq,
 }
 
 /// A client's name for one of its write requests: the same id on a retry lets the

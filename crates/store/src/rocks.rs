@@ -302,7 +302,7 @@ impl TabletEngine for RocksTabletEngine {
                             }
                         }
                     }
-                    RecordBody::Noop | RecordBody::Split { .. } => {}
+                    RecordBody::Noop | RecordBody::Split { .. } | RecordBody::Absorb { .. } => {}
                 }
                 records += 1;
             }

@@ -345,6 +345,26 @@ impl RaftCatalog {
             .await
     }
 
+    /// Records the intent to merge `left` and `right` (see [`MetaCommand::MergeIntent`]).
+    pub async fn merge_intent(&self, left: &TabletDesc, right: &TabletDesc) -> Result<()> {
+        self.change(MetaCommand::MergeIntent {
+            left: left.id,
+            right: right.id,
+            expect_generations: (left.generation, right.generation),
+        })
+        .await
+    }
+
+    /// Records a merge whose absorb record committed (see [`MetaCommand::MergeCommit`]).
+    pub async fn merge_commit(&self, left: TabletId, right: TabletId) -> Result<()> {
+        self.change(MetaCommand::MergeCommit { left, right }).await
+    }
+
+    /// Calls a merge off (see [`MetaCommand::MergeAbort`]).
+    pub async fn merge_abort(&self, left: TabletId, right: TabletId) -> Result<()> {
+        self.change(MetaCommand::MergeAbort { left, right }).await
+    }
+
     /// Removes a node from the cluster (see [`MetaCommand::RemoveNode`]).
     pub async fn decommission(&self, node: NodeId) -> Result<()> {
         self.change(MetaCommand::RemoveNode { id: node }).await

@@ -4,8 +4,8 @@
 //! be deterministic: it reads nothing but the state and the command.
 
 use crate::catalog::{
-    DEFAULT_REPLICATION_FACTOR, DEFAULT_VERSION_RETENTION_SECS, ReplicaMove, SplitIntent,
-    TableDesc, TableSpec, TabletDesc, check_split_keys, validate_table_name,
+    DEFAULT_REPLICATION_FACTOR, DEFAULT_VERSION_RETENTION_SECS, ReplicaMove, TableDesc, TableSpec,
+    TabletDesc, check_split_keys, validate_table_name,
 };
 use datalayer_store::{Epoch, NodeId, TableId, TabletId};
 use serde::{Deserialize, Serialize};
@@ -120,6 +120,35 @@ pub enum MetaCommand {
         /// The tablet (the left half).
         tablet: TabletId,
         /// The right half, as the intent named it.
+        right: TabletId,
+    },
+    /// A master is about to merge two adjacent tablets of one table (DESIGN §8):
+    /// records the intent on both. Refused unless both are still at the generations
+    /// the proposer read, `right` starts where `left` ends, they have the same
+    /// master and replicas, every replica of both is in sync, and neither has a
+    /// split, merge or replica move under way.
+    MergeIntent {
+        /// The tablet that stays.
+        left: TabletId,
+        /// The tablet that ends.
+        right: TabletId,
+        /// The generations the proposer read, left then right.
+        expect_generations: (u64, u64),
+    },
+    /// `left`'s absorb record is committed: it takes `right`'s keys over in the next
+    /// generation and `right` ends. Done again when it is done.
+    MergeCommit {
+        /// The tablet that stays.
+        left: TabletId,
+        /// The tablet that ends.
+        right: TabletId,
+    },
+    /// Calls off a merge that cannot go on (the tablets no longer share a master):
+    /// clears the intent from both; nothing else changed.
+    MergeAbort {
+        /// The tablet that stays.
+        left: TabletId,
+        /// The tablet that ends.
         right: TabletId,
     },
     /// A node extends its liveness record: succeeds only while the record still has
@@ -311,6 +340,9 @@ impl MetaState {
             | MetaCommand::DropReplica { tablet, .. }
             | MetaCommand::SplitIntent { tablet, .. }
             | MetaCommand::SplitCommit { tablet, .. } => table_of(tablet).into_iter().collect(),
+            MetaCommand::MergeIntent { left, .. }
+            | MetaCommand::MergeCommit { left, .. }
+            | MetaCommand::MergeAbort { left, .. } => table_of(left).into_iter().collect(),
             MetaCommand::Heartbeat { node, .. } | MetaCommand::IncrementEpoch { node, .. } => {
                 vec![StateKey::Liveness(*node)]
             }
@@ -538,9 +570,9 @@ impl MetaState {
                 tablet.conf_version
             ))));
         }
-        if tablet.split.is_some() {
+        if tablet.split.is_some() || tablet.merge.is_some() {
             return Err(MetaResponse::Rejected(MetaError::Conflict(format!(
-                "{id} is splitting: its replicas change once the split is over"
+                "{id} is splitting or merging: its replicas change once that is over"
             ))));
         }
         Ok(tablet)
@@ -679,83 +711,6 @@ impl MetaState {
         MetaResponse::Done
     }
 
-    fn split_intent(&mut self, id: TabletId, expect: u64, key: &[u8]) -> MetaResponse {
-        let Some(tablet) = self.tablet(id) else {
-            return MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")));
-        };
-        if let Some(intent) = &tablet.split {
-            return if intent.key == key {
-                MetaResponse::Split(intent.right)
-            } else {
-                MetaResponse::Rejected(MetaError::Conflict(format!(
-                    "{id} is already splitting at {:?}",
-                    String::from_utf8_lossy(&intent.key)
-                )))
-            };
-        }
-        if tablet.generation != expect {
-            return MetaResponse::Rejected(MetaError::Conflict(format!(
-                "{id} is at generation {} now, not {expect}",
-                tablet.generation
-            )));
-        }
-        if tablet.moving.is_some() {
-            return MetaResponse::Rejected(MetaError::Conflict(format!(
-                "{id} is moving a replica: it splits once the move is over"
-            )));
-        }
-        let inside = key > tablet.start.as_slice() && tablet.end.as_deref().is_none_or(|e| key < e);
-        if !inside {
-            return invalid(
-                "key",
-                format!(
-                    "{:?} is not strictly inside {id}'s range (a tablet splits between its bounds)",
-                    String::from_utf8_lossy(key)
-                ),
-            );
-        }
-        let right = TabletId(self.take_id());
-        let tablet = self.tablet_mut(id).expect("found above");
-        tablet.split = Some(SplitIntent {
-            key: key.to_vec(),
-            right,
-        });
-        MetaResponse::Split(right)
-    }
-
-    fn split_commit(&mut self, id: TabletId, right: TabletId) -> MetaResponse {
-        let Some(name) = self.tablet_tables.get(&id).cloned() else {
-            return MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")));
-        };
-        let Some(table) = self.tables.get_mut(&name) else {
-            return MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")));
-        };
-        let t = Arc::make_mut(table);
-        let Some(at) = t.tablets.iter().position(|tb| tb.id == id) else {
-            return MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")));
-        };
-        if t.tablets.iter().any(|tb| tb.id == right) {
-            return MetaResponse::Done; // done already
-        }
-        let left = &mut t.tablets[at];
-        let Some(intent) = left.split.take_if(|i| i.right == right) else {
-            return MetaResponse::Rejected(MetaError::Conflict(format!(
-                "{id} has no split intent for {right}"
-            )));
-        };
-        left.generation += 1;
-        let mut half = left.clone();
-        left.end = Some(intent.key.clone());
-        half.id = right;
-        half.start = intent.key;
-        // The right half's log begins at a base in the left half's epoch at the split
-        // record (or an older one): its master serves it in a later epoch.
-        half.master_epoch = Epoch(half.master_epoch.0 + 1);
-        t.tablets.insert(at + 1, half);
-        self.tablet_tables.insert(right, name);
-        MetaResponse::Done
-    }
-
     /// Applies one committed command.
     pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
         match cmd {
@@ -806,6 +761,8 @@ impl MetaState {
                         conf_version: 1,
                         moving: None,
                         split: None,
+                        merge: None,
+                        absorbed: None,
                     });
                     match end {
                         Some(next) => start = next,
@@ -881,6 +838,13 @@ impl MetaState {
                 key,
             } => self.split_intent(*tablet, *expect_generation, key),
             MetaCommand::SplitCommit { tablet, right } => self.split_commit(*tablet, *right),
+            MetaCommand::MergeIntent {
+                left,
+                right,
+                expect_generations,
+            } => self.merge_intent(*left, *right, *expect_generations),
+            MetaCommand::MergeCommit { left, right } => self.merge_commit(*left, *right),
+            MetaCommand::MergeAbort { left, right } => self.merge_abort(*left, *right),
             // The state machine answers with the entry's index.
             MetaCommand::Sync => MetaResponse::Done,
             MetaCommand::Heartbeat {
@@ -918,5 +882,6 @@ impl MetaState {
     }
 }
 
+mod ranges;
 #[cfg(test)]
 mod tests;

@@ -58,7 +58,7 @@ impl StrongPolicy {
             self.tablets.follow_tablet(tablet).await?;
             self.followed.lock().insert(tablet.id, tablet.master_epoch);
         }
-        Ok(())
+        self.retire_absorbed(tablet).await
     }
 
     /// Deletes this node's replica of a tablet that moved to other nodes, if any.
@@ -99,6 +99,8 @@ impl StrongPolicy {
         if tablet.split.is_some() {
             self.resume_split(tablet.id);
         }
+        self.resume_merge(tablet);
+        self.retire_absorbed(tablet).await?;
         Ok(())
     }
 
@@ -337,6 +339,8 @@ mod tests {
             conf_version: 1,
             moving: None,
             split: None,
+            merge: None,
+            absorbed: None,
         }
     }
 

@@ -28,6 +28,8 @@ pub struct StrongPolicy {
     pub(super) resuming: Arc<parking_lot::Mutex<std::collections::HashSet<TabletId>>>,
     /// Recent requests of the tablets mastered here, for automatic splits.
     pub(super) loads: super::trigger::Loads,
+    /// Tablets merged away whose own state this node has forgotten.
+    pub(super) retired: parking_lot::Mutex<std::collections::HashSet<TabletId>>,
     /// Tablets an automatic split is under way for.
     pub(super) auto_splitting: parking_lot::Mutex<std::collections::HashSet<TabletId>>,
 }
@@ -53,6 +55,7 @@ impl StrongPolicy {
             resuming: Default::default(),
             loads: Default::default(),
             auto_splitting: Default::default(),
+            retired: Default::default(),
         }
     }
 

@@ -30,6 +30,7 @@ const PACE_MAX: Duration = Duration::from_millis(2);
 mod evaluate;
 mod follower;
 mod master;
+mod merge;
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -106,6 +107,15 @@ pub(super) enum Command {
         tablet: TabletId,
         key: Vec<u8>,
         right: TabletId,
+        reply: Reply<Outcome>,
+    },
+    /// Append an absorb record to `tablet`, which this node masters, taking over
+    /// the keys of `right` (served here, its writes stopped and committed through
+    /// `through`); the answer, once durable, is the record's position.
+    Absorb {
+        tablet: TabletId,
+        right: TabletId,
+        through: Seq,
         reply: Reply<Outcome>,
     },
     /// Commit what is pending and move the closed timestamp to now.
@@ -268,15 +278,29 @@ fn recorded_outcome(tablet: TabletId, r: &OplogRecord) -> Option<(RequestId, Out
     ))
 }
 
-/// Records `r`'s request, if it names one, as its client's latest.
+/// Records `r`'s request, if it names one, as its client's latest; for an absorb
+/// record, the requests of the absorbed tablet.
 fn remember(requests: &mut Requests, tablet: TabletId, r: &OplogRecord) {
-    if let Some((id, outcome)) = recorded_outcome(tablet, r) {
+    let mut note = |id: RequestId, outcome: Outcome| {
         let newer = requests
             .get(&id.client)
             .is_none_or(|(seq, _)| *seq <= id.seq);
         if newer {
             requests.insert(id.client, (id.seq, outcome));
         }
+    };
+    if let RecordBody::Absorb {
+        right,
+        requests: inherited,
+        ..
+    } = &r.body
+    {
+        for i in inherited {
+            note(i.origin.request, merge::inherited_outcome(*right, i));
+        }
+    }
+    if let Some((id, outcome)) = recorded_outcome(tablet, r) {
+        note(id, outcome);
     }
 }
 
@@ -376,6 +400,16 @@ impl Writer {
                     } => {
                         group.unpaced = true;
                         let result = self.stage_split(&mut group, tablet, key, right);
+                        group.replies.push((reply, result));
+                    }
+                    Command::Absorb {
+                        tablet,
+                        right,
+                        through,
+                        reply,
+                    } => {
+                        group.unpaced = true;
+                        let result = self.stage_absorb(&mut group, tablet, right, through);
                         group.replies.push((reply, result));
                     }
                     Command::Fence {
@@ -526,6 +560,10 @@ impl Writer {
                 voids.extend(Void::of(r));
                 if let Some(mark) = SplitMark::of(r) {
                     split = Some(mark);
+                }
+                if matches!(r.body, RecordBody::Absorb { .. }) {
+                    // The keys past the last split are the tablet's again.
+                    split = None;
                 }
             }
             from = last.next();

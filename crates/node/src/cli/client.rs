@@ -205,6 +205,7 @@ async fn table_command(c: &mut Client, out: Out, cmd: TableCmd) -> anyhow::Resul
             transfer_master(c, out, &name, node, &key).await
         }
         TableCmd::Split { name, key } => table_split(c, out, &name, &key).await,
+        TableCmd::Merge { name, key } => table_merge(c, out, &name, &key).await,
         TableCmd::Drop { name, if_exists } => table_drop(c, out, &name, if_exists).await,
     }
 }
@@ -276,6 +277,21 @@ async fn table_split(c: &mut Client, out: Out, name: &str, key: &str) -> anyhow:
         || {
             println!(
                 "split table {} at {key:?}: {} tablets",
+                t.name,
+                t.tablets.len()
+            );
+        },
+    );
+    Ok(Done::Ok)
+}
+
+async fn table_merge(c: &mut Client, out: Out, name: &str, key: &str) -> anyhow::Result<Done> {
+    let t = c.merge_tablets(name, key.as_bytes()).await?;
+    out.answer(
+        || table_json(&t),
+        || {
+            println!(
+                "merged the tablet at {key:?} of table {} into its left neighbour: {} tablets",
                 t.name,
                 t.tablets.len()
             );

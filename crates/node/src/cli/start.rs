@@ -68,7 +68,7 @@ pub(super) struct StartArgs {
     /// Seconds a tablet's load must stay over --split-load-ops (default 10).
     #[arg(long)]
     split_load_secs: Option<u64>,
-    /// For tests: crash at a fail point (`NAME=KEY`, e.g. `split-after-intent=k5`).
+    /// For tests: crash at a fail point (`NAME=KEY[@NODE]`, e.g. `split-after-intent=k5`).
     #[arg(long, hide = true)]
     fail_point: Vec<String>,
 }

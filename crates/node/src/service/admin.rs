@@ -198,6 +198,42 @@ impl AdminService {
     }
 }
 
+/// `req` marked as forwarded, so the receiver serves it itself.
+fn forwarded_request<T>(req: T) -> Request<T> {
+    let mut fwd = Request::new(req);
+    fwd.metadata_mut().insert(
+        super::kv::FORWARDED,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    fwd
+}
+
+impl AdminService {
+    /// A channel to `master` to forward a request it must serve to, or `None` when
+    /// this node is it (or the request was forwarded here already).
+    async fn forward_channel(
+        &self,
+        master: datalayer_store::NodeId,
+        forwarded: bool,
+    ) -> Result<Option<tonic::transport::Channel>, Status> {
+        if master == self.router.node() || forwarded {
+            return Ok(None);
+        }
+        let addr = self
+            .catalog
+            .node_addr(master)
+            .ok_or(Error::NoAddress { node: master })
+            .status()?;
+        let channel = self
+            .catalog
+            .pool()
+            .get(&addr, datalayer_cluster::pool::Lane::Forward)
+            .await
+            .status()?;
+        Ok(Some(channel))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
     async fn create_table(
@@ -342,32 +378,44 @@ impl pb::admin_server::Admin for AdminService {
                 return Err(Error::invalid("key", "the split key cannot be empty")).status();
             }
             let table = self.router.table_synced(&req.table).await.status()?;
+            // The tablet's master splits it.
             let master = table.tablet_for(&req.key).master;
-            if master != self.router.node() && !forwarded {
-                // The tablet's master splits it.
-                let addr = self
-                    .catalog
-                    .node_addr(master)
-                    .ok_or(Error::NoAddress { node: master })
-                    .status()?;
-                let channel = self
-                    .catalog
-                    .pool()
-                    .get(&addr, datalayer_cluster::pool::Lane::Forward)
-                    .await
-                    .status()?;
-                let mut fwd = Request::new(req);
-                fwd.metadata_mut().insert(
-                    super::kv::FORWARDED,
-                    tonic::metadata::MetadataValue::from_static("1"),
-                );
+            if let Some(channel) = self.forward_channel(master, forwarded).await? {
                 return Ok(pb::admin_client::AdminClient::new(channel)
-                    .split_tablet(fwd)
+                    .split_tablet(forwarded_request(req))
                     .await?
                     .into_inner());
             }
             let table = self.strong.split(&req.table, req.key).await.status()?;
             Ok(pb::SplitTabletResponse {
+                table: Some(table_info(&table, self.strong.tablets())),
+            })
+        })
+        .await
+    }
+
+    async fn merge_tablets(
+        &self,
+        request: Request<pb::MergeTabletsRequest>,
+    ) -> Result<Response<pb::MergeTabletsResponse>, Status> {
+        let forwarded = request.metadata().contains_key(super::kv::FORWARDED);
+        let req = request.into_inner();
+        timed(&self.metrics, "MergeTablets", async {
+            self.limits.table(&req.table).status()?;
+            self.limits.key("key", &req.key).status()?;
+            let table = self.router.table_synced(&req.table).await.status()?;
+            // The left tablet's master merges them.
+            let at = table.tablets.iter().position(|t| t.start == req.key);
+            if let Some(left) = at.filter(|at| *at > 0).map(|at| &table.tablets[at - 1])
+                && let Some(channel) = self.forward_channel(left.master, forwarded).await?
+            {
+                return Ok(pb::admin_client::AdminClient::new(channel)
+                    .merge_tablets(forwarded_request(req))
+                    .await?
+                    .into_inner());
+            }
+            let table = self.strong.merge(&req.table, req.key).await.status()?;
+            Ok(pb::MergeTabletsResponse {
                 table: Some(table_info(&table, self.strong.tablets())),
             })
         })

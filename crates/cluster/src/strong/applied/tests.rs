@@ -31,6 +31,8 @@ fn desc() -> TabletDesc {
         conf_version: 1,
         moving: None,
         split: None,
+        merge: None,
+        absorbed: None,
     }
 }
 

@@ -116,6 +116,20 @@ impl Writer {
                 ),
             ));
         }
+        // An absorb record needs the whole log of the tablet it takes over, up to its
+        // last record, held here: a replica that missed some of it must not serve
+        // its keys (it stays behind instead).
+        for r in &fresh {
+            if let RecordBody::Absorb { right, through, .. } = &r.body {
+                let held = self.served.get(right).map_or(Seq(0), |s| s.state.log_end);
+                if held < *through {
+                    return Err(Error::ReplicaBehind {
+                        tablet: *right,
+                        behind: crate::error::Behind::NoReplica,
+                    });
+                }
+            }
+        }
         let served = self.served.get_mut(&req.tablet).expect("served");
         let mut splits = Vec::new();
         for r in &fresh {
@@ -129,6 +143,10 @@ impl Writer {
             if let Some(mark) = SplitMark::of(r) {
                 served.split = Some(mark.clone());
                 splits.push((mark, r.epoch, r.ts, served.requests.clone()));
+            }
+            if matches!(r.body, RecordBody::Absorb { .. }) {
+                // The keys past the last split are this tablet's again.
+                served.split = None;
             }
         }
         for (mark, epoch, ts, requests) in splits {

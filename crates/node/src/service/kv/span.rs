@@ -228,6 +228,8 @@ mod tests {
                 conf_version: 1,
                 moving: None,
                 split: None,
+                merge: None,
+                absorbed: None,
             })
             .collect()
     }
