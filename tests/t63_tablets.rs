@@ -878,8 +878,15 @@ async fn tables_of_many_tablets() {
         )
         .flat_map(|spec| ["--fail-point".to_string(), spec])
         .collect();
-    // Splits here are by hand only.
-    let mut args: Vec<&str> = vec!["--split-load-ops", "0", "--split-size-bytes", "0"];
+    // Splits and merges here are by hand only.
+    let mut args: Vec<&str> = vec![
+        "--split-load-ops",
+        "0",
+        "--split-size-bytes",
+        "0",
+        "--merge-check-secs",
+        "0",
+    ];
     args.extend(fail_points.iter().map(String::as_str));
     let mut cluster = TestCluster::builder()
         .args(&args)

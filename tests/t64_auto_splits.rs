@@ -1,6 +1,7 @@
-//! Automatic splits on 3 nodes started with low thresholds: a tablet past the size
-//! limit splits at its middle key; a tablet over the load threshold splits at a key
-//! that balances its requests; one hot key, or an idle table, does not split.
+//! Automatic splits and merges on 3 nodes started with low thresholds: a tablet past
+//! the size limit splits at its middle key; a tablet over the load threshold splits
+//! at a key that balances its requests; one hot key, or an idle table, does not
+//! split; small, cold neighbours merge, and the halves of a size split do not.
 
 use datalayer_client::{Client, TableOptions};
 use datalayer_tests::{CLUSTER_WAIT, TestCluster, wait_until};
@@ -67,6 +68,8 @@ async fn tablets_split_by_size_and_by_load() {
             &ops,
             "--split-load-secs",
             &secs,
+            "--merge-check-secs",
+            "2",
         ])
         .build()
         .await
@@ -76,6 +79,14 @@ async fn tablets_split_by_size_and_by_load() {
         create(&mut c, t).await;
     }
     c.put("idle", b"k", b"v").await.expect("put");
+    let small = TableOptions {
+        split_keys: vec![b"b".to_vec(), b"c".to_vec(), b"d".to_vec()],
+        ..Default::default()
+    };
+    c.create_table("small", small).await.expect("create");
+    for key in ["a", "b", "c", "d"] {
+        c.put("small", key.as_bytes(), b"v").await.expect("put");
+    }
 
     // By size: 300 rows of 1 KB (three times the limit), written in key order.
     let value = vec![b'v'; 1000];

@@ -134,6 +134,7 @@ pub async fn run(
         )?),
     ));
     strong.start_split_triggers();
+    strong.start_merge_looks();
     catalog.add_controller_hook(Arc::new(StrongFailover));
     let mut router = Router::new(catalog.clone());
     router.register(strong.clone());

@@ -30,7 +30,9 @@ pub struct StrongPolicy {
     pub(super) loads: super::trigger::Loads,
     /// Tablets merged away whose own state this node has forgotten.
     pub(super) retired: parking_lot::Mutex<std::collections::HashSet<TabletId>>,
-    /// Tablets an automatic split is under way for.
+    /// Left tablets of neighbours found too big to merge, until they take requests.
+    pub(super) too_big_to_merge: parking_lot::Mutex<std::collections::HashSet<TabletId>>,
+    /// Tablets an automatic split or merge is under way for.
     pub(super) auto_splitting: parking_lot::Mutex<std::collections::HashSet<TabletId>>,
 }
 
@@ -56,6 +58,7 @@ impl StrongPolicy {
             loads: Default::default(),
             auto_splitting: Default::default(),
             retired: Default::default(),
+            too_big_to_merge: Default::default(),
         }
     }
 

@@ -14,6 +14,11 @@
 //!   it is mastered here and again each time it took an eighth of
 //!   `split_size_bytes` in writes; past `split_size_bytes` it splits at its middle
 //!   key by bytes.
+//! - **Merges**: every `merge_check_secs` a node looks at the neighbours whose left
+//!   one it masters: a pair that stayed under a quarter of `split_load_ops` over
+//!   the interval and holds under a quarter of `split_size_bytes` together merges
+//!   (one pair per look; a pair found too big is not measured again until it takes
+//!   requests).
 
 use super::ReadLevel;
 use super::policy::StrongPolicy;
@@ -48,6 +53,8 @@ struct Load {
     written: u64,
     /// The reservoir's random state.
     rng: u64,
+    /// Requests since the last look for merges.
+    since_merge_look: u64,
 }
 
 impl Load {
@@ -96,6 +103,7 @@ impl Loads {
             ..Load::default()
         });
         load.ops += 1;
+        load.since_merge_look += 1;
         load.written += written;
         load.seen += 1;
         if load.sample.len() < SAMPLE {
@@ -106,6 +114,17 @@ impl Loads {
                 *s = key.to_vec();
             }
         }
+    }
+
+    /// The requests of each tablet since the last call (tablets without any are
+    /// left out), for the look for merges.
+    pub fn take_merge_window(&self) -> HashMap<TabletId, u64> {
+        let mut loads = self.loads.lock();
+        loads
+            .iter_mut()
+            .filter(|(_, l)| l.since_merge_look > 0)
+            .map(|(t, l)| (*t, std::mem::take(&mut l.since_merge_look)))
+            .collect()
     }
 
     /// Forgets `tablet`'s recent requests (it split, or is no longer mastered here).
@@ -152,8 +171,9 @@ impl Loads {
                 decisions.measure.push(*tablet);
             }
             // A tablet idle since the last look leaves the map (writes short of a
-            // measurement are forgotten): looks cost what is busy, not what is held.
-            busy
+            // measurement are forgotten) once the look for merges counted it: looks
+            // cost what is busy, not what is held.
+            busy || load.since_merge_look > 0
         });
         decisions
     }
@@ -301,42 +321,152 @@ impl StrongPolicy {
         tablet: &TabletDesc,
     ) -> Result<Option<Vec<u8>>> {
         let limit = self.tablets.config().split_size_bytes;
+        let mut marks = Vec::new();
+        let total = self
+            .live_bytes(table, tablet, u64::MAX, Some(&mut marks))
+            .await?;
+        if total < limit {
+            return Ok(None);
+        }
+        Ok(middle_key(&marks, total, &tablet.start))
+    }
+
+    /// The bytes of live keys and values of `tablet` (read at its master, or from the
+    /// replica here), counted until they reach `stop_at`; with `marks`, the running
+    /// total and key every [`MEASURE_STRIDE`] rows.
+    async fn live_bytes(
+        &self,
+        table: &crate::catalog::TableDesc,
+        tablet: &TabletDesc,
+        stop_at: u64,
+        mut marks: Option<&mut Vec<(u64, Vec<u8>)>>,
+    ) -> Result<u64> {
+        let level = if tablet.master == self.me {
+            ReadLevel::Committed
+        } else {
+            ReadLevel::Follower(Duration::from_secs(3600))
+        };
         let mut range = KeyRange {
             start: tablet.start.clone(),
             end: tablet.end.clone(),
         };
         let (mut at, mut total, mut rows) = (None, 0u64, 0usize);
-        let mut marks = Vec::new();
         loop {
             let page = self
                 .tablets
-                .scan(
-                    table,
-                    tablet.id,
-                    range.clone(),
-                    1000,
-                    false,
-                    at,
-                    ReadLevel::Committed,
-                )
+                .scan(table, tablet.id, range.clone(), 1000, false, at, level)
                 .await?;
             at = Some(page.read_ts);
             for (key, v) in &page.rows {
-                if rows % MEASURE_STRIDE == 0 {
+                if let Some(marks) = marks.as_deref_mut()
+                    && rows % MEASURE_STRIDE == 0
+                {
                     marks.push((total, key.clone()));
                 }
                 rows += 1;
                 total += (key.len() + v.value.len()) as u64;
             }
-            if !page.more {
-                break;
+            if !page.more || total >= stop_at {
+                return Ok(total);
             }
             range.start = page.resume_key;
         }
-        if total < limit {
-            return Ok(None);
+    }
+
+    /// Starts the node's looks for neighbours to merge (every `merge_check_secs`);
+    /// they end when the policy is dropped.
+    pub fn start_merge_looks(self: &Arc<Self>) {
+        let config = self.tablets.config().clone();
+        if config.merge_check_secs == 0 {
+            return;
         }
-        Ok(middle_key(&marks, total, &tablet.start))
+        let policy: Weak<StrongPolicy> = Arc::downgrade(self);
+        let interval = Duration::from_secs(config.merge_check_secs);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let Some(policy) = policy.upgrade() else {
+                    return;
+                };
+                let busy = policy.loads.take_merge_window();
+                if let Err(e) = policy.look_for_merges(&busy, &config).await {
+                    tracing::warn!(error = %e, "looking for tablets to merge failed");
+                }
+            }
+        });
+    }
+
+    /// Merges (in the background) the first pair of neighbours whose left one is
+    /// mastered here that stayed cold over the last window (each under a quarter of
+    /// the load threshold) and are small together (under a quarter of the size
+    /// limit): well below the split thresholds, so a range does not flap.
+    async fn look_for_merges(
+        self: &Arc<Self>,
+        busy: &HashMap<TabletId, u64>,
+        config: &Config,
+    ) -> Result<()> {
+        let defaults = Config::default();
+        let load = match config.split_load_ops {
+            0 => defaults.split_load_ops,
+            n => n,
+        };
+        let size = match config.split_size_bytes {
+            0 => defaults.split_size_bytes,
+            n => n,
+        };
+        let (max_ops, max_bytes) = (load / 4 * config.merge_check_secs, size / 4);
+        let cold = |t: &TabletDesc| busy.get(&t.id).copied().unwrap_or(0) < max_ops;
+        let quiet = |t: &TabletDesc| t.split.is_none() && t.merge.is_none() && t.moving.is_none();
+        let mut too_big = self.too_big_to_merge.lock().clone();
+        too_big.retain(|t| !busy.contains_key(t));
+        'tables: for table in self.catalog.table_map().values() {
+            if table.policy != crate::policy::PolicyKind::Strong {
+                continue;
+            }
+            for pair in table.tablets.windows(2) {
+                let (l, r) = (&pair[0], &pair[1]);
+                let candidate = l.master == self.me
+                    && quiet(l)
+                    && quiet(r)
+                    && cold(l)
+                    && cold(r)
+                    && !too_big.contains(&l.id)
+                    && !too_big.contains(&r.id);
+                if !candidate || self.auto_splitting.lock().contains(&l.id) {
+                    continue;
+                }
+                let left = self.live_bytes(table, l, max_bytes, None).await?;
+                let both = left
+                    + self
+                        .live_bytes(table, r, max_bytes - left.min(max_bytes), None)
+                        .await?;
+                if both >= max_bytes {
+                    too_big.insert(l.id);
+                    continue;
+                }
+                self.merge_automatically(table.name.clone(), l.id, r.start.clone());
+                break 'tables;
+            }
+        }
+        *self.too_big_to_merge.lock() = too_big;
+        Ok(())
+    }
+
+    fn merge_automatically(self: &Arc<Self>, table: String, left: TabletId, key: Vec<u8>) {
+        if !self.auto_splitting.lock().insert(left) {
+            return;
+        }
+        let policy = self.clone();
+        tokio::spawn(async move {
+            tracing::info!(tablet = %left, "merging small, cold neighbours");
+            if let Err(e) = policy.merge(&table, key).await {
+                tracing::warn!(tablet = %left, error = %e, "automatic merge failed");
+            }
+            policy.auto_splitting.lock().remove(&left);
+        });
     }
 }
 

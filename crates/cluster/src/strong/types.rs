@@ -86,6 +86,11 @@ pub struct Config {
     /// Milliseconds between two looks of a node at the loads and sizes of the
     /// tablets it masters. Default 1000.
     pub split_check_ms: u64,
+    /// Seconds between two looks of a node for neighbours to merge automatically
+    /// (both mastered here, together under a quarter of `split_size_bytes` and each
+    /// under a quarter of `split_load_ops` over the whole interval); 0 never merges
+    /// automatically. Default 60.
+    pub merge_check_secs: u64,
 }
 
 impl Default for Config {
@@ -100,6 +105,7 @@ impl Default for Config {
             split_load_ops: 2500,
             split_load_secs: 10,
             split_check_ms: 1000,
+            merge_check_secs: 60,
         }
     }
 }

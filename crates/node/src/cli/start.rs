@@ -68,6 +68,10 @@ pub(super) struct StartArgs {
     /// Seconds a tablet's load must stay over --split-load-ops (default 10).
     #[arg(long)]
     split_load_secs: Option<u64>,
+    /// Seconds between two looks for small, cold neighbours to merge (0: never;
+    /// default 60).
+    #[arg(long)]
+    merge_check_secs: Option<u64>,
     /// For tests: crash at a fail point (`NAME=KEY[@NODE]`, e.g. `split-after-intent=k5`).
     #[arg(long, hide = true)]
     fail_point: Vec<String>,
@@ -129,6 +133,9 @@ pub(super) fn node_config(args: &StartArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.split_load_secs {
         config.strong.split_load_secs = v;
+    }
+    if let Some(v) = args.merge_check_secs {
+        config.strong.merge_check_secs = v;
     }
     if let Some(v) = args.worker_threads {
         config.worker_threads = v;

@@ -432,3 +432,73 @@ fn apply_is_deterministic() {
     let ry: Vec<_> = cmds.iter().map(|c| y.apply(c)).collect();
     assert_eq!((rx, x), (ry, y));
 }
+
+#[test]
+fn merges_join_neighbours_once_and_can_be_called_off() {
+    let mut s = MetaState::default();
+    register(&mut s, Some(1), "a:1");
+    let mut spec = create("m", false);
+    if let MetaCommand::CreateTable { spec, .. } = &mut spec {
+        spec.split_keys = vec![b"g".to_vec(), b"p".to_vec()];
+    }
+    let MetaResponse::Table { table, .. } = s.apply(&spec) else {
+        panic!("create");
+    };
+    let (a, b, c) = (&table.tablets[0], &table.tablets[1], &table.tablets[2]);
+    let intent = |left: &TabletDesc, right: &TabletDesc, generations| MetaCommand::MergeIntent {
+        left: left.id,
+        right: right.id,
+        expect_generations: generations,
+    };
+    let rejected = |r: MetaResponse| matches!(r, MetaResponse::Rejected(_));
+    assert!(
+        rejected(s.apply(&intent(a, b, (1, 2)))),
+        "a generation moved on"
+    );
+    assert!(rejected(s.apply(&intent(a, c, (1, 1)))), "not neighbours");
+    assert!(
+        rejected(s.apply(&intent(b, a, (1, 1)))),
+        "the wrong way round"
+    );
+    assert_eq!(s.apply(&intent(b, c, (1, 1))), MetaResponse::Done);
+    assert_eq!(
+        s.apply(&intent(b, c, (1, 1))),
+        MetaResponse::Done,
+        "again: the same"
+    );
+    assert!(
+        rejected(s.apply(&intent(a, b, (1, 1)))),
+        "b is merging already"
+    );
+    let split = MetaCommand::SplitIntent {
+        tablet: c.id,
+        expect_generation: 1,
+        key: b"x".to_vec(),
+    };
+    assert!(rejected(s.apply(&split)), "no split while merging");
+    let commit = MetaCommand::MergeCommit {
+        left: b.id,
+        right: c.id,
+    };
+    assert_eq!(s.apply(&commit), MetaResponse::Done);
+    assert_eq!(s.apply(&commit), MetaResponse::Done, "done again when done");
+    let t = &s.tables["m"];
+    assert_eq!(t.tablets.len(), 2);
+    let merged = &t.tablets[1];
+    assert_eq!((merged.id, merged.end.clone()), (b.id, None));
+    assert_eq!(merged.generation, 2);
+    assert_eq!((merged.merge, merged.absorbed), (None, Some(c.id)));
+    assert!(s.tablet(c.id).is_none(), "the right tablet ends");
+    assert!(s.table_of(c.id).is_none());
+    // Called off: the intent goes from both, nothing else changes.
+    let merged = merged.clone();
+    assert_eq!(s.apply(&intent(a, &merged, (1, 2))), MetaResponse::Done);
+    let abort = MetaCommand::MergeAbort {
+        left: a.id,
+        right: merged.id,
+    };
+    assert_eq!(s.apply(&abort), MetaResponse::Done);
+    let t = &s.tables["m"];
+    assert!(t.tablets.iter().all(|t| t.merge.is_none()));
+    assert_eq!(t.tablets.len(), 2);
+}
