@@ -3,7 +3,8 @@
 //! unique values, and unique ids added with `acks=all`), and one fault per scenario:
 //! kill -9 the master, kill -9 a follower, cut the master off past its lease, pause
 //! the master past its lease, cut off the metadata leader, shrink the in-sync set then
-//! kill the master, a planned master transfer, and a rolling restart of every node.
+//! kill the master, a planned master transfer, a rolling restart of every node, and
+//! splits and merges of the table in a loop while the master is killed.
 //!
 //! Each scenario passes when the workload ran at 50 ops/s or more before the fault,
 //! made progress again after it, every register's history is linearizable, no id
@@ -33,6 +34,7 @@ enum Fault {
     ShrinkInSyncThenKillMaster,
     RollingRestart,
     TransferMaster,
+    SplitMergeKillMaster,
 }
 
 /// The latest time (µs of the workload) in its output so far.
@@ -51,6 +53,33 @@ fn describe(c: &DockerCluster, i: usize, table: &str) -> Option<Value> {
     }
     let v: Value = serde_json::from_slice(&o.stdout).ok()?;
     Some(v["tablets"][0].clone())
+}
+
+/// Every tablet of the table as the first live node in `nodes` describes them.
+fn tablets_of(c: &DockerCluster, nodes: &[usize], table: &str) -> Option<Vec<Value>> {
+    nodes.iter().find_map(|i| {
+        let o = c.cli(*i, &["--json", "table", "describe", table]).ok()?;
+        if !o.status.success() {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+        v["tablets"].as_array().cloned()
+    })
+}
+
+/// Runs a CLI command on the first node that succeeds with it, again until one does
+/// or the table has `tablets` tablets (an attempt that failed part-way may have
+/// been carried on).
+async fn run_cli(c: &DockerCluster, nodes: &[usize], args: &[&str], tablets: usize) {
+    let table = args[2];
+    wait_until(&args.join(" "), WAIT, || async {
+        nodes
+            .iter()
+            .any(|i| c.cli(*i, args).is_ok_and(|o| o.status.success()))
+            || tablets_of(c, nodes, table).is_some_and(|t| t.len() == tablets)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The tablet as the first live node in `nodes` describes it.
@@ -128,10 +157,10 @@ async fn scenario(c: &mut DockerCluster, fault: Fault, table: &str) -> Vec<Strin
     let addrs = c.addrs();
     // Long enough that the workload still runs when the cluster has recovered from a
     // fault that came late (a slow warm-up): a scenario waits for progress after it.
-    let secs = if fault == Fault::RollingRestart {
-        "45"
-    } else {
-        "32"
+    let secs = match fault {
+        Fault::RollingRestart => "45",
+        Fault::SplitMergeKillMaster => "75",
+        _ => "32",
     };
     let client = c
         .run_client(
@@ -236,6 +265,36 @@ async fn scenario(c: &mut DockerCluster, fault: Fault, table: &str) -> Vec<Strin
                 .await;
                 wait_progress(c, &client, &format!("progress after transfer {round}"), 100).await;
                 current = target;
+            }
+        }
+        Fault::SplitMergeKillMaster => {
+            // Tablets split and merge in a loop while the master is killed: a split,
+            // the master of both halves killed and back, a merge (which first gives
+            // both halves one master), twice.
+            for round in 0..2 {
+                run_cli(c, &all, &["table", "split", table, "r5"], 2).await;
+                wait_progress(c, &client, &format!("progress after split {round}"), 50).await;
+                let halves = tablets_of(c, &all, table).expect("tablets");
+                let master = halves[1]["master"].as_u64().expect("master") as usize;
+                let epoch = halves[1]["master_epoch"].as_u64();
+                c.kill(master).expect("kill");
+                let rest: Vec<usize> = all.into_iter().filter(|i| *i != master).collect();
+                wait_until("a new master of the right half", WAIT, || async {
+                    tablets_of(c, &rest, table)
+                        .is_some_and(|t| t.len() == 2 && t[1]["master_epoch"].as_u64() > epoch)
+                })
+                .await
+                .expect("new master");
+                wait_progress(c, &client, &format!("progress after kill {round}"), 50).await;
+                c.start_node(master).expect("restart");
+                wait_until("both halves back in sync", WAIT, || async {
+                    tablets_of(c, &all, table)
+                        .is_some_and(|t| t.iter().all(|t| ids(t, "in_sync").len() == 3))
+                })
+                .await
+                .expect("in sync");
+                run_cli(c, &all, &["table", "merge", table, "r5"], 1).await;
+                wait_progress(c, &client, &format!("progress after merge {round}"), 50).await;
             }
         }
         Fault::RollingRestart => {
@@ -393,6 +452,7 @@ async fn chaos_suite() {
         Fault::ShrinkInSyncThenKillMaster,
         Fault::TransferMaster,
         Fault::RollingRestart,
+        Fault::SplitMergeKillMaster,
     ];
     // While hunting a bug: `CHAOS_ONLY=RollingRestart,KillMaster` runs only those,
     // `CHAOS_REPEAT=5` runs them that many times.

@@ -20,6 +20,8 @@ pub struct History {
     pub completed: Vec<u64>,
     /// Operations that did not answer (timed out, ambiguous) or failed.
     pub unanswered: usize,
+    /// Their lines.
+    pub unanswered_lines: Vec<String>,
 }
 
 pub fn parse(text: &str) -> History {
@@ -34,6 +36,7 @@ pub fn parse(text: &str) -> History {
             h.completed.push(r);
         } else {
             h.unanswered += 1;
+            h.unanswered_lines.push(line.to_string());
         }
         let s = |f: &str| v[f].as_str().map(String::from);
         let op = match v["f"].as_str() {
@@ -98,14 +101,21 @@ pub struct LocalWorkload {
 }
 
 impl LocalWorkload {
-    /// Starts the workload on `table` against the nodes at `addrs` for `secs` seconds.
-    pub fn start(addrs: &[String], table: &str, secs: u64) -> Result<LocalWorkload> {
+    /// Starts the workload on `table` against the nodes at `addrs` for `secs` seconds,
+    /// each operation waiting up to `timeout_ms` for its answer.
+    pub fn start(
+        addrs: &[String],
+        table: &str,
+        secs: u64,
+        timeout_ms: u64,
+    ) -> Result<LocalWorkload> {
         let dir = tempfile::tempdir()?;
         let out = dir.path().join("history.jsonl");
         let file = std::fs::File::create(&out)?;
         let child = Command::new(binary())
             .args(["workload", "--nodes", &addrs.join(","), "--table", table])
             .args(["--secs", &secs.to_string()])
+            .args(["--timeout-ms", &timeout_ms.to_string()])
             .stdout(file)
             .stderr(Stdio::inherit())
             .spawn()

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 mod cluster;
 pub mod meta;
 mod peers;
+pub mod split;
 pub mod workload;
 
 use cluster::cluster_bench;

@@ -139,6 +139,8 @@ enum Command {
     Bench(datalayer_bench::BenchArgs),
     /// Measure what the metadata costs as it grows, in process (see BENCHMARKS.md).
     BenchMeta(datalayer_bench::meta::MetaBenchArgs),
+    /// Measure load-based splitting on a running cluster (see BENCHMARKS.md).
+    BenchSplit(datalayer_bench::split::SplitArgs),
     /// Run a Jepsen-style workload against a cluster and print its history as JSON
     /// lines (for fault tests).
     Workload(datalayer_bench::workload::WorkloadArgs),
@@ -263,6 +265,9 @@ pub fn main() -> ExitCode {
                 .await
                 .map(|()| Done::Ok),
             Command::BenchMeta(args) => datalayer_bench::meta::run(args, json)
+                .await
+                .map(|()| Done::Ok),
+            Command::BenchSplit(args) => datalayer_bench::split::run(args, json)
                 .await
                 .map(|()| Done::Ok),
             Command::Workload(args) => datalayer_bench::workload::run(args)

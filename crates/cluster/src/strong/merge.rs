@@ -124,29 +124,24 @@ async fn absorb(
         .ok_or_else(|| Error::Internal("an absorb record has a position".into()))?
         .seq;
     fail("merge-after-record");
-    let view = tablets
-        .mastership(left)
-        .ok_or(Error::NotServing { tablet: left })?
-        .wait_for(WAIT, move |v| v.deposed || v.acks.high_watermark().0 >= seq)
-        .await
-        .ok_or(Error::NotConfirmed {
-            tablet: left,
-            waited_ms: WAIT.as_millis() as u64,
-        })?;
-    if view.deposed {
-        return Err(Error::NotServing { tablet: left });
-    }
+    super::split::wait_committed(tablets, left, seq).await?;
     fail("merge-before-commit");
     catalog.merge_commit(left, right).await?;
-    let start = Instant::now();
-    while catalog.tablet(right).is_some() {
-        if start.elapsed() > WAIT {
-            return Err(Error::Metadata(crate::error::MetaUnavailable::Behind));
-        }
-        catalog.sync().await?;
-    }
+    super::split::until_catalog(catalog, |c| c.tablet(right).is_none()).await?;
     tracing::info!(%left, %right, %seq, "tablets merged");
     Ok(())
+}
+
+/// Frees a tablet's driver slot when the driver ends, however it ends.
+struct Driving {
+    resuming: Arc<parking_lot::Mutex<std::collections::HashSet<TabletId>>>,
+    tablet: TabletId,
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        self.resuming.lock().remove(&self.tablet);
+    }
 }
 
 impl StrongPolicy {
@@ -168,6 +163,8 @@ impl StrongPolicy {
                 ));
             }
         };
+        // A hand-over (the rebalancer's, say) may have just shrunk an in-sync set.
+        let right = self.all_in_sync(right.id).await?;
         let right = if right.master != left.master {
             self.transfer_master(table, &right.start, left.master)
                 .await?;
@@ -176,7 +173,18 @@ impl StrongPolicy {
         } else {
             right
         };
+        let left = self.all_in_sync(left.id).await?;
         self.ensure_mastered(&left).await?;
+        // One driver per merge: the background one (`resume_merge`) stays out.
+        if !self.resuming.lock().insert(left.id) {
+            return Err(Error::Metadata(crate::error::MetaUnavailable::Conflict {
+                what: format!("a merge into {} is under way", left.id),
+            }));
+        }
+        let _driving = Driving {
+            resuming: self.resuming.clone(),
+            tablet: left.id,
+        };
         let intent = MergeIntent {
             left: left.id,
             right: right.id,

@@ -71,10 +71,24 @@ pub(super) async fn finish(
         .position
         .ok_or_else(|| Error::Internal("a split record has a position".into()))?
         .seq;
-    let mastership = tablets
+    wait_committed(tablets, tablet, seq).await?;
+    fail("split-before-commit");
+    catalog.split_commit(tablet, right).await?;
+    // Answer once this node routes by the new descriptors.
+    until_catalog(catalog, |c| c.tablet(right).is_some()).await?;
+    tracing::info!(%tablet, %right, %seq, "tablet split");
+    Ok(())
+}
+
+/// Waits until `tablet`'s log (this node masters it) is committed through `seq`.
+pub(super) async fn wait_committed(
+    tablets: &StrongTablets,
+    tablet: TabletId,
+    seq: datalayer_store::Seq,
+) -> Result<()> {
+    let view = tablets
         .mastership(tablet)
-        .ok_or(Error::NotServing { tablet })?;
-    let view = mastership
+        .ok_or(Error::NotServing { tablet })?
         .wait_for(COMMIT_WAIT, move |v| {
             v.deposed || v.acks.high_watermark().0 >= seq
         })
@@ -86,17 +100,22 @@ pub(super) async fn finish(
     if view.deposed {
         return Err(Error::NotServing { tablet });
     }
-    fail("split-before-commit");
-    catalog.split_commit(tablet, right).await?;
-    // Answer once this node routes by the new descriptors.
+    Ok(())
+}
+
+/// Waits until this node's metadata shows what `done` looks for, catching up with
+/// the metadata leader meanwhile.
+pub(super) async fn until_catalog(
+    catalog: &RaftCatalog,
+    done: impl Fn(&RaftCatalog) -> bool,
+) -> Result<()> {
     let start = Instant::now();
-    while catalog.tablet(right).is_none() {
+    while !done(catalog) {
         if start.elapsed() > COMMIT_WAIT {
             return Err(Error::Metadata(crate::error::MetaUnavailable::Behind));
         }
         catalog.sync().await?;
     }
-    tracing::info!(%tablet, %right, %seq, "tablet split");
     Ok(())
 }
 

@@ -524,10 +524,16 @@ mod tests {
             }
             assert_eq!(look(&loads), Decisions::default());
         }
+        assert_eq!(
+            loads.take_merge_window().get(&TabletId(1)),
+            Some(&250),
+            "the look for merges counts the requests since it last looked"
+        );
         for _ in 0..5 {
             assert_eq!(look(&loads), Decisions::default());
         }
         assert!(loads.loads.lock().is_empty(), "idle tablets leave the map");
+        assert!(loads.take_merge_window().is_empty());
     }
 
     #[test]

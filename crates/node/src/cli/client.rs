@@ -116,7 +116,11 @@ pub(super) async fn client_command(
     c.set_max_staleness_ms(opts.max_staleness_ms);
     let out = Out { json: json_out };
     match command {
-        Command::Start(_) | Command::Bench(_) | Command::BenchMeta(_) | Command::Workload(_) => {
+        Command::Start(_)
+        | Command::Bench(_)
+        | Command::BenchMeta(_)
+        | Command::BenchSplit(_)
+        | Command::Workload(_) => {
             unreachable!("handled before connecting")
         }
         Command::Table(cmd) => table_command(&mut c, out, cmd).await,

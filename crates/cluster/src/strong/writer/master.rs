@@ -207,29 +207,11 @@ impl Writer {
                 result: OpResult::Done,
             });
         }
-        let append = group.appends.entry(tablet).or_insert_with(|| TabletAppend {
-            table,
-            tablet,
-            records: Vec::new(),
-            state: served.state.clone(),
-        });
-        let ts = self.clock.now();
-        let record = OplogRecord {
-            epoch,
-            seq: append.state.log_end.next(),
-            ts,
-            body: RecordBody::Split {
-                key: key.clone(),
-                right,
-            },
-            origin: None,
+        let body = RecordBody::Split {
+            key: key.clone(),
+            right,
         };
-        append.state.advance(&record);
-        let seq = record.seq;
-        if let Some(mastership) = self.masterships.read().get(&tablet) {
-            mastership.stage(std::slice::from_ref(&record));
-        }
-        append.records.push(record);
+        let (seq, ts) = self.stage_control(group, tablet, body)?;
         let mark = SplitMark { key, right, seq };
         let served = self.served.get_mut(&tablet).expect("served");
         served.split = Some(mark.clone());
@@ -242,6 +224,46 @@ impl Writer {
             observed: seq,
             result: OpResult::Done,
         })
+    }
+
+    /// Stages a record of `body` that answers no request on `tablet`, mastered here;
+    /// its seq and timestamp.
+    pub(super) fn stage_control(
+        &mut self,
+        group: &mut Group,
+        tablet: TabletId,
+        body: RecordBody,
+    ) -> Result<(Seq, Timestamp)> {
+        let served = self
+            .served
+            .get(&tablet)
+            .filter(|s| s.role == Role::Master)
+            .ok_or(Error::NotServing { tablet })?;
+        let (epoch, table) = (served.epoch, served.table);
+        let append = group.appends.entry(tablet).or_insert_with(|| TabletAppend {
+            table,
+            tablet,
+            records: Vec::new(),
+            state: served.state.clone(),
+        });
+        let ts = self.clock.now();
+        let record = OplogRecord {
+            epoch,
+            seq: append.state.log_end.next(),
+            ts,
+            body,
+            origin: None,
+        };
+        append.state.advance(&record);
+        let seq = record.seq;
+        if let Some(mastership) = self.masterships.read().get(&tablet) {
+            mastership.stage(std::slice::from_ref(&record));
+        }
+        if let Some(s) = self.served.get_mut(&tablet) {
+            remember(&mut s.requests, tablet, &record);
+        }
+        append.records.push(record);
+        Ok((seq, ts))
     }
 
     /// Appends an abort record voiding `from..` on a tablet this node masters: only

@@ -82,41 +82,17 @@ impl Writer {
         if served.fenced {
             return Err(Error::HandingOver { tablet });
         }
-        let (epoch, table) = (served.epoch, served.table);
-        let append = group.appends.entry(tablet).or_insert_with(|| TabletAppend {
-            table,
-            tablet,
-            records: Vec::new(),
-            state: served.state.clone(),
-        });
-        let ts = self.clock.now();
-        let record = OplogRecord {
-            epoch,
-            seq: append.state.log_end.next(),
-            ts,
-            body: RecordBody::Absorb {
-                right,
-                through,
-                requests,
-            },
-            origin: None,
+        let epoch = served.epoch;
+        let body = RecordBody::Absorb {
+            right,
+            through,
+            requests,
         };
-        append.state.advance(&record);
-        let seq = record.seq;
-        if let Some(mastership) = self.masterships.read().get(&tablet) {
-            mastership.stage(std::slice::from_ref(&record));
-        }
+        let (seq, ts) = self.stage_control(group, tablet, body)?;
         if let Some(s) = self.served.get_mut(&tablet) {
-            remember(&mut s.requests, tablet, &record);
             // The keys past its last split are this tablet's again.
             s.split = None;
         }
-        group
-            .appends
-            .get_mut(&tablet)
-            .expect("staged above")
-            .records
-            .push(record);
         tracing::info!(%tablet, %right, %seq, "absorb record staged");
         Ok(Outcome {
             ts,
