@@ -806,7 +806,7 @@ async fn a_crash_at_each_step_of_a_merge(cluster: &mut TestCluster) {
             t.len() == 1 && t[0].in_sync.len() == 3
         })
         .await
-        .unwrap_or_else(|e| panic!("{point}: {e}"));
+        .unwrap_or_else(|e| panic!("{point}: {e}{}", log_tails(cluster)));
     }
 }
 
@@ -867,7 +867,7 @@ async fn a_crash_at_each_step(cluster: &mut TestCluster) {
             t.len() == 2 && t.iter().all(|t| t.in_sync.len() == 3)
         })
         .await
-        .unwrap_or_else(|e| panic!("{point}: {e}"));
+        .unwrap_or_else(|e| panic!("{point}: {e}{}", log_tails(cluster)));
     }
 }
 

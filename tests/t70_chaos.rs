@@ -72,14 +72,21 @@ fn tablets_of(c: &DockerCluster, nodes: &[usize], table: &str) -> Option<Vec<Val
 /// been carried on).
 async fn run_cli(c: &DockerCluster, nodes: &[usize], args: &[&str], tablets: usize) {
     let table = args[2];
-    wait_until(&args.join(" "), WAIT, || async {
-        nodes
-            .iter()
-            .any(|i| c.cli(*i, args).is_ok_and(|o| o.status.success()))
-            || tablets_of(c, nodes, table).is_some_and(|t| t.len() == tablets)
+    let last = std::sync::Mutex::new(String::new());
+    let done = wait_until(&args.join(" "), WAIT, || async {
+        nodes.iter().any(|i| match c.cli(*i, args) {
+            Ok(o) if o.status.success() => true,
+            Ok(o) => {
+                *last.lock().expect("lock") = String::from_utf8_lossy(&o.stderr).into_owned();
+                false
+            }
+            Err(_) => false,
+        }) || tablets_of(c, nodes, table).is_some_and(|t| t.len() == tablets)
     })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
+    if let Err(e) = done {
+        panic!("{e}; the last refusal: {}", last.lock().expect("lock"));
+    }
 }
 
 /// The tablet as the first live node in `nodes` describes it.

@@ -207,7 +207,7 @@ fn balance_replicas(
 }
 
 /// A hand-over from the node mastering the most tablets to an in-sync replica on a
-/// node mastering two or more fewer.
+/// node mastering two or more fewer (never of a tablet splitting or merging).
 fn balance_masters(
     tablets: &[(&TabletDesc, usize)],
     load: &BTreeMap<NodeId, usize>,
@@ -223,7 +223,11 @@ fn balance_masters(
     let masters = &masters;
     by_count.iter().find_map(|(hi_count, hi)| {
         let mut best: Option<(usize, NodeId, &TabletDesc)> = None;
-        for (tb, _) in tablets.iter().filter(|(tb, _)| tb.master == *hi) {
+        // A tablet splitting or merging keeps its master: a merge gives both tablets
+        // one master itself.
+        let movable =
+            |tb: &TabletDesc| tb.master == *hi && tb.split.is_none() && tb.merge.is_none();
+        for (tb, _) in tablets.iter().filter(|(tb, _)| movable(tb)) {
             for n in &tb.in_sync {
                 let Some(count) = masters.get(n).copied() else {
                     continue;

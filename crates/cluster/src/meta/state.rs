@@ -123,10 +123,11 @@ pub enum MetaCommand {
         right: TabletId,
     },
     /// A master is about to merge two adjacent tablets of one table (DESIGN §8):
-    /// records the intent on both. Refused unless both are still at the generations
-    /// the proposer read, `right` starts where `left` ends, they have the same
-    /// master and replicas, every replica of both is in sync, and neither has a
-    /// split, merge or replica move under way.
+    /// records the intent on both (neither is handed over by the rebalancer while it
+    /// stands; the merge gives `right` the master of `left` itself). Refused unless
+    /// both are still at the generations the proposer read, `right` starts where
+    /// `left` ends, they have the same replicas, every replica of both is in sync,
+    /// and neither has a split, merge or replica move under way.
     MergeIntent {
         /// The tablet that stays.
         left: TabletId,

@@ -165,14 +165,6 @@ impl StrongPolicy {
         };
         // A hand-over (the rebalancer's, say) may have just shrunk an in-sync set.
         let right = self.all_in_sync(right.id).await?;
-        let right = if right.master != left.master {
-            self.transfer_master(table, &right.start, left.master)
-                .await?;
-            // The new master takes its followers into its in-sync set as they ack it.
-            self.all_in_sync(right.id).await?
-        } else {
-            right
-        };
         let left = self.all_in_sync(left.id).await?;
         self.ensure_mastered(&left).await?;
         // One driver per merge: the background one (`resume_merge`) stays out.
@@ -194,9 +186,23 @@ impl StrongPolicy {
             _ => self.catalog.merge_intent(&left, &right).await?,
         }
         crate::fail::point("merge-after-intent", &key);
-        self.ensure_mastered(&right).await?;
+        self.master_both(table, intent).await?;
         finish(&self.catalog, &self.tablets, intent, Some(&key)).await?;
         self.strong_table(table).await
+    }
+
+    /// Gives the right tablet of `intent` this node's mastership (this node masters
+    /// the left one), as the merge's first step.
+    async fn master_both(&self, table: &str, intent: MergeIntent) -> Result<()> {
+        let right = self.catalog.tablet(intent.right).ok_or(Error::TabletGone {
+            tablet: intent.right,
+        })?;
+        if right.master != self.me {
+            self.transfer_master(table, &right.start, self.me).await?;
+        }
+        let right = self.all_in_sync(intent.right).await?;
+        self.ensure_mastered(&right).await?;
+        Ok(())
     }
 
     /// `tablet` once every replica of it is in sync (at most [`WAIT`]).

@@ -126,9 +126,9 @@ impl MetaState {
             b.sort();
             a == b
         };
-        if l.master != r.master || !same(&l.replicas, &r.replicas) {
+        if !same(&l.replicas, &r.replicas) {
             return conflict(format!(
-                "{left} and {right} must have the same master and replicas to merge"
+                "{left} and {right} must have the same replicas to merge"
             ));
         }
         if !same(&l.in_sync, &l.replicas) || !same(&r.in_sync, &r.replicas) {
