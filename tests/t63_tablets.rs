@@ -662,6 +662,16 @@ async fn merges_by_hand(cluster: &TestCluster) {
         .await
         .expect("increment")
         .into_inner();
+    let right_write = c
+        .kv()
+        .write(pb::WriteRequest {
+            table: "merge".into(),
+            mutations: vec![put(b"x-pos", b"v")],
+            ..Default::default()
+        })
+        .await
+        .expect("write")
+        .into_inner();
     let before = tablets(cluster, 0, "merge").await;
     // The first tablet has no left neighbour; no tablet starts at "h".
     for (key, why) in [("", "must not be empty"), ("h", "starts at")] {
@@ -683,7 +693,7 @@ async fn merges_by_hand(cluster: &TestCluster) {
     assert_eq!(merged[1]["generation"], 2);
     assert_eq!(merged[1]["id"], before[1].id, "the left tablet stays");
     let rows = c.scan("merge", b"", b"", 0, false).await.expect("scan");
-    assert_eq!(rows.len(), keys.len() + 1, "every row is kept");
+    assert_eq!(rows.len(), keys.len() + 2, "every row is kept");
     let again = c
         .kv()
         .increment(increment)
@@ -697,6 +707,17 @@ async fn merges_by_hand(cluster: &TestCluster) {
         .expect("get")
         .expect("found");
     assert_eq!(n.value, b"3", "applied once");
+    // A position in the tablet merged away: its log is gone, and the answer says so.
+    let status = c
+        .kv()
+        .write_status(pb::WriteStatusRequest {
+            table: "merge".into(),
+            position: right_write.position,
+        })
+        .await
+        .expect_err("the tablet is gone");
+    let e = datalayer_client::ClientError::from(status);
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
     for key in [&b"g0"[..], b"p0", b"zz"] {
         c.put("merge", key, b"after")
             .await
@@ -712,7 +733,7 @@ async fn merges_by_hand(cluster: &TestCluster) {
     assert_eq!(t.tablets.len(), 1);
     assert_eq!(t.tablets[0].generation, 3);
     let rows = c.scan("merge", b"", b"", 0, false).await.expect("scan");
-    assert_eq!(rows.len(), keys.len() + 2);
+    assert_eq!(rows.len(), keys.len() + 3);
 }
 
 /// A crash of the master at each step of a merge by hand: the merge is carried on

@@ -232,16 +232,17 @@ impl StrongPolicy {
     /// The tablet `tablet` of `table`, if this node masters it (where to go if not).
     async fn mastered_by_id(&self, table: &str, tablet: TabletId) -> Result<()> {
         let table = self.strong_table(table).await?;
-        let desc = table
-            .tablets
-            .iter()
-            .find(|t| t.id == tablet)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "position.tablet_id",
-                    format!("{tablet} is not a tablet of table {:?}", table.name),
-                )
-            })?;
+        let desc = table.tablets.iter().find(|t| t.id == tablet);
+        let Some(desc) = desc else {
+            // Merged into its left neighbour: its log is gone.
+            if table.tablets.iter().any(|t| t.absorbed == Some(tablet)) {
+                return Err(Error::TabletGone { tablet });
+            }
+            return Err(Error::invalid(
+                "position.tablet_id",
+                format!("{tablet} is not a tablet of table {:?}", table.name),
+            ));
+        };
         self.ensure_mastered(desc).await?;
         Ok(())
     }
