@@ -202,9 +202,11 @@ impl Writer {
             match rec.first() {
                 Some(r) if r.seq == after => r.ts,
                 _ => {
-                    return Err(Error::Internal(format!(
-                        "{tablet}: cannot cut the log after {after}: that record was trimmed"
-                    )));
+                    // Not in the oplog: trimmed, or the base a split began this half
+                    // at (after a restart the oplog cannot tell how far it was
+                    // trimmed). The whole replica catches up again instead.
+                    tracing::warn!(%tablet, %after, "the record to cut after is not in the oplog: deleting the replica to catch up again");
+                    return self.wipe(table, tablet, range);
                 }
             }
         };
