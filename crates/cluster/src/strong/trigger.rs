@@ -164,9 +164,9 @@ impl Loads {
                 }
                 load.restart_window();
             }
-            if config.split_size_bytes > 0
-                && (load.written >= measure_every || measured.insert(*tablet))
-            {
+            // Noted as seen either way, so a first busy look measures it once.
+            let first = config.split_size_bytes > 0 && measured.insert(*tablet);
+            if config.split_size_bytes > 0 && (first || load.written >= measure_every) {
                 load.written = 0;
                 decisions.measure.push(*tablet);
             }
