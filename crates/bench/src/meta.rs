@@ -9,10 +9,14 @@
 //! - `placement plan`: the controller's full placement plan over every tablet;
 //! - `snapshot`: building a snapshot of the whole state machine;
 //! - `lookup by key`: the tablet holding a key of a table (every request's routing);
-//! - `lookup by id`: a tablet by its id (every replication call and metadata change).
+//! - `lookup by id`: a tablet by its id (every replication call and metadata change);
+//! - `tablet change, one table`: a change of one tablet (its in-sync set) of a table
+//!   holding all N tablets, through the state machine with what it writes;
+//! - `split, one table`: a split (intent and commit) in that table;
+//! - `lookup by key, one table`: the tablet holding a key in that table.
 
 use anyhow::Context;
-use datalayer_cluster::catalog::{TableDesc, TabletDesc};
+use datalayer_cluster::catalog::{TableDesc, TabletDesc, Tablets};
 use datalayer_cluster::meta::placement::{self, Nodes};
 use datalayer_cluster::meta::storage::StateMachine;
 use datalayer_cluster::meta::{
@@ -91,7 +95,7 @@ fn state(nodes: u64, tablets: usize) -> MetaState {
             replication_factor: 3,
             version_retention_secs: 86_400,
             options: Default::default(),
-            tablets: vec![TabletDesc {
+            tablets: Tablets::unit(TabletDesc {
                 id: tablet,
                 table,
                 start: Vec::new(),
@@ -107,12 +111,58 @@ fn state(nodes: u64, tablets: usize) -> MetaState {
                 split: None,
                 merge: None,
                 absorbed: None,
-            }],
+            }),
         };
         s.tables.insert(name, Arc::new(desc));
     }
     s.next_id = next;
     s
+}
+
+/// A state holding `nodes` nodes and one table of `tablets` tablets (a table grown by
+/// splits), named "big", its tablets starting at `key-00000000`, `key-00000001`, ...
+fn big_state(nodes: u64, tablets: usize) -> MetaState {
+    let mut s = state(nodes, 0);
+    let table = TableId(1);
+    let list: Tablets = (0..tablets)
+        .map(|i| {
+            let replicas: Vec<NodeId> =
+                (0..3).map(|r| NodeId(1 + (i as u64 + r) % nodes)).collect();
+            TabletDesc {
+                id: TabletId(2 + i as u64),
+                table,
+                start: if i == 0 { Vec::new() } else { big_key(i) },
+                end: (i + 1 < tablets).then(|| big_key(i + 1)),
+                generation: 1,
+                replicas: replicas.clone(),
+                in_sync: replicas.clone(),
+                master: replicas[0],
+                master_epoch: Epoch(1),
+                master_liveness: LivenessEpoch(1),
+                conf_version: 1,
+                moving: None,
+                split: None,
+                merge: None,
+                absorbed: None,
+            }
+        })
+        .collect();
+    let desc = TableDesc {
+        id: table,
+        name: "big".into(),
+        policy: PolicyKind::Strong,
+        replication_factor: 3,
+        version_retention_secs: 86_400,
+        options: Default::default(),
+        tablets: list,
+    };
+    s.tables.insert("big".into(), Arc::new(desc));
+    s.next_id = tablets as u64 + 2;
+    s
+}
+
+fn big_key(i: usize) -> Vec<u8> {
+    format!("key-{i:08}").into_bytes()
 }
 
 fn entry(index: u64, cmd: MetaCommand) -> Entry<TypeConfig> {
@@ -139,6 +189,9 @@ pub async fn run(args: MetaBenchArgs, json_out: bool) -> anyhow::Result<()> {
         "snapshot",
         "lookup by key",
         "lookup by id",
+        "tablet change, one table",
+        "split, one table",
+        "lookup by key, one table",
     ];
     let mut rows: Vec<Row> = names
         .iter()
@@ -220,10 +273,10 @@ pub async fn run(args: MetaBenchArgs, json_out: bool) -> anyhow::Result<()> {
                 .tablet(ids[(i as usize * 7919) % ids.len()])
                 .map(|t| t.master)
         });
-        for (row, cost) in rows
-            .iter_mut()
-            .zip([heartbeat, create, copy, plan, snapshot, by_key, by_id])
-        {
+        let (change, split, big_by_key) = big_table(&args, n, min).await?;
+        for (row, cost) in rows.iter_mut().zip([
+            heartbeat, create, copy, plan, snapshot, by_key, by_id, change, split, big_by_key,
+        ]) {
             row.costs.push(cost);
         }
     }
@@ -259,6 +312,84 @@ pub async fn run(args: MetaBenchArgs, json_out: bool) -> anyhow::Result<()> {
         println!("| {} | {} | {ratio} |", r.what, cells.join(" | "));
     }
     Ok(())
+}
+
+/// The costs in one table of `n` tablets: a change of one tablet (its in-sync set,
+/// with what it writes), a split (intent and commit), and a lookup by key.
+async fn big_table(
+    args: &MetaBenchArgs,
+    n: usize,
+    min: Duration,
+) -> anyhow::Result<(Duration, Duration, Duration)> {
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    let engine: Arc<dyn TabletEngine> = Arc::new(RocksTabletEngine::open(
+        dir.path().join("db"),
+        &Default::default(),
+    )?);
+    let shared = Arc::new(parking_lot::RwLock::new(MetaState::default()));
+    let (tx, _rx) = tokio::sync::watch::channel(0);
+    let mut sm = StateMachine::open(engine, shared.clone(), tx).await?;
+    sm.replace_state(big_state(args.nodes, n))
+        .await
+        .context("load the state")?;
+    let mut index = 1u64;
+    let change = per_op!(min, 100, |i| {
+        index += 1;
+        let id = TabletId(2 + (i * 7919) % n as u64);
+        let tablet = shared.read().tablet(id).cloned().expect("a tablet");
+        // Every other change drops a replica from the in-sync set, the next puts it back.
+        let in_sync = match tablet.in_sync.len() {
+            3 => tablet.replicas[..2].to_vec(),
+            _ => tablet.replicas.clone(),
+        };
+        let e = entry(
+            index,
+            MetaCommand::SetInSync {
+                tablet: id,
+                expect_epoch: tablet.master_epoch,
+                in_sync,
+            },
+        );
+        sm.apply(vec![e]).await.expect("apply")
+    });
+    let split = per_op!(min, 20, |i| {
+        // Inside tablet `j`'s range: its start with a suffix, fresh each time.
+        let j = 1 + (i as usize * 7919) % (n - 1).max(1);
+        let key = [big_key(j), format!("-{i}").into_bytes()].concat();
+        let tablet = {
+            let s = shared.read();
+            s.tables["big"].tablet_for(&key).clone()
+        };
+        index += 1;
+        let intent = entry(
+            index,
+            MetaCommand::SplitIntent {
+                tablet: tablet.id,
+                expect_generation: tablet.generation,
+                key,
+            },
+        );
+        let responses = sm.apply(vec![intent]).await.expect("apply");
+        let Some(datalayer_cluster::meta::MetaResponse::Split(right)) = responses.first().cloned()
+        else {
+            panic!("split intent refused: {responses:?}");
+        };
+        index += 1;
+        let commit = entry(
+            index,
+            MetaCommand::SplitCommit {
+                tablet: tablet.id,
+                right,
+            },
+        );
+        sm.apply(vec![commit]).await.expect("apply")
+    });
+    let state = shared.read().clone();
+    let table = state.tables["big"].clone();
+    let by_key = per_op!(min, 1000, |i| {
+        table.tablet_for(&big_key((i as usize * 7919) % n)).id
+    });
+    Ok((change, split, by_key))
 }
 
 fn show(d: Duration) -> String {

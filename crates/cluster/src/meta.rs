@@ -9,6 +9,7 @@
 //!   commit ──► StateMachine::apply ──► MetaState::apply ──► shared MetaState (reads)
 //! ```
 
+pub mod changes;
 pub mod controller;
 pub mod liveness;
 mod membership;

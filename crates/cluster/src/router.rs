@@ -11,9 +11,10 @@
 use crate::catalog::{Catalog, TableDesc, TableSpec};
 use crate::error::{Error, RangeInfo, Result};
 use crate::meta::RaftCatalog;
+use crate::meta::changes::Changed;
 use crate::policy::{Locality, PolicyKind, PolicyRef};
 use datalayer_store::{NodeId, TabletId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Routes requests of one node.
@@ -61,43 +62,71 @@ impl Router {
         // A tablet that cannot be reconciled yet (this node's metadata is behind a
         // newer master that already replicates to it) is retried on the next change;
         // it does not keep the node from serving the others.
-        if let Err(e) = self.reconcile().await {
+        let first = self.reconcile().await;
+        if let Err(e) = &first {
             tracing::warn!(error = %e, "some tablets wait for newer metadata");
         }
+        let first_failed = first.is_err();
         let router = Arc::downgrade(self);
         let mut applied = self.catalog.applied();
         tokio::spawn(async move {
-            // Most changes are liveness heartbeats: the tables as last reconciled
-            // without error are skipped (the state's map of tables is persistent, so
-            // an unchanged one is the same map: one pointer comparison, whatever the
-            // number of tables).
-            let mut done: Option<(imbl::OrdMap<String, Arc<TableDesc>>, usize)> = None;
+            // Each change reconciles the tablets it changed (most changes are
+            // liveness heartbeats, which change none): a change costs what it
+            // touched, whatever the number of tablets. After a failed round, or a
+            // change of everything (a snapshot installed), every tablet is looked at.
+            let mut full = first_failed;
+            let mut dropped = None;
             while applied.changed().await.is_ok() {
                 let Some(router) = router.upgrade() else {
                     return;
                 };
-                let now = (
-                    router.catalog.table_map(),
-                    router.catalog.dropped().map_or(usize::MAX, |d| d.len()),
-                );
-                let same = done
-                    .as_ref()
-                    .is_some_and(|(tables, dropped)| *dropped == now.1 && tables.ptr_eq(&now.0));
-                if same {
-                    continue;
-                }
-                match router.reconcile().await {
-                    Ok(()) => done = Some(now),
-                    Err(e) => {
-                        done = None;
-                        tracing::warn!(error = %e, "reconciling tablets with the metadata failed");
+                let changed = router.catalog.take_tablet_changes();
+                let now_dropped = router.catalog.dropped().map_or(usize::MAX, |d| d.len());
+                let result = match changed {
+                    Changed::Tablets(ids) if !full => {
+                        let purge = dropped != Some(now_dropped);
+                        router.reconcile_tablets(&ids, purge).await
                     }
+                    _ => router.reconcile().await,
+                };
+                full = result.is_err();
+                dropped = result.is_ok().then_some(now_dropped);
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "reconciling tablets with the metadata failed");
                 }
             }
         });
         Ok(())
     }
 
+    /// Reconciles the tablets `ids` that still exist (and purges dropped tables'
+    /// data first when `purge`).
+    async fn reconcile_tablets(&self, ids: &BTreeSet<TabletId>, purge: bool) -> Result<()> {
+        if purge {
+            for dropped in self.catalog.dropped()? {
+                self.policy(dropped.policy)?.purge(&dropped).await?;
+            }
+        }
+        let mut failed = None;
+        for id in ids {
+            let (Some(table), Some(tablet)) =
+                (self.catalog.table_of(*id), self.catalog.tablet(*id))
+            else {
+                continue; // gone (merged away, dropped)
+            };
+            let result = match self.policy(table.policy) {
+                Ok(policy) => policy.reconcile(&tablet).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::warn!(tablet = %id, error = %e, "reconciling tablet failed");
+                failed = Some(e);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Reconciles every tablet of every table (after purging dropped tables' data).
     async fn reconcile(&self) -> Result<()> {
         for dropped in self.catalog.dropped()? {
             self.policy(dropped.policy)?.purge(&dropped).await?;

@@ -135,7 +135,7 @@ pub async fn run(
     ));
     strong.start_split_triggers();
     strong.start_merge_looks();
-    catalog.add_controller_hook(Arc::new(StrongFailover));
+    catalog.add_controller_hook(Arc::new(StrongFailover::default()));
     let mut router = Router::new(catalog.clone());
     router.register(strong.clone());
     let router = Arc::new(router);

@@ -322,6 +322,7 @@ mod tests {
                 },
             };
             assert_eq!(s.apply(&cmd), MetaResponse::Done, "{cmd:?}");
+            assert!(s.counts_agree(), "tablet counts kept wrong after {cmd:?}");
         }
         // Every replica catches up.
         let ids: Vec<_> = s
@@ -340,6 +341,7 @@ mod tests {
                 in_sync: replicas,
             });
         }
+        assert!(s.counts_agree());
     }
 
     fn counts(s: &MetaState) -> (BTreeMap<NodeId, usize>, BTreeMap<NodeId, usize>) {

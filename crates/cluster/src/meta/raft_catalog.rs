@@ -54,6 +54,8 @@ pub struct RaftCatalog {
     lease: Arc<super::Lease>,
     pool: Arc<ChannelPool>,
     applied: tokio::sync::watch::Receiver<u64>,
+    /// Tablets changed since the router last reconciled.
+    changes: Arc<parking_lot::Mutex<super::changes::TabletChanges>>,
     /// The policies' shares of the controller, registered by the node.
     hooks: RwLock<Vec<ControllerHookRef>>,
 }
@@ -98,6 +100,7 @@ impl RaftCatalog {
         let sm = StateMachine::open(engine.clone(), state.clone(), applied_tx)
             .await
             .map_err(|e| Error::Internal(format!("open metadata state machine: {e}")))?;
+        let changes = sm.changes();
         let config = Config {
             cluster_name: "datalayer-meta".into(),
             // A dead metadata leader delays the failover of the tablets it mastered by
@@ -138,6 +141,7 @@ impl RaftCatalog {
             lease,
             pool,
             applied,
+            changes,
             hooks: Default::default(),
         });
         tokio::spawn(super::liveness::heartbeat(Arc::downgrade(&catalog)));
@@ -203,6 +207,12 @@ impl RaftCatalog {
     /// Changes whenever this node applies metadata (the value is the log index).
     pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
         self.applied.clone()
+    }
+
+    /// The tablets whose descriptors changed since the last call (one reader: the
+    /// router), noted before the applied index that published them moves on.
+    pub fn take_tablet_changes(&self) -> super::changes::Changed {
+        self.changes.lock().take()
     }
 
     /// Where a registered node serves gRPC.
@@ -516,7 +526,7 @@ impl Catalog for RaftCatalog {
             proposer: self.node,
         };
         match self.propose(cmd, true).await? {
-            MetaResponse::Table { table, created } => Ok((Arc::new(table), created)),
+            MetaResponse::Table { table, created } => Ok((Arc::from(table), created)),
             MetaResponse::Rejected(e) => Err(rejected(e)),
             other => Err(Error::Internal(format!("create table answered {other:?}"))),
         }
@@ -527,7 +537,7 @@ impl Catalog for RaftCatalog {
             .propose(MetaCommand::DropTable { name: name.into() }, true)
             .await?
         {
-            MetaResponse::Table { table, .. } => Ok(Arc::new(table)),
+            MetaResponse::Table { table, .. } => Ok(Arc::from(table)),
             MetaResponse::Rejected(e) => Err(rejected(e)),
             other => Err(Error::Internal(format!("drop table answered {other:?}"))),
         }

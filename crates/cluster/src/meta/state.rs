@@ -7,9 +7,9 @@ use crate::catalog::{
     DEFAULT_REPLICATION_FACTOR, DEFAULT_VERSION_RETENTION_SECS, ReplicaMove, TableDesc, TableSpec,
     TabletDesc, check_split_keys, validate_table_name,
 };
+use counts::Counts;
 use datalayer_store::{Epoch, NodeId, TableId, TabletId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A change to the cluster's metadata: one Raft log entry.
@@ -184,27 +184,6 @@ pub enum MetaCommand {
     },
 }
 
-/// Tablets per node, as masters and as replicas (placement's input).
-#[derive(Debug, Clone, Default)]
-struct Counts {
-    masters: BTreeMap<NodeId, usize>,
-    replicas: BTreeMap<NodeId, usize>,
-}
-
-impl Counts {
-    /// Counts one more tablet mastered by `master` with `replicas`.
-    fn add(&mut self, master: NodeId, replicas: &[NodeId]) {
-        if let Some(c) = self.masters.get_mut(&master) {
-            *c += 1;
-        }
-        for r in replicas {
-            if let Some(c) = self.replicas.get_mut(r) {
-                *c += 1;
-            }
-        }
-    }
-}
-
 fn invalid(field: &str, message: String) -> MetaResponse {
     MetaResponse::Rejected(MetaError::Invalid {
         field: field.into(),
@@ -249,7 +228,7 @@ pub enum MetaResponse {
     /// The table after the command, and whether it was created.
     Table {
         /// The table.
-        table: TableDesc,
+        table: Box<TableDesc>,
         /// False when `if_not_exists` found it.
         created: bool,
     },
@@ -284,7 +263,10 @@ pub struct MetaState {
     /// The live table of each tablet, by name (derived from `tables`: rebuilt by
     /// [`MetaState::reindex`] after loading, kept by every command).
     #[serde(skip)]
-    tablet_tables: imbl::OrdMap<TabletId, String>,
+    tablet_tables: imbl::OrdMap<TabletId, TabletAt>,
+    /// Tablets per node (derived from `tables` like `tablet_tables`).
+    #[serde(skip)]
+    counts: Counts,
     /// Dropped tables whose data may still be on disk, by id.
     pub dropped: imbl::OrdMap<TableId, TableDesc>,
     /// The next id handed out; table and tablet ids share it and are never reused.
@@ -297,12 +279,38 @@ pub struct MetaState {
     pub liveness: imbl::OrdMap<NodeId, super::liveness::Liveness>,
 }
 
+/// Where a tablet is: its table and its start key (a tablet keeps its start for its
+/// whole life: splits and merges move ends), so that finding it by id is a binary
+/// search in its table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TabletAt {
+    table: String,
+    start: Vec<u8>,
+}
+
+impl TabletAt {
+    fn of(table: &str, tablet: &TabletDesc) -> TabletAt {
+        TabletAt {
+            table: table.to_string(),
+            start: tablet.start.clone(),
+        }
+    }
+}
+
 /// A record of the state as the state machine stores it: each its own key, so that a
 /// command writes what it touched, not the whole metadata.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StateKey {
-    /// A live table (with its tablets).
+    /// A live table: its own record and those of all its tablets.
     Table(String),
+    /// One tablet of a live table (a command that changes one tablet writes that
+    /// tablet's record, not its table's).
+    Tablet {
+        /// Its table.
+        table: String,
+        /// The tablet.
+        id: TabletId,
+    },
     /// Every live table.
     Tables,
     /// A dropped table not yet purged.
@@ -319,16 +327,25 @@ impl MetaState {
     /// The records `cmd` may change, read before it is applied (a command rejected
     /// changes none of them, and writing them again is harmless).
     pub fn touched(&self, cmd: &MetaCommand) -> Vec<StateKey> {
-        let table_of = |id: &TabletId| {
-            self.tablet_tables
-                .get(id)
-                .map(|name| StateKey::Table(name.clone()))
+        // A tablet's record, in the table of `of` (a split's right half is not
+        // indexed yet: it goes in its left half's table).
+        let tablet_key = |of: &TabletId, id: TabletId| {
+            self.tablet_tables.get(of).map(|at| StateKey::Tablet {
+                table: at.table.clone(),
+                id,
+            })
         };
         match cmd {
             MetaCommand::CreateTable { spec, .. } => vec![StateKey::Table(spec.name.clone())],
             MetaCommand::DropTable { name } => {
                 let mut keys = vec![StateKey::Table(name.clone())];
-                keys.extend(self.tables.get(name).map(|t| StateKey::Dropped(t.id)));
+                if let Some(t) = self.tables.get(name) {
+                    keys.push(StateKey::Dropped(t.id));
+                    keys.extend(t.tablets.iter().map(|tb| StateKey::Tablet {
+                        table: name.clone(),
+                        id: tb.id,
+                    }));
+                }
                 keys
             }
             MetaCommand::ForgetDropped { table } => vec![StateKey::Dropped(*table)],
@@ -339,11 +356,23 @@ impl MetaState {
             | MetaCommand::MoveReplica { tablet, .. }
             | MetaCommand::AddReplica { tablet, .. }
             | MetaCommand::DropReplica { tablet, .. }
-            | MetaCommand::SplitIntent { tablet, .. }
-            | MetaCommand::SplitCommit { tablet, .. } => table_of(tablet).into_iter().collect(),
-            MetaCommand::MergeIntent { left, .. }
-            | MetaCommand::MergeCommit { left, .. }
-            | MetaCommand::MergeAbort { left, .. } => table_of(left).into_iter().collect(),
+            | MetaCommand::SplitIntent { tablet, .. } => {
+                tablet_key(tablet, *tablet).into_iter().collect()
+            }
+            MetaCommand::SplitCommit { tablet, right } => {
+                [tablet_key(tablet, *tablet), tablet_key(tablet, *right)]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            }
+            MetaCommand::MergeIntent { left, right, .. }
+            | MetaCommand::MergeCommit { left, right }
+            | MetaCommand::MergeAbort { left, right } => {
+                [tablet_key(left, *left), tablet_key(left, *right)]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            }
             MetaCommand::Heartbeat { node, .. } | MetaCommand::IncrementEpoch { node, .. } => {
                 vec![StateKey::Liveness(*node)]
             }
@@ -356,14 +385,27 @@ impl MetaState {
         self.tablet_tables = self
             .tables
             .values()
-            .flat_map(|t| t.tablets.iter().map(|tb| (tb.id, t.name.clone())))
+            .flat_map(|t| {
+                t.tablets
+                    .iter()
+                    .map(|tb| (tb.id, TabletAt::of(&t.name, tb)))
+            })
             .collect();
+        self.counts = Counts::of(self.tables.values().map(|t| t.as_ref()));
+    }
+
+    /// Whether the kept tablet counts equal a count from scratch (tests check it after
+    /// every command they apply).
+    #[cfg(test)]
+    pub(crate) fn counts_agree(&self) -> bool {
+        self.counts == Counts::of(self.tables.values().map(|t| t.as_ref()))
     }
 
     /// Inserts or replaces a live table, indexing its tablets.
     fn insert_table(&mut self, table: Arc<TableDesc>) {
         for tb in &table.tablets {
-            self.tablet_tables.insert(tb.id, table.name.clone());
+            self.tablet_tables
+                .insert(tb.id, TabletAt::of(&table.name, tb));
         }
         self.tables.insert(table.name.clone(), table);
     }
@@ -417,18 +459,6 @@ impl MetaState {
         id
     }
 
-    /// How many tablets each registered node masters and holds a replica of.
-    fn load_counts(&self) -> Counts {
-        let mut counts = Counts {
-            masters: self.nodes.keys().map(|n| (*n, 0)).collect(),
-            replicas: self.nodes.keys().map(|n| (*n, 0)).collect(),
-        };
-        for tablet in self.tables.values().flat_map(|t| &t.tablets) {
-            counts.add(tablet.master, &tablet.replicas);
-        }
-        counts
-    }
-
     /// Master and replicas of a new tablet: the master is the registered node that
     /// masters the fewest tablets (lowest id on ties), replicas the master and then
     /// the nodes holding the fewest replicas, up to the replication factor. `counts`
@@ -442,21 +472,21 @@ impl MetaState {
         if self.nodes.is_empty() {
             return (proposer, vec![proposer]);
         }
-        let master = counts
-            .masters
-            .iter()
-            .min_by_key(|(id, count)| (**count, **id))
-            .map(|(id, _)| *id)
+        let master = self
+            .nodes
+            .keys()
+            .min_by_key(|id| (counts.masters(**id), **id))
+            .copied()
             .unwrap_or(proposer);
         let factor = match replication_factor {
             0 => DEFAULT_REPLICATION_FACTOR,
             n => n,
         } as usize;
-        let mut others: Vec<(usize, NodeId)> = counts
-            .replicas
-            .iter()
-            .filter(|(id, _)| **id != master)
-            .map(|(id, c)| (*c, *id))
+        let mut others: Vec<(usize, NodeId)> = self
+            .nodes
+            .keys()
+            .filter(|id| **id != master)
+            .map(|id| (counts.replicas(*id), *id))
             .collect();
         others.sort();
         let mut chosen = vec![master];
@@ -499,7 +529,7 @@ impl MetaState {
                 continue;
             };
             let t = Arc::make_mut(table);
-            for tablet in &mut t.tablets {
+            for tablet in t.tablets.iter_mut() {
                 if tablet.moving.is_some_and(|m| m.from == id || m.to == id) {
                     // A move it was part of ends: the other side keeps its slot.
                     tablet.moving = None;
@@ -523,23 +553,30 @@ impl MetaState {
         MetaResponse::Done
     }
 
+    /// The name of the tablet's table and its index there: O(log n).
+    fn locate(&self, id: TabletId) -> Option<(String, usize)> {
+        let at = self.tablet_tables.get(&id)?;
+        let table = self.tables.get(&at.table)?;
+        let i = table.index_of_start(&at.start)?;
+        (table.tablets[i].id == id).then(|| (at.table.clone(), i))
+    }
+
     fn tablet_mut(&mut self, id: TabletId) -> Option<&mut TabletDesc> {
-        let name = self.tablet_tables.get(&id)?;
-        let table = self.tables.get_mut(name)?;
-        Arc::make_mut(table)
-            .tablets
-            .iter_mut()
-            .find(|tb| tb.id == id)
+        let (name, i) = self.locate(id)?;
+        let table = self.tables.get_mut(&name)?;
+        Arc::make_mut(table).tablets.get_mut(i)
     }
 
     /// The live table holding the tablet with that id.
     pub fn table_of(&self, id: TabletId) -> Option<&Arc<TableDesc>> {
-        self.tables.get(self.tablet_tables.get(&id)?)
+        self.tables.get(&self.tablet_tables.get(&id)?.table)
     }
 
-    /// The tablet with that id, if its table is live.
+    /// The tablet with that id, if its table is live: O(log n), however many
+    /// tablets its table has.
     pub fn tablet(&self, id: TabletId) -> Option<&TabletDesc> {
-        self.table_of(id)?.tablets.iter().find(|tb| tb.id == id)
+        let (name, i) = self.locate(id)?;
+        self.tables.get(&name)?.tablets.get(i)
     }
 
     /// The tablet, if it still exists at the epoch the proposer read.
@@ -714,6 +751,51 @@ impl MetaState {
 
     /// Applies one committed command.
     pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResponse {
+        // The tablet counts follow what the command touches: out before, in after.
+        let (mut all, mut names, mut ids) = (false, Vec::new(), Vec::new());
+        for key in self.touched(cmd) {
+            match key {
+                StateKey::Table(name) => names.push(name),
+                StateKey::Tablet { table, id } => ids.push((table, id)),
+                StateKey::Tables => all = true,
+                _ => {}
+            }
+        }
+        // A table counted whole counts its tablets.
+        ids.retain(|(table, _)| !names.contains(table));
+        self.count(&names, &ids, false);
+        let response = self.apply_command(cmd);
+        if all {
+            self.counts = Counts::of(self.tables.values().map(|t| t.as_ref()));
+        } else {
+            self.count(&names, &ids, true);
+        }
+        response
+    }
+
+    /// Counts (`add`) or stops counting the tables `names` and the tablets `ids` as
+    /// they are now.
+    fn count(&mut self, names: &[String], ids: &[(String, TabletId)], add: bool) {
+        for name in names {
+            if let Some(t) = self.tables.get(name) {
+                match add {
+                    true => self.counts.add_table(t),
+                    false => self.counts.remove_table(t),
+                }
+            }
+        }
+        for (_, id) in ids {
+            if let Some((name, i)) = self.locate(*id) {
+                let tb = &self.tables[&name].tablets[i];
+                match add {
+                    true => self.counts.add(tb.master, &tb.replicas),
+                    false => self.counts.remove(tb.master, &tb.replicas),
+                }
+            }
+        }
+    }
+
+    fn apply_command(&mut self, cmd: &MetaCommand) -> MetaResponse {
         match cmd {
             MetaCommand::CreateTable {
                 spec,
@@ -729,7 +811,7 @@ impl MetaState {
                 if let Some(existing) = self.tables.get(&spec.name) {
                     return if *if_not_exists {
                         MetaResponse::Table {
-                            table: existing.as_ref().clone(),
+                            table: Box::new(existing.as_ref().clone()),
                             created: false,
                         }
                     } else {
@@ -740,15 +822,16 @@ impl MetaState {
                     return invalid("split_keys", message);
                 }
                 let table = TableId(self.take_id());
-                let mut counts = self.load_counts();
-                let mut tablets = Vec::with_capacity(spec.split_keys.len() + 1);
+                // A scratch copy (O(1)): `apply` counts the new table once it is in.
+                let mut counts = self.counts.clone();
+                let mut tablets = crate::catalog::Tablets::new();
                 let mut starts = std::iter::once(Vec::new()).chain(spec.split_keys.iter().cloned());
                 let mut start = starts.next().unwrap_or_default();
                 loop {
                     let end = starts.next();
                     let (master, replicas) =
                         self.place(&mut counts, *proposer, spec.replication_factor);
-                    tablets.push(TabletDesc {
+                    tablets.push_back(TabletDesc {
                         id: TabletId(self.take_id()),
                         table,
                         start: std::mem::take(&mut start),
@@ -787,7 +870,7 @@ impl MetaState {
                 };
                 self.insert_table(Arc::new(desc.clone()));
                 MetaResponse::Table {
-                    table: desc,
+                    table: Box::new(desc),
                     created: true,
                 }
             }
@@ -796,7 +879,7 @@ impl MetaState {
                     let desc = desc.as_ref().clone();
                     self.dropped.insert(desc.id, desc.clone());
                     MetaResponse::Table {
-                        table: desc,
+                        table: Box::new(desc),
                         created: false,
                     }
                 }
@@ -883,6 +966,7 @@ impl MetaState {
     }
 }
 
+mod counts;
 mod ranges;
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,8 @@
 //! | `raft/committed`       | JSON last committed log id              |
 //! | `raft/purged`          | JSON last purged log id                 |
 //! | `raft/sm/head`         | JSON applied position, membership, next id |
-//! | `raft/sm/t/<name>`     | JSON live table (with its tablets)      |
+//! | `raft/sm/t/<name>`     | JSON live table (its tablets apart)     |
+//! | `raft/sm/b/<name>/<tablet id BE>` | JSON tablet of a live table  |
 //! | `raft/sm/d/<id BE>`    | JSON dropped table                      |
 //! | `raft/sm/n/<id BE>`    | JSON registered node                    |
 //! | `raft/sm/l/<id BE>`    | JSON liveness record                    |
@@ -18,16 +19,20 @@
 //! and the records its commands touched ([`MetaState::touched`]), in one write batch
 //! that is not synced itself (the log's next synced append makes it durable; until
 //! then a restart finds an older head and openraft re-applies the entries after it).
-//! A heartbeat so writes one liveness record, whatever the number of tablets. A
-//! snapshot installed rewrites every record. A store of the release that wrote the
-//! state whole under `raft/sm` is read once and rewritten record by record.
+//! A heartbeat so writes one liveness record, and a change of one tablet (a new
+//! master, an in-sync set, a split) that tablet's records, whatever the number of
+//! tablets. A snapshot installed rewrites every record. A store of an earlier
+//! release (the state whole under `raft/sm`, or tablets inside their table's record)
+//! is read once and rewritten record by record.
 
 // openraft's `StorageError` is large by its design; every method here returns it.
 #![allow(clippy::result_large_err)]
 
 use super::TypeConfig;
+use super::changes::TabletChanges;
 use super::state::{MetaResponse, MetaState, StateKey};
-use datalayer_store::TabletEngine;
+use crate::catalog::{TableDesc, TabletDesc};
+use datalayer_store::{TabletEngine, TabletId};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
@@ -35,6 +40,7 @@ use openraft::{
 };
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
@@ -282,24 +288,26 @@ type Record = (Vec<u8>, Option<Vec<u8>>);
 /// The keys and values (`None`: deleted) of `key`'s records as `state` holds them.
 fn records(state: &MetaState, key: &StateKey) -> Result<Vec<Record>, std::io::Error> {
     Ok(match key {
-        StateKey::Table(name) => vec![(
-            record_key(b"t/", name.as_bytes()),
+        StateKey::Table(name) => match state.tables.get(name) {
+            Some(t) => table_records(t)?,
+            // Its tablets' records go by their own keys.
+            None => vec![(record_key(b"t/", name.as_bytes()), None)],
+        },
+        StateKey::Tablet { table, id } => vec![(
+            tablet_key(table, *id),
             state
-                .tables
-                .get(name)
-                .map(|t| to_json(t.as_ref()))
+                .tablet(*id)
+                .filter(|_| state.table_of(*id).is_some_and(|t| t.name == *table))
+                .map(to_json)
                 .transpose()?,
         )],
-        StateKey::Tables => state
-            .tables
-            .values()
-            .map(|t| {
-                Ok((
-                    record_key(b"t/", t.name.as_bytes()),
-                    Some(to_json(t.as_ref())?),
-                ))
-            })
-            .collect::<Result<_, std::io::Error>>()?,
+        StateKey::Tables => {
+            let mut records = Vec::new();
+            for t in state.tables.values() {
+                records.extend(table_records(t)?);
+            }
+            records
+        }
         StateKey::Dropped(id) => vec![(
             record_key(b"d/", &id.0.to_be_bytes()),
             state.dropped.get(id).map(to_json).transpose()?,
@@ -320,6 +328,27 @@ fn records(state: &MetaState, key: &StateKey) -> Result<Vec<Record>, std::io::Er
     })
 }
 
+/// A table's own record (without its tablets) and one record per tablet.
+fn table_records(t: &TableDesc) -> Result<Vec<Record>, std::io::Error> {
+    let head = TableDesc {
+        tablets: Default::default(),
+        ..t.clone()
+    };
+    let mut records = vec![(record_key(b"t/", t.name.as_bytes()), Some(to_json(&head)?))];
+    for tb in &t.tablets {
+        records.push((tablet_key(&t.name, tb.id), Some(to_json(tb)?)));
+    }
+    Ok(records)
+}
+
+/// A tablet's record key: its table's name (no table name holds a `/`) and its id.
+fn tablet_key(table: &str, id: TabletId) -> Vec<u8> {
+    let mut tail = table.as_bytes().to_vec();
+    tail.push(b'/');
+    tail.extend_from_slice(&id.0.to_be_bytes());
+    record_key(b"b/", &tail)
+}
+
 /// Every record of `state`.
 fn all_keys(state: &MetaState) -> Vec<StateKey> {
     let mut keys = vec![StateKey::Tables, StateKey::Nodes];
@@ -328,10 +357,13 @@ fn all_keys(state: &MetaState) -> Vec<StateKey> {
     keys
 }
 
-/// Reads the records back into an applied state.
-fn load(raw: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Option<Applied>, std::io::Error> {
+/// Reads the records back into an applied state, and whether they are of the
+/// release before (tablets inside their table's record: they are then written again
+/// record by record).
+fn load(raw: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Option<(Applied, bool)>, std::io::Error> {
     let mut applied = Applied::default();
     let mut head = None;
+    let mut tablets: BTreeMap<String, Vec<TabletDesc>> = BTreeMap::new();
     for (k, v) in raw {
         let rest = &k[SM_PREFIX.len()..];
         let id = |tail: &[u8]| -> Result<u64, std::io::Error> {
@@ -346,6 +378,16 @@ fn load(raw: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Option<Applied>, std::io::Error>
                 String::from_utf8_lossy(name).into_owned(),
                 Arc::new(from_json(&v)?),
             );
+        } else if let Some(tail) = rest.strip_prefix(b"b/") {
+            let name = tail
+                .len()
+                .checked_sub(9)
+                .map(|n| &tail[..n])
+                .ok_or_else(|| std::io::Error::other(format!("bad tablet record key {k:?}")))?;
+            tablets
+                .entry(String::from_utf8_lossy(name).into_owned())
+                .or_default()
+                .push(from_json(&v)?);
         } else if let Some(tail) = rest.strip_prefix(b"d/") {
             applied
                 .state
@@ -370,11 +412,28 @@ fn load(raw: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Option<Applied>, std::io::Error>
     let Some(head) = head else {
         return Ok(None);
     };
+    let mut old = false;
+    let names: Vec<String> = applied.state.tables.keys().cloned().collect();
+    for name in names {
+        let table = Arc::make_mut(applied.state.tables.get_mut(&name).expect("listed"));
+        match tablets.remove(&name) {
+            Some(mut list) => {
+                list.sort_by(|a, b| a.start.cmp(&b.start));
+                table.tablets = list.into_iter().collect();
+            }
+            None => old |= !table.tablets.is_empty(),
+        }
+    }
+    if let Some(name) = tablets.keys().next() {
+        return Err(std::io::Error::other(format!(
+            "tablet records of a table that has none: {name}"
+        )));
+    }
     applied.last_applied = head.last_applied;
     applied.membership = head.membership;
     applied.state.next_id = head.next_id;
     applied.state.reindex();
-    Ok(Some(applied))
+    Ok(Some((applied, old)))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -392,6 +451,10 @@ pub struct StateMachine {
     on_apply: tokio::sync::watch::Sender<u64>,
     /// Records the commands applied since the last write touched.
     dirty: std::collections::BTreeSet<StateKey>,
+    /// Tablets the commands applied since the last write changed, handed to readers
+    /// (`changes`) once the state they changed is published.
+    changed: TabletChanges,
+    changes: Arc<parking_lot::Mutex<TabletChanges>>,
 }
 
 impl StateMachine {
@@ -404,7 +467,7 @@ impl StateMachine {
     ) -> Result<StateMachine, std::io::Error> {
         let raw = blocking(&io, |e| e.meta_scan(SM_PREFIX)).await?;
         let (applied, rewrite) = match load(raw)? {
-            Some(applied) => (applied, false),
+            Some(loaded) => loaded,
             None => {
                 // The release before wrote the state whole (or this store is new).
                 let old: Option<Applied> = read_json(&io, SM).await?;
@@ -421,6 +484,8 @@ impl StateMachine {
             shared,
             on_apply,
             dirty: Default::default(),
+            changed: Default::default(),
+            changes: Default::default(),
         };
         if rewrite {
             sm.persist(true).await?;
@@ -484,8 +549,20 @@ impl StateMachine {
             write_lazy_with(&self.io, puts, deletes).await?;
         }
         *self.shared.write() = self.applied.state.clone();
+        if all {
+            self.changed.note_all();
+        }
+        self.changes
+            .lock()
+            .absorb(std::mem::take(&mut self.changed));
         self.on_apply.send_replace(index);
         Ok(())
+    }
+
+    /// The tablets changed since a reader last took them, noted as each applied
+    /// batch is published (before its index is).
+    pub fn changes(&self) -> Arc<parking_lot::Mutex<TabletChanges>> {
+        self.changes.clone()
     }
 }
 
@@ -549,8 +626,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     MetaResponse::Synced(entry.log_id.index)
                 }
                 EntryPayload::Normal(cmd) => {
-                    self.dirty.extend(self.applied.state.touched(&cmd));
-                    self.applied.state.apply(&cmd)
+                    let touched = self.applied.state.touched(&cmd);
+                    let response = self.applied.state.apply(&cmd);
+                    self.changed.note(&self.applied.state, &touched);
+                    self.dirty.extend(touched);
+                    response
                 }
                 EntryPayload::Membership(m) => {
                     self.applied.membership = StoredMembership::new(Some(entry.log_id), m);

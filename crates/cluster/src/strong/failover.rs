@@ -5,18 +5,61 @@
 
 use super::protocol::{ReplicaPosition, choose_master};
 use super::service;
-use crate::catalog::TabletDesc;
+use crate::catalog::{TableDesc, TabletDesc};
 use crate::error::Error;
 use crate::error::Result;
 use crate::meta::liveness::wall_ms;
-use crate::meta::{Liveness, MetaCommand, MetaResponse, MetaState, RaftCatalog};
+use crate::meta::{Liveness, LivenessEpoch, MetaCommand, MetaResponse, MetaState, RaftCatalog};
 use crate::policy::{ControllerHook, ControllerView, PolicyKind};
 use datalayer_store::{NodeId, TabletId};
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// The strong policy's controller hook.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StrongFailover;
+#[derive(Debug, Default)]
+pub struct StrongFailover {
+    /// The last look at the tablets, reused while they and the liveness epochs stay
+    /// as they were: an idle controller tick costs O(nodes), not O(tablets).
+    looked: Mutex<Option<Masterships>>,
+}
+
+/// Who masters what, as a failover pass reads it from the metadata.
+#[derive(Debug)]
+struct Masterships {
+    /// The tables it was read from.
+    tables: imbl::OrdMap<String, Arc<TableDesc>>,
+    /// Every node's liveness epoch then.
+    epochs: Vec<(NodeId, LivenessEpoch)>,
+    /// Nodes that master a tablet at their current liveness epoch.
+    serving: BTreeSet<NodeId>,
+    /// Tablets whose master's epoch moved on.
+    orphans: Vec<TabletDesc>,
+}
+
+impl StrongFailover {
+    /// The masterships of `state`, from the last look when nothing they depend on
+    /// has changed since.
+    fn masterships(&self, state: &MetaState) -> (BTreeSet<NodeId>, Vec<TabletDesc>) {
+        let epochs: Vec<(NodeId, LivenessEpoch)> =
+            state.liveness.iter().map(|(n, l)| (*n, l.epoch)).collect();
+        let mut looked = self.looked.lock();
+        if let Some(m) = looked.as_ref()
+            && m.tables.ptr_eq(&state.tables)
+            && m.epochs == epochs
+        {
+            return (m.serving.clone(), m.orphans.clone());
+        }
+        let (serving, orphans) = (serving(state), orphans(state));
+        *looked = Some(Masterships {
+            tables: state.tables.clone(),
+            epochs,
+            serving: serving.clone(),
+            orphans: orphans.clone(),
+        });
+        (serving, orphans)
+    }
+}
 
 #[async_trait::async_trait]
 impl ControllerHook for StrongFailover {
@@ -25,7 +68,7 @@ impl ControllerHook for StrongFailover {
     }
 
     async fn on_tick(&self, catalog: &RaftCatalog, view: &ControllerView) {
-        failover(catalog, &view.live, view.leading_since_ms).await;
+        failover(self, catalog, &view.live, view.leading_since_ms).await;
     }
 
     async fn hand_over(
@@ -43,13 +86,19 @@ impl ControllerHook for StrongFailover {
 }
 
 /// Ends the masterships of silent nodes and appoints new masters (DESIGN §6): the
-/// runtime of [`to_fence`], [`orphans`], [`asks`] and [`choose_master`].
-async fn failover(catalog: &RaftCatalog, live: &BTreeSet<NodeId>, leading_since_ms: u64) {
+/// runtime of [`fence_among`], [`orphans`], [`asks`] and [`choose_master`].
+async fn failover(
+    hook: &StrongFailover,
+    catalog: &RaftCatalog,
+    live: &BTreeSet<NodeId>,
+    leading_since_ms: u64,
+) {
     let now = wall_ms();
     let lease_ms = catalog.failover_timeout().as_millis() as u64;
     let mut state = catalog.state();
+    let (serving, mut orphans) = hook.masterships(&state);
     let mut fenced = false;
-    for (node, seen) in to_fence(&state, live, now, lease_ms, leading_since_ms) {
+    for (node, seen) in fence_among(&state, serving, live, now, lease_ms, leading_since_ms) {
         tracing::warn!(%node, epoch = %seen.epoch, "node's liveness lapsed: ending its masterships");
         match catalog
             .propose(MetaCommand::IncrementEpoch { node, seen }, false)
@@ -62,8 +111,8 @@ async fn failover(catalog: &RaftCatalog, live: &BTreeSet<NodeId>, leading_since_
     }
     if fenced {
         state = catalog.state();
+        orphans = hook.masterships(&state).1;
     }
-    let orphans = orphans(&state);
     if orphans.is_empty() {
         return;
     }
@@ -116,7 +165,8 @@ fn strong_tablets(state: &MetaState) -> impl Iterator<Item = &TabletDesc> {
 /// clock (`now_ms`) and it missed the last ping round, or when its record has stayed
 /// expired for a whole lease (it answers pings but cannot heartbeat); the time
 /// before this node led does not count, as nobody could heartbeat during the
-/// election.
+/// election. (The runtime keeps `serving` between passes: [`fence_among`].)
+#[cfg(test)]
 pub(super) fn to_fence(
     state: &MetaState,
     live: &BTreeSet<NodeId>,
@@ -124,10 +174,33 @@ pub(super) fn to_fence(
     lease_ms: u64,
     leading_since_ms: u64,
 ) -> Vec<(NodeId, Liveness)> {
-    let serving: BTreeSet<NodeId> = strong_tablets(state)
+    fence_among(
+        state,
+        serving(state),
+        live,
+        now_ms,
+        lease_ms,
+        leading_since_ms,
+    )
+}
+
+/// Nodes that master a strong tablet at their current liveness epoch.
+fn serving(state: &MetaState) -> BTreeSet<NodeId> {
+    strong_tablets(state)
         .filter(|tb| tb.master_liveness == state.liveness(tb.master).epoch)
         .map(|tb| tb.master)
-        .collect();
+        .collect()
+}
+
+/// Masters to fence among the `serving` ones (those of [`serving`]): see `to_fence`.
+fn fence_among(
+    state: &MetaState,
+    serving: BTreeSet<NodeId>,
+    live: &BTreeSet<NodeId>,
+    now_ms: u64,
+    lease_ms: u64,
+    leading_since_ms: u64,
+) -> Vec<(NodeId, Liveness)> {
     serving
         .into_iter()
         .map(|node| (node, state.liveness(node)))

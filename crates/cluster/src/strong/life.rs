@@ -134,7 +134,7 @@ impl StrongPolicy {
     pub(super) async fn purge_table(&self, table: &TableDesc) -> Result<()> {
         let tablets = table.tablets.iter().map(|t| t.id).collect();
         self.tablets.drop_table(table.id, tablets).await?;
-        if table.tablets.first().is_some_and(|t| t.master == self.me) {
+        if table.tablets.front().is_some_and(|t| t.master == self.me) {
             self.catalog.forget_dropped(table.id).await?;
         }
         Ok(())

@@ -13,7 +13,9 @@
 //!   the master's epoch history, the follower cuts any suffix that disagrees
 //!   ([`super::protocol::agreement`]) and answers with its durable log end, its
 //!   acknowledgement.
-//! - A follower that needs records trimmed from the oplog gets a snapshot.
+//! - A follower that needs records trimmed from the oplog gets a snapshot; so does one
+//!   that refuses an absorb record (it missed records of the tablet merged in, which
+//!   nobody ships once the merge is done), after the metadata holds the merge.
 //! - The pacer's calls set the rhythm of the master's syncs
 //!   (`StrongTablets::call_started`, `Writer::waits_for_calls`).
 
@@ -25,6 +27,7 @@ use crate::meta::RaftCatalog;
 use datalayer_api::internal::v1 as pb;
 use datalayer_store::{NodeId, OplogRecord, Seq, Timestamp};
 use pb::replication_client::ReplicationClient;
+use prost::Message;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -201,19 +204,20 @@ async fn ship(
                 // the whole replica, then go on from the copy's log end.
                 tracing::info!(tablet = %mastership.tablet, %follower, %from, %first,
                     "follower needs records trimmed from the oplog: sending a snapshot");
-                let master_end = mastership.view().acks.master_end.0;
-                match send_snapshot(&addr, &catalog, &strong, &mastership).await {
-                    Ok((end, ts)) => {
-                        mastership.acknowledged(follower, end, ts, master_end);
-                        next = Some(end.next());
-                    }
-                    Err(e) => {
-                        tracing::warn!(tablet = %mastership.tablet, %follower, error = %e, "sending a snapshot failed");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
+                snapshot(&addr, &catalog, &strong, &mastership, follower, &mut next).await;
             }
-            Ended::Failed(why) => {
+            Ended::MissesAbsorbed if merge_committed(&catalog, &mastership) => {
+                // It missed records of the tablet this one absorbed, which nobody
+                // ships any more: a copy of the merged replica replaces its own.
+                tracing::info!(tablet = %mastership.tablet, %follower,
+                    "follower lacks part of the tablet merged into this one: sending a snapshot");
+                snapshot(&addr, &catalog, &strong, &mastership, follower, &mut next).await;
+            }
+            Ended::MissesAbsorbed | Ended::Failed(_) => {
+                let why = match ended {
+                    Ended::Failed(why) => why,
+                    _ => "the follower is behind on the tablet being merged in".into(),
+                };
                 tracing::debug!(tablet = %mastership.tablet, %follower, %why, "replication stream ended");
                 // Streams of other tablets keep the channel they hold; the next
                 // stream to this follower opens a fresh one.
@@ -229,12 +233,46 @@ async fn ship(
     }
 }
 
+/// Sends the follower a snapshot and goes on from its log end (or waits a moment when
+/// that failed).
+async fn snapshot(
+    addr: &str,
+    catalog: &RaftCatalog,
+    strong: &StrongTablets,
+    mastership: &Mastership,
+    follower: NodeId,
+    next: &mut Option<Seq>,
+) {
+    let master_end = mastership.view().acks.master_end.0;
+    match send_snapshot(addr, catalog, strong, mastership).await {
+        Ok((end, ts)) => {
+            mastership.acknowledged(follower, end, ts, master_end);
+            *next = Some(end.next());
+        }
+        Err(e) => {
+            tracing::warn!(tablet = %mastership.tablet, %follower, error = %e, "sending a snapshot failed");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Whether the metadata holds the tablet's last merge as done (its range then covers
+/// the absorbed tablet's, so a snapshot of it carries the absorbed keys).
+fn merge_committed(catalog: &RaftCatalog, mastership: &Mastership) -> bool {
+    catalog
+        .tablet(mastership.tablet)
+        .is_some_and(|d| d.absorbed.is_some() && d.merge.is_none())
+}
+
 /// Why a replication stream ended.
 enum Ended {
     /// The mastership was deposed, or the follower follows a newer master.
     Stop,
     /// The follower needs records from `.0` on; the oplog starts at `.1`.
     Snapshot(Seq, Seq),
+    /// The follower refused an absorb record: it lacks records of the absorbed
+    /// tablet (it was away during the merge).
+    MissesAbsorbed,
     /// The stream broke (the follower is unreachable, slow, or refused a call).
     Failed(String),
 }
@@ -347,11 +385,16 @@ async fn stream(
 }
 
 /// A replication call refused: a follower that knows a newer master stops the
-/// shipper (the metadata will tell this node to step down).
+/// shipper (the metadata will tell this node to step down); one behind on a tablet
+/// being merged in needs a snapshot.
 fn refused(mastership: &Mastership, follower: NodeId, status: tonic::Status) -> Ended {
     if status.code() == tonic::Code::Aborted {
         tracing::warn!(tablet = %mastership.tablet, %follower, "follower follows a newer epoch; shipping stops");
         return Ended::Stop;
+    }
+    let detail = datalayer_api::v1::ErrorDetail::decode(status.details()).ok();
+    if detail.is_some_and(|d| d.kind == datalayer_api::v1::ErrorKind::ReplicaBehind as i32) {
+        return Ended::MissesAbsorbed;
     }
     Ended::Failed(status.to_string())
 }

@@ -426,8 +426,7 @@ impl StrongPolicy {
             if table.policy != crate::policy::PolicyKind::Strong {
                 continue;
             }
-            for pair in table.tablets.windows(2) {
-                let (l, r) = (&pair[0], &pair[1]);
+            for (l, r) in table.tablets.iter().zip(table.tablets.iter().skip(1)) {
                 let candidate = l.master == self.me
                     && quiet(l)
                     && quiet(r)

@@ -330,7 +330,7 @@ impl TestNode {
                 .expect("start strong"),
             ),
         ));
-        catalog.add_controller_hook(Arc::new(StrongFailover));
+        catalog.add_controller_hook(Arc::new(StrongFailover::default()));
         let mut router = Router::new(catalog.clone());
         router.register(strong.clone());
         let router = Arc::new(router);

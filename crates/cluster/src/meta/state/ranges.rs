@@ -55,19 +55,16 @@ impl MetaState {
     }
 
     pub(super) fn split_commit(&mut self, id: TabletId, right: TabletId) -> MetaResponse {
-        let Some(name) = self.tablet_tables.get(&id).cloned() else {
+        let Some((name, at)) = self.locate(id) else {
             return MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")));
         };
+        if self.tablet_tables.contains_key(&right) {
+            return MetaResponse::Done; // done already
+        }
         let Some(table) = self.tables.get_mut(&name) else {
             return MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")));
         };
         let t = Arc::make_mut(table);
-        let Some(at) = t.tablets.iter().position(|tb| tb.id == id) else {
-            return MetaResponse::Rejected(MetaError::Conflict(format!("{id} no longer exists")));
-        };
-        if t.tablets.iter().any(|tb| tb.id == right) {
-            return MetaResponse::Done; // done already
-        }
         let left = &mut t.tablets[at];
         let Some(intent) = left.split.take_if(|i| i.right == right) else {
             return MetaResponse::Rejected(MetaError::Conflict(format!(
@@ -82,8 +79,9 @@ impl MetaState {
         // The right half's log begins at a base in the left half's epoch at the split
         // record (or an older one): its master serves it in a later epoch.
         half.master_epoch = Epoch(half.master_epoch.0 + 1);
+        let index = super::TabletAt::of(&name, &half);
         t.tablets.insert(at + 1, half);
-        self.tablet_tables.insert(right, name);
+        self.tablet_tables.insert(right, index);
         MetaResponse::Done
     }
 
@@ -144,16 +142,13 @@ impl MetaState {
 
     pub(super) fn merge_commit(&mut self, left: TabletId, right: TabletId) -> MetaResponse {
         let intent = MergeIntent { left, right };
-        let Some(name) = self.tablet_tables.get(&left).cloned() else {
+        let Some((name, at)) = self.locate(left) else {
             return conflict(format!("{left} no longer exists"));
         };
         let Some(table) = self.tables.get_mut(&name) else {
             return conflict(format!("{left} no longer exists"));
         };
         let t = Arc::make_mut(table);
-        let Some(at) = t.tablets.iter().position(|tb| tb.id == left) else {
-            return conflict(format!("{left} no longer exists"));
-        };
         let Some(r) = t.tablets.get(at + 1).filter(|tb| tb.id == right) else {
             // Done already (the right one is gone and the left one absorbed it).
             return if t.tablets[at].absorbed == Some(right) {

@@ -156,6 +156,7 @@ fn removing_a_node_moves_replica_sets_and_refuses_masters() {
         s.apply(&MetaCommand::RemoveNode { id: NodeId(2) }),
         MetaResponse::Rejected(MetaError::Invalid { .. })
     ));
+    assert!(s.counts_agree());
 }
 
 #[test]
@@ -501,4 +502,21 @@ fn merges_join_neighbours_once_and_can_be_called_off() {
     let t = &s.tables["m"];
     assert!(t.tablets.iter().all(|t| t.merge.is_none()));
     assert_eq!(t.tablets.len(), 2);
+    assert!(s.counts_agree(), "tablet counts follow merges");
+    let MetaResponse::Split(right) = s.apply(&MetaCommand::SplitIntent {
+        tablet: a.id,
+        expect_generation: 1,
+        key: b"c".to_vec(),
+    }) else {
+        panic!("split intent");
+    };
+    assert_eq!(
+        s.apply(&MetaCommand::SplitCommit {
+            tablet: a.id,
+            right
+        }),
+        MetaResponse::Done
+    );
+    assert_eq!(s.tables["m"].tablets.len(), 3);
+    assert!(s.counts_agree(), "tablet counts follow splits");
 }

@@ -118,7 +118,8 @@ impl Writer {
         }
         // An absorb record needs the whole log of the tablet it takes over, up to its
         // last record, held here: a replica that missed some of it must not serve
-        // its keys (it stays behind instead).
+        // its keys (it refuses, and its master sends it a snapshot of the merged
+        // tablet once the metadata holds the merge).
         for r in &fresh {
             if let RecordBody::Absorb { right, through, .. } = &r.body {
                 let held = self.served.get(right).map_or(Seq(0), |s| s.state.log_end);

@@ -8,20 +8,31 @@
 use super::{KvService, range};
 use datalayer_api::v1 as pb;
 use datalayer_cluster::TabletDesc;
+use datalayer_cluster::catalog::Tablets;
 use datalayer_cluster::strong::resume_key;
 use datalayer_store::KeyRange;
 use tonic::{Request, Status};
 
 /// The tablets of `tablets` (a table's, by start key) that `range` overlaps.
-pub(super) fn overlapping<'a>(tablets: &'a [TabletDesc], range: &KeyRange) -> &'a [TabletDesc] {
-    let first = tablets
-        .partition_point(|t| t.start.as_slice() <= range.start.as_slice())
-        .saturating_sub(1);
+pub(super) fn overlapping(tablets: &Tablets, range: &KeyRange) -> Vec<TabletDesc> {
+    // How many tablets start before `key` (or at it, when `at` counts).
+    let before =
+        |key: &[u8], at: bool| match tablets.binary_search_by(|t| t.start.as_slice().cmp(key)) {
+            Ok(i) => i + usize::from(at),
+            Err(i) => i,
+        };
+    let first = before(&range.start, true).saturating_sub(1);
     let last = match &range.end {
         None => tablets.len(),
-        Some(end) => tablets.partition_point(|t| t.start.as_slice() < end.as_slice()),
+        Some(end) => before(end, false),
     };
-    &tablets[first..last.max(first + 1).min(tablets.len())]
+    let last = last.max(first + 1).min(tablets.len());
+    tablets
+        .iter()
+        .skip(first)
+        .take(last - first)
+        .cloned()
+        .collect()
 }
 
 /// `range` cut to the tablet's own range: `(start, end)` with an empty end for the
@@ -62,7 +73,7 @@ impl KvService {
     pub(super) async fn spanned(&self, table: &str, range: &KeyRange) -> Option<Vec<TabletDesc>> {
         let table = self.router.table_synced(table).await.ok()?;
         let tablets = overlapping(&table.tablets, range);
-        (tablets.len() > 1).then(|| tablets.to_vec())
+        (tablets.len() > 1).then_some(tablets)
     }
 
     /// One part of a spanning read; a follower read whose replica is behind the
@@ -210,7 +221,7 @@ mod tests {
     use super::*;
     use datalayer_store::{Epoch, NodeId, TableId, TabletId};
 
-    fn tablets(bounds: &[&str]) -> Vec<TabletDesc> {
+    fn tablets(bounds: &[&str]) -> Tablets {
         let mut starts = vec![Vec::new()];
         starts.extend(bounds.iter().map(|b| b.as_bytes().to_vec()));
         (0..starts.len())
@@ -234,7 +245,7 @@ mod tests {
             .collect()
     }
 
-    fn ids(ts: &[TabletDesc]) -> Vec<u64> {
+    fn ids(ts: Vec<TabletDesc>) -> Vec<u64> {
         ts.iter().map(|t| t.id.0).collect()
     }
 
