@@ -140,12 +140,12 @@ pub struct TableDesc {
     pub options: PolicyOptions,
     /// Tablets covering the whole keyspace of the table, by start key (persistent:
     /// a copy costs O(1) and a change of one tablet O(log n), however many a table
-    /// has).
+    /// has; see [`Tablets`]).
     pub tablets: Tablets,
 }
 
-/// A table's tablets in key order.
-pub type Tablets = imbl::Vector<TabletDesc>;
+mod tablets;
+pub use tablets::Tablets;
 
 impl TableDesc {
     /// The tablet whose range holds `key`.
@@ -244,11 +244,12 @@ pub trait Catalog: Send + Sync + 'static {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    #[test]
-    fn tablet_for_picks_the_range_holding_the_key() {
-        let tablet = |id, start: &[u8], end: Option<&[u8]>| TabletDesc {
+
+    /// A tablet of table 1 with that id and range, generation 1.
+    pub(crate) fn tablet(id: u64, start: &[u8], end: Option<&[u8]>) -> TabletDesc {
+        TabletDesc {
             id: TabletId(id),
             table: TableId(1),
             start: start.to_vec(),
@@ -264,7 +265,11 @@ mod tests {
             split: None,
             merge: None,
             absorbed: None,
-        };
+        }
+    }
+
+    #[test]
+    fn tablet_for_picks_the_range_holding_the_key() {
         let t = TableDesc {
             id: TableId(1),
             name: "t".into(),
@@ -272,11 +277,13 @@ mod tests {
             replication_factor: 1,
             version_retention_secs: 1,
             options: PolicyOptions::Null,
-            tablets: imbl::vector![
+            tablets: [
                 tablet(1, b"", Some(b"g")),
                 tablet(2, b"g", Some(b"p")),
                 tablet(3, b"p", None),
-            ],
+            ]
+            .into_iter()
+            .collect(),
         };
         for (key, want) in [
             (&b"a"[..], 1),
