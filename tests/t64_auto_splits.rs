@@ -3,7 +3,7 @@
 //! at a key that balances its requests; one hot key, or an idle table, does not
 //! split; small, cold neighbours merge, and the halves of a size split do not.
 
-use datalayer_client::{Client, TableOptions};
+use datalayer_client::{Client, TableOptions, put};
 use datalayer_tests::{CLUSTER_WAIT, TestCluster, wait_until};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,13 +88,13 @@ async fn tablets_split_by_size_and_by_load() {
         c.put("small", key.as_bytes(), b"v").await.expect("put");
     }
 
-    // By size: 300 rows of 1 KB (three times the limit), written in key order.
+    // By size: 300 rows of 1 KB (three times the limit) in one batch, so that the
+    // size is first measured past the limit with every row there.
     let value = vec![b'v'; 1000];
-    for i in 0..300 {
-        c.put("big", format!("k{i:03}").as_bytes(), &value)
-            .await
-            .expect("put");
-    }
+    let rows: Vec<_> = (0..300)
+        .map(|i| put(format!("k{i:03}").as_bytes(), &value))
+        .collect();
+    c.write("big", rows).await.expect("write");
     wait_until("the big table splits by size", CLUSTER_WAIT, || async {
         starts(&mut cluster.client(1).await.expect("connect"), "big")
             .await
