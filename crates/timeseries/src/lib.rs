@@ -1,0 +1,16 @@
+//! # The time-series policy's core
+//!
+//! Prometheus's data model on DataLayer (DESIGN §9, `timeseries`): a series is a
+//! metric name plus a label set ([`labels`]), identified by the xxh3 hash of its
+//! canonical form; a sample is a millisecond timestamp and an f64 value (NaN and the
+//! staleness marker kept bit for bit). Samples are chunked by ISO week ([`week`]) and
+//! stored in Gorilla-compressed blocks per series ([`gorilla`]).
+//!
+//! This crate holds the pure parts: no I/O, each tested on its own.
+
+pub mod gorilla;
+pub mod labels;
+pub mod week;
+
+pub use labels::{LabelError, Labels, Limits, SeriesId};
+pub use week::Week;
