@@ -4,10 +4,12 @@
 //! metric name plus a label set ([`labels`]), identified by the xxh3 hash of its
 //! canonical form; a sample is a millisecond timestamp and an f64 value (NaN and the
 //! staleness marker kept bit for bit). Samples are chunked by ISO week ([`week`]) and
-//! stored in Gorilla-compressed blocks per series ([`gorilla`]).
+//! stored in Gorilla-compressed blocks per series ([`gorilla`]). What PromQL
+//! computes from a series' samples follows Prometheus's rules ([`functions`]).
 //!
 //! This crate holds the pure parts: no I/O, each tested on its own.
 
+pub mod functions;
 pub mod gorilla;
 pub mod labels;
 pub mod week;
