@@ -1,6 +1,8 @@
-//! What PromQL computes from one series' samples, by Prometheus's rules (3.x):
-//! instant selection with a lookback, range windows that are left-open
-//! (`(end - range, end]`), staleness markers, and `rate`/`increase`/`delta` with
+//! What PromQL computes from one series' samples, by Prometheus's rules as of 2.x
+//! (the Debian release the tests compare with, 2.42): instant selection with a
+//! lookback, range windows closed at both ends (`[end - range, end]`; Prometheus
+//! 3 leaves the start out, which differs only for a sample exactly on it),
+//! staleness markers, and `rate`/`increase`/`delta` with
 //! Prometheus's extrapolation to the window's bounds (`extrapolatedRate` in
 //! promql/functions.go), `irate`/`idelta` and the `*_over_time` functions.
 //!
@@ -17,11 +19,11 @@ pub fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN_BITS
 }
 
-/// The samples in the window `(end_ms - range_ms, end_ms]`, staleness markers left
+/// The samples in the window `[end_ms - range_ms, end_ms]`, staleness markers left
 /// out (range functions never see them).
 pub fn window(samples: &[(i64, f64)], end_ms: i64, range_ms: i64) -> Vec<(i64, f64)> {
     let start = end_ms.saturating_sub(range_ms);
-    let from = samples.partition_point(|(t, _)| *t <= start);
+    let from = samples.partition_point(|(t, _)| *t < start);
     let to = samples.partition_point(|(t, _)| *t <= end_ms);
     samples[from..to.max(from)]
         .iter()
@@ -30,12 +32,12 @@ pub fn window(samples: &[(i64, f64)], end_ms: i64, range_ms: i64) -> Vec<(i64, f
         .collect()
 }
 
-/// An instant selector's sample at `t_ms`: the latest in `(t - lookback, t]`, none
+/// An instant selector's sample at `t_ms`: the latest in `[t - lookback, t]`, none
 /// when that one is a staleness marker (the series ended).
 pub fn instant(samples: &[(i64, f64)], t_ms: i64, lookback_ms: i64) -> Option<(i64, f64)> {
     let to = samples.partition_point(|(t, _)| *t <= t_ms);
     let (t, v) = *samples[..to].last()?;
-    (t > t_ms.saturating_sub(lookback_ms) && !is_stale(v)).then_some((t, v))
+    (t >= t_ms.saturating_sub(lookback_ms) && !is_stale(v)).then_some((t, v))
 }
 
 /// What kind of rate to extrapolate.
@@ -49,7 +51,7 @@ pub enum RateKind {
     Delta,
 }
 
-/// `rate`, `increase` or `delta` over the window `(end - range, end]` holding
+/// `rate`, `increase` or `delta` over the window `[end - range, end]` holding
 /// `samples` (as [`window`] selects them): none with fewer than two samples.
 pub fn extrapolated_rate(
     samples: &[(i64, f64)],
@@ -170,10 +172,14 @@ mod tests {
     }
 
     #[test]
-    fn windows_are_left_open_and_leave_staleness_markers_out() {
+    fn windows_hold_both_bounds_and_leave_staleness_markers_out() {
         let s = counter();
         let w = window(&s, 60_000, 30_000);
-        assert_eq!(w, vec![(45_000, 30.0), (60_000, 40.0)], "(30 s, 60 s]");
+        assert_eq!(
+            w,
+            vec![(30_000, 20.0), (45_000, 30.0), (60_000, 40.0)],
+            "[30 s, 60 s]"
+        );
         let mut s = s;
         s.push((301_000, STALE));
         assert_eq!(window(&s, 310_000, 20_000), vec![(300_000, 200.0)]);
@@ -185,10 +191,10 @@ mod tests {
         assert_eq!(instant(&s, 61_000, LOOKBACK_MS), Some((60_000, 40.0)));
         assert_eq!(instant(&s, 10_000, LOOKBACK_MS), None, "before the first");
         assert_eq!(
-            instant(&s, 300_000 + LOOKBACK_MS - 1, LOOKBACK_MS),
+            instant(&s, 300_000 + LOOKBACK_MS, LOOKBACK_MS),
             Some((300_000, 200.0))
         );
-        assert_eq!(instant(&s, 300_000 + LOOKBACK_MS, LOOKBACK_MS), None);
+        assert_eq!(instant(&s, 300_000 + LOOKBACK_MS + 1, LOOKBACK_MS), None);
         s.push((310_000, STALE));
         assert_eq!(instant(&s, 311_000, LOOKBACK_MS), None, "the series ended");
     }
@@ -196,14 +202,20 @@ mod tests {
     #[test]
     fn rate_and_increase_extrapolate_as_prometheus_does() {
         let s = counter();
-        // rate(x[1m]) at 5 m: samples at 4m15s .. 5m (4 of them, 10 apart), the
-        // first 15 s after the window's start (within 110% of the 15 s spacing: to
-        // the bound), the last at the end: 30 over 45 s, extrapolated to 60 s.
+        // rate(x[1m]) at 5 m: samples at 4 m .. 5 m (5 of them, 10 apart) on both
+        // bounds: 40 over 60 s, nothing to extrapolate.
         let w = window(&s, 300_000, 60_000);
-        assert_eq!(w.len(), 4);
+        assert_eq!(w.len(), 5);
         let increase = extrapolated_rate(&w, 300_000, 60_000, RateKind::Increase).unwrap();
         assert!(close(increase, 40.0), "{increase}");
-        let rate = extrapolated_rate(&w, 300_000, 60_000, RateKind::Rate).unwrap();
+        // At 5 m 5 s: 4 m 15 s .. 5 m, the first 10 s after the start (within 110%
+        // of the 15 s spacing: to the bound), the last 5 s before the end (to it):
+        // 30 over 45 s, extrapolated to 60 s.
+        let w = window(&s, 305_000, 60_000);
+        assert_eq!(w.len(), 4);
+        let increase = extrapolated_rate(&w, 305_000, 60_000, RateKind::Increase).unwrap();
+        assert!(close(increase, 40.0), "{increase}");
+        let rate = extrapolated_rate(&w, 305_000, 60_000, RateKind::Rate).unwrap();
         assert!(close(rate, 40.0 / 60.0), "{rate}");
         // Off the bounds by more than 110% of the spacing: half a spacing each way.
         let w = window(&s, 400_000, 200_000);
