@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+# promtool (Debian's prometheus package): the time-series functions are checked against it.
+need_packages prometheus
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -140,20 +140,44 @@ pub fn over_time(samples: &[(i64, f64)], f: OverTime) -> Option<f64> {
     Some(match f {
         OverTime::Count => samples.len() as f64,
         OverTime::Last => last,
-        OverTime::Sum => values.sum(),
+        OverTime::Sum => {
+            let (sum, c) = values.fold((0.0, 0.0), |(sum, c), v| kahan_add(v, sum, c));
+            sum + c
+        }
         OverTime::Avg => {
-            // As Prometheus does: a running mean, so that large values do not
-            // overflow the sum.
-            let mut mean = 0.0;
-            for (i, v) in values.enumerate() {
-                mean += (v - mean) / (i + 1) as f64;
+            // As Prometheus does: a compensated running mean (large values do not
+            // overflow a sum), infinities kept.
+            let (mut mean, mut c, mut count) = (0.0f64, 0.0, 0.0);
+            for v in values {
+                count += 1.0;
+                if mean.is_infinite() {
+                    if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                        continue;
+                    }
+                    if !v.is_infinite() && !v.is_nan() {
+                        continue;
+                    }
+                }
+                (mean, c) = kahan_add(v / count - mean / count, mean, c);
             }
-            mean
+            if mean.is_infinite() { mean } else { mean + c }
         }
         // NaN only when every value is NaN (Prometheus's min/max skip NaNs).
         OverTime::Min => values.fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m }),
         OverTime::Max => values.fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m }),
     })
+}
+
+/// Adds `inc` to `sum` with Neumaier's compensation `c` (Prometheus's
+/// `kahanSumInc`): the sum and the compensation after.
+fn kahan_add(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
 }
 
 #[cfg(test)]
