@@ -5,10 +5,12 @@
 //! canonical form; a sample is a millisecond timestamp and an f64 value (NaN and the
 //! staleness marker kept bit for bit). Samples are chunked by ISO week ([`week`]) and
 //! stored in Gorilla-compressed blocks per series ([`gorilla`]). What PromQL
-//! computes from a series' samples follows Prometheus's rules ([`functions`]).
+//! computes from a series' samples, and its aggregations over many, follow
+//! Prometheus's rules ([`functions`], [`aggregate`]).
 //!
 //! This crate holds the pure parts: no I/O, each tested on its own.
 
+pub mod aggregate;
 pub mod functions;
 pub mod gorilla;
 pub mod labels;

@@ -4,6 +4,7 @@
 //! (Debian's `prometheus` package) evaluates every expression and must find the same
 //! values. A file with one value off must fail, so the comparison is known to bite.
 
+use datalayer_timeseries::aggregate::{AggOp, Grouping, LabelSet, aggregate};
 use datalayer_timeseries::functions::{
     self, LOOKBACK_MS, OverTime, RateKind, STALE_NAN_BITS, extrapolated_rate, instant,
     instant_rate, over_time,
@@ -245,5 +246,136 @@ fn the_functions_agree_with_prometheus() {
     assert!(
         !out.status.success(),
         "promtool accepted a value one too high"
+    );
+}
+
+/// The labels as promtool reads them: `name{a="x",...}`.
+fn promql_labels(labels: &LabelSet) -> String {
+    let name = labels.get("__name__").cloned().unwrap_or_default();
+    let rest: Vec<String> = labels
+        .iter()
+        .filter(|(n, _)| n.as_str() != "__name__")
+        .map(|(n, v)| format!("{n}=\"{v}\""))
+        .collect();
+    format!("{name}{{{}}}", rest.join(","))
+}
+
+#[test]
+fn aggregations_agree_with_prometheus() {
+    let mut rng = Rng(0x0123_4567_89ab_cdef);
+    // Counters of 6 instances, two per job, with gaps. Values are multiples of 1/8
+    // and groups hold two: sums and means are then exact whatever order Prometheus
+    // adds them in (it does not fix one).
+    let series: Vec<(LabelSet, Series)> = (0..6)
+        .map(|i| {
+            let labels: LabelSet = [
+                ("__name__", "m"),
+                ("job", ["a", "a", "b", "b", "c", "c"][i]),
+                ("i", ["1", "2", "3", "4", "5", "6"][i]),
+            ]
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+            let mut value = 0.0;
+            let steps = (0..60)
+                .map(|_| {
+                    value += rng.below(1000) as f64 / 8.0;
+                    (rng.below(10) != 0).then_some(value)
+                })
+                .collect();
+            (labels, Series { name: "m", steps })
+        })
+        .collect();
+    let by = |names: &[&str]| Grouping::By(names.iter().map(|n| n.to_string()).collect());
+    let without = |names: &[&str]| Grouping::Without(names.iter().map(|n| n.to_string()).collect());
+    let cases: Vec<(&str, AggOp, Grouping, bool)> = vec![
+        ("sum by (job) (E)", AggOp::Sum, by(&["job"]), false),
+        ("avg without (i) (E)", AggOp::Avg, without(&["i"]), false),
+        (
+            "sum without (job) (E)",
+            AggOp::Sum,
+            without(&["job"]),
+            false,
+        ),
+        ("min by (job) (E)", AggOp::Min, by(&["job"]), false),
+        ("max (E)", AggOp::Max, by(&[]), false),
+        ("count by (job) (E)", AggOp::Count, by(&["job"]), false),
+        ("topk(2, E)", AggOp::Topk(2), by(&[]), false),
+        (
+            "bottomk by (job) (1, E)",
+            AggOp::Bottomk(1),
+            by(&["job"]),
+            false,
+        ),
+        // Rounded first: a sum of inexact values depends on the order Prometheus
+        // adds them in, which it does not fix.
+        (
+            "sum by (job) (round(rate(E[1m]) * 1000))",
+            AggOp::Sum,
+            by(&["job"]),
+            true,
+        ),
+        ("max by (job) (rate(E[1m]))", AggOp::Max, by(&["job"]), true),
+        ("topk(3, rate(E[1m]))", AggOp::Topk(3), by(&[]), true),
+    ];
+    let mut yaml = String::from("rule_files: []\nevaluation_interval: 1m\ntests:\n");
+    writeln!(yaml, "  - interval: {STEP_S}s\n    input_series:").unwrap();
+    for (labels, s) in &series {
+        writeln!(
+            yaml,
+            "      - series: '{}'\n        values: '{}'",
+            promql_labels(labels),
+            s.notation()
+        )
+        .unwrap();
+    }
+    writeln!(yaml, "    promql_expr_test:").unwrap();
+    let mut checked = 0;
+    for (expr, op, grouping, rated) in &cases {
+        for t_s in [60, 200, 301, 450, 600, 751, 880, 1100] {
+            let t = t_s * 1000;
+            let input: Vec<(LabelSet, f64)> = series
+                .iter()
+                .filter_map(|(labels, s)| {
+                    let samples = s.samples();
+                    if *rated {
+                        let w = functions::window(&samples, t, 60_000);
+                        let mut v = extrapolated_rate(&w, t, 60_000, RateKind::Rate)?;
+                        if expr.contains("round") {
+                            // Prometheus's round(v): floor(v + 0.5).
+                            v = (v * 1000.0 + 0.5).floor();
+                        }
+                        let mut labels = labels.clone();
+                        labels.remove("__name__");
+                        Some((labels, v))
+                    } else {
+                        instant(&samples, t, LOOKBACK_MS).map(|(_, v)| (labels.clone(), v))
+                    }
+                })
+                .collect();
+            let expr = expr.replace('E', "m");
+            writeln!(
+                yaml,
+                "      - expr: '{expr}'\n        eval_time: {t_s}s\n        exp_samples:"
+            )
+            .unwrap();
+            for (labels, v) in aggregate(*op, grouping, &input) {
+                writeln!(
+                    yaml,
+                    "          - labels: '{}'\n            value: {v:?}",
+                    promql_labels(&labels)
+                )
+                .unwrap();
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} values compared");
+    let out = promtool(&yaml, "aggregations.yml");
+    assert!(
+        out.status.success(),
+        "promtool disagrees:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
