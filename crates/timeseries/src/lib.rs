@@ -6,7 +6,8 @@
 //! staleness marker kept bit for bit). Samples are chunked by ISO week ([`week`]) and
 //! stored in Gorilla-compressed blocks per series ([`gorilla`]). What PromQL
 //! computes from a series' samples, and its aggregations over many, follow
-//! Prometheus's rules ([`functions`], [`aggregate`]).
+//! Prometheus's rules ([`functions`], [`aggregate`]); [`promql`] evaluates whole
+//! PromQL expressions (parsed by `promql-parser`) with them.
 //!
 //! This crate holds the pure parts: no I/O, each tested on its own.
 
@@ -14,6 +15,7 @@ pub mod aggregate;
 pub mod functions;
 pub mod gorilla;
 pub mod labels;
+pub mod promql;
 pub mod week;
 
 pub use labels::{LabelError, Labels, Limits, SeriesId};

@@ -379,3 +379,117 @@ fn aggregations_agree_with_prometheus() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn promql_expressions_agree_with_prometheus() {
+    use datalayer_timeseries::promql::{self, MemorySource, Value};
+    let mut rng = Rng(0x00c0_ffee_1234_5678);
+    // Two jobs of two instances; values multiples of 1/8 (see above).
+    let series: Vec<(LabelSet, Series)> = (0..4)
+        .map(|i| {
+            let labels: LabelSet = [
+                ("__name__", "m"),
+                ("job", ["a", "a", "b", "b"][i]),
+                ("i", ["1", "2", "3", "4"][i]),
+            ]
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+            let mut value = 0.0;
+            let steps = (0..60)
+                .map(|_| {
+                    value += rng.below(800) as f64 / 8.0;
+                    (rng.below(10) != 0).then_some(value)
+                })
+                .collect();
+            (labels, Series { name: "m", steps })
+        })
+        .collect();
+    let source = MemorySource(
+        series
+            .iter()
+            .map(|(l, s)| (l.clone(), s.samples()))
+            .collect(),
+    );
+    let queries = [
+        "m",
+        r#"m{job="a"}"#,
+        r#"m{i=~"1|3"}"#,
+        r#"m{job!="a"}"#,
+        r#"m{i!~"[12]"}"#,
+        "m offset 1m",
+        "-m",
+        "m * 2 + 1",
+        "100 - m",
+        "m / 8",
+        "m % 7",
+        "m > 1500",
+        "m <= bool 1500",
+        "2 ^ 10 - 24",
+        "rate(m[1m]) * 60",
+        "increase(m[2m] offset 30s)",
+        "irate(m[1m])",
+        "max_over_time(m[90s])",
+        "last_over_time(m[1m])",
+        "topk(2, m)",
+        "bottomk by (job) (1, m) / 2",
+        "max by (job) (rate(m[1m]))",
+        "count without (i) (m > 1000)",
+        "sum by (job) (round(rate(m[1m]) * 1000))",
+        "abs(m - 2000)",
+        "floor(m / 3)",
+        "ceil(m / 3)",
+        "time()",
+    ];
+    let mut yaml = String::from("rule_files: []\nevaluation_interval: 1m\ntests:\n");
+    writeln!(yaml, "  - interval: {STEP_S}s\n    input_series:").unwrap();
+    for (labels, s) in &series {
+        writeln!(
+            yaml,
+            "      - series: '{}'\n        values: '{}'",
+            promql_labels(labels),
+            s.notation()
+        )
+        .unwrap();
+    }
+    writeln!(yaml, "    promql_expr_test:").unwrap();
+    let mut checked = 0;
+    for q in queries {
+        let expr = promql::parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        for t_s in [0, 60, 200, 301, 450, 600, 751, 880, 1100] {
+            let value =
+                promql::instant(&source, &expr, t_s * 1000).unwrap_or_else(|e| panic!("{q}: {e}"));
+            let elements = match value {
+                // promtool checks a scalar as one element without labels.
+                Value::Scalar(v) => vec![(LabelSet::new(), v)],
+                Value::Vector(v) => v,
+            };
+            writeln!(
+                yaml,
+                "      - expr: '{q}'\n        eval_time: {t_s}s\n        exp_samples:"
+            )
+            .unwrap();
+            if elements.is_empty() {
+                yaml.truncate(yaml.trim_end_matches("exp_samples:\n").len());
+                writeln!(yaml, "exp_samples: []").unwrap();
+            }
+            for (labels, v) in elements {
+                writeln!(
+                    yaml,
+                    "          - labels: '{}'\n            value: {v:?}",
+                    promql_labels(&labels)
+                )
+                .unwrap();
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 400, "only {checked} values compared");
+    let out = promtool(&yaml, "promql.yml");
+    assert!(
+        out.status.success(),
+        "promtool disagrees:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
