@@ -216,6 +216,17 @@ fn test_file(off: bool) -> (String, usize) {
     (yaml, checked)
 }
 
+/// Asserts that promtool passes the test file `yaml`.
+fn passes(yaml: &str, name: &str) {
+    let out = promtool(yaml, name);
+    assert!(
+        out.status.success(),
+        "promtool disagrees:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn promtool(yaml: &str, name: &str) -> std::process::Output {
     let dir = std::env::temp_dir().join(format!("datalayer-promtool-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -234,13 +245,7 @@ fn promtool(yaml: &str, name: &str) -> std::process::Output {
 fn the_functions_agree_with_prometheus() {
     let (yaml, checked) = test_file(false);
     assert!(checked > 500, "only {checked} values compared");
-    let out = promtool(&yaml, "agree.yml");
-    assert!(
-        out.status.success(),
-        "promtool disagrees:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    passes(&yaml, "agree.yml");
     let (spoiled, _) = test_file(true);
     let out = promtool(&spoiled, "spoiled.yml");
     assert!(
@@ -371,13 +376,7 @@ fn aggregations_agree_with_prometheus() {
         }
     }
     assert!(checked > 100, "only {checked} values compared");
-    let out = promtool(&yaml, "aggregations.yml");
-    assert!(
-        out.status.success(),
-        "promtool disagrees:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    passes(&yaml, "aggregations.yml");
 }
 
 #[test]
@@ -485,11 +484,5 @@ fn promql_expressions_agree_with_prometheus() {
         }
     }
     assert!(checked > 400, "only {checked} values compared");
-    let out = promtool(&yaml, "promql.yml");
-    assert!(
-        out.status.success(),
-        "promtool disagrees:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    passes(&yaml, "promql.yml");
 }
