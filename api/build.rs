@@ -4,14 +4,16 @@
 
 use std::path::PathBuf;
 
-const PUBLIC: [&str; 3] = [
+const PUBLIC: [&str; 4] = [
     "proto/datalayer/v1/common.proto",
     "proto/datalayer/v1/kv.proto",
     "proto/datalayer/v1/admin.proto",
+    "proto/datalayer/v1/timeseries.proto",
 ];
-const INTERNAL: [&str; 2] = [
+const INTERNAL: [&str; 3] = [
     "proto/datalayer/internal/v1/raft.proto",
     "proto/datalayer/internal/v1/replication.proto",
+    "proto/datalayer/internal/v1/layered.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -17,6 +17,8 @@ pub mod v1 {
         tonic::include_file_descriptor_set!("datalayer_descriptor");
 }
 
+pub mod prompb;
+
 /// Package `datalayer.internal.v1`: what nodes speak to each other.
 pub mod internal {
     /// Version 1.

@@ -31,7 +31,7 @@ pub struct TestCluster {
 /// node binds it.
 /// Tests of one binary run in parallel, so ports are handed out from one counter that
 /// starts at a random point of the range.
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     use rand::Rng;
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);

@@ -13,7 +13,7 @@ pub mod linearizability;
 pub mod replicated;
 pub mod workload;
 
-pub use cluster::{CLUSTER_WAIT, TestCluster};
+pub use cluster::{CLUSTER_WAIT, TestCluster, free_port};
 pub use docker::DockerCluster;
 
 use anyhow::{Context, Result, anyhow, bail};

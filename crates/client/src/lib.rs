@@ -24,6 +24,7 @@
 use datalayer_api::v1 as pb;
 use pb::admin_client::AdminClient;
 use pb::kv_client::KvClient;
+use pb::timeseries_client::TimeseriesClient;
 use prost::Message;
 use std::sync::{Arc, Mutex};
 use tonic::transport::{Channel, Endpoint};
@@ -149,6 +150,8 @@ pub struct TableOptions {
     pub default_acks: Option<pb::Acks>,
     /// Keys to split the table at from the start, in increasing order.
     pub split_keys: Vec<Vec<u8>>,
+    /// Options of a `timeseries` table.
+    pub timeseries: Option<pb::TimeseriesOptions>,
 }
 
 /// `acks = 1`: the master alone holds the write durably.
@@ -191,6 +194,7 @@ mod routes;
 pub struct Client {
     kv: KvClient<Channel>,
     admin: AdminClient<Channel>,
+    timeseries: TimeseriesClient<Channel>,
     routes: Arc<Mutex<routes::Routes>>,
     /// Acks of this client's writes; `None`: each table's default.
     acks: Option<pb::Acks>,
@@ -212,6 +216,7 @@ impl Clone for Client {
         Client {
             kv: self.kv.clone(),
             admin: self.admin.clone(),
+            timeseries: self.timeseries.clone(),
             routes: self.routes.clone(),
             acks: self.acks,
             consistency: self.consistency,
@@ -283,6 +288,9 @@ impl Client {
         let channel = connect_channel(addr).await?;
         Ok(Client {
             kv: kv_client(channel.clone()),
+            timeseries: TimeseriesClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             admin: AdminClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
@@ -537,6 +545,11 @@ impl Client {
         &mut self.kv
     }
 
+    /// The Timeseries stub (of the seed node, which routes each tablet's share).
+    pub fn timeseries(&mut self) -> &mut TimeseriesClient<Channel> {
+        &mut self.timeseries
+    }
+
     /// The raw Admin stub.
     pub fn admin(&mut self) -> &mut AdminClient<Channel> {
         &mut self.admin
@@ -558,6 +571,7 @@ impl Client {
                 if_not_exists: opts.if_not_exists,
                 default_acks: opts.default_acks,
                 split_keys: opts.split_keys,
+                timeseries: opts.timeseries,
             })
             .await?
             .into_inner();

@@ -163,6 +163,17 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// Another node refused a request it was sent on this node's behalf, as it
+    /// classed the refusal (a layered policy's call to a tablet's master).
+    #[error("{message}")]
+    Peer {
+        /// The class of the refusal.
+        kind: ErrorKind,
+        /// What the node answered.
+        message: String,
+        /// The request field at fault, if any.
+        field: Option<String>,
+    },
     /// Another node answered an internal call with an error.
     #[error("{call} at the node at {addr} failed: {message}")]
     PeerFailed {
@@ -460,6 +471,7 @@ impl Error {
             | Error::AbortPending { .. }
             | Error::Metadata(_) => ErrorKind::Unavailable,
             Error::TabletGone { .. } => ErrorKind::NotFound,
+            Error::Peer { kind, .. } => *kind,
             Error::Store(datalayer_store::Error::Corruption { .. }) => ErrorKind::Corruption,
             Error::Store(_) | Error::Internal(_) => ErrorKind::Internal,
         }
@@ -482,6 +494,7 @@ impl Error {
     pub fn field(&self) -> Option<&str> {
         match self {
             Error::InvalidArgument { field, .. } => Some(field),
+            Error::Peer { field, .. } => field.as_deref(),
             _ => None,
         }
     }

@@ -40,6 +40,30 @@ pub enum PolicyKind {
     Search,
 }
 
+impl PolicyKind {
+    /// Whether the table's data lives in strong tablets (one master per tablet, an
+    /// oplog, acks, failover): `strong` itself and the policies layered on it
+    /// (`timeseries`, `search`), whose tablets the strong machinery serves.
+    pub fn on_strong_tablets(self) -> bool {
+        matches!(
+            self,
+            PolicyKind::Strong | PolicyKind::Timeseries | PolicyKind::Search
+        )
+    }
+
+    /// The kind of that name (as [`Display`](std::fmt::Display) writes it).
+    pub fn parse(name: &str) -> Option<PolicyKind> {
+        [
+            PolicyKind::Strong,
+            PolicyKind::Crdt,
+            PolicyKind::Timeseries,
+            PolicyKind::Search,
+        ]
+        .into_iter()
+        .find(|k| k.to_string() == name)
+    }
+}
+
 impl std::fmt::Display for PolicyKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -124,6 +148,12 @@ pub struct ControllerView {
 pub trait ControllerHook: Send + Sync + 'static {
     /// The kind of table whose tablets this hook looks after.
     fn kind(&self) -> PolicyKind;
+
+    /// Whether this hook looks after tablets of tables of `kind` (its own kind, and
+    /// for `strong` the kinds layered on it).
+    fn serves(&self, kind: PolicyKind) -> bool {
+        kind == self.kind()
+    }
 
     /// Once per controller tick, before membership and placement: react to nodes
     /// that went silent (for `strong`, fence their masterships and appoint others).

@@ -254,6 +254,25 @@ impl Router {
         Ok((table, created))
     }
 
+    /// Replaces a table's policy options, once its policy accepts them.
+    pub async fn set_table_options(
+        &self,
+        name: &str,
+        options: crate::policy::PolicyOptions,
+    ) -> Result<Arc<TableDesc>> {
+        let table = self.table_synced(name).await?;
+        let spec = TableSpec {
+            name: table.name.clone(),
+            policy: table.policy,
+            replication_factor: table.replication_factor,
+            version_retention_secs: table.version_retention_secs,
+            options: options.clone(),
+            split_keys: Vec::new(),
+        };
+        self.policy(table.policy)?.validate(&spec)?;
+        self.catalog.set_table_options(name, options).await
+    }
+
     /// Drops a table and deletes its data. False when it did not exist and `if_exists`.
     pub async fn drop_table(&self, name: &str, if_exists: bool) -> Result<bool> {
         let table = match self.catalog.drop_table(name).await {

@@ -81,3 +81,37 @@ impl<T> IntoStatus<T> for Result<T, Error> {
         self.map_err(|e| to_status(&e))
     }
 }
+
+/// The error a peer's status carries (its `ErrorDetail`), for a call this node made
+/// on a client's behalf; `None` when the status has no detail (the call itself
+/// failed: a broken connection, a timeout).
+pub fn from_status(status: &Status) -> Option<Error> {
+    let detail = pb::ErrorDetail::decode(status.details()).ok()?;
+    let kind = match pb::ErrorKind::try_from(detail.kind).ok()? {
+        pb::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+        pb::ErrorKind::NotFound => ErrorKind::NotFound,
+        pb::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+        pb::ErrorKind::Unavailable => ErrorKind::Unavailable,
+        pb::ErrorKind::NotSupported => ErrorKind::NotSupported,
+        pb::ErrorKind::TimestampCollected => ErrorKind::TimestampCollected,
+        pb::ErrorKind::CrossTablet => ErrorKind::CrossTablet,
+        pb::ErrorKind::NotAnInteger => ErrorKind::NotAnInteger,
+        pb::ErrorKind::Corruption => ErrorKind::Corruption,
+        pb::ErrorKind::NotMaster => ErrorKind::NotMaster,
+        pb::ErrorKind::Ambiguous => ErrorKind::Ambiguous,
+        pb::ErrorKind::StaleEpoch => ErrorKind::StaleEpoch,
+        pb::ErrorKind::Aborted => ErrorKind::Aborted,
+        pb::ErrorKind::NotServing => ErrorKind::NotServing,
+        pb::ErrorKind::HandingOver => ErrorKind::HandingOver,
+        pb::ErrorKind::LeaseLapsed => ErrorKind::LeaseLapsed,
+        pb::ErrorKind::ReplicaBehind => ErrorKind::ReplicaBehind,
+        pb::ErrorKind::Stopping => ErrorKind::Stopping,
+        pb::ErrorKind::RangeMismatch => ErrorKind::RangeMismatch,
+        _ => ErrorKind::Internal,
+    };
+    Some(Error::Peer {
+        kind,
+        message: detail.message,
+        field: (!detail.field.is_empty()).then_some(detail.field),
+    })
+}

@@ -2,6 +2,7 @@
 
 mod client;
 mod start;
+mod ts;
 
 use clap::{Parser, Subcommand};
 use client::{ClientOpts, client_command, parse_acks};
@@ -135,6 +136,9 @@ enum Command {
     Node(NodeCmd),
     /// Remove a table's versions older than its retention now.
     Gc { table: String },
+    /// Write and query samples of `timeseries` tables.
+    #[command(subcommand)]
+    Ts(TsCmd),
     /// Measure throughput against a running node and peers (see BENCHMARKS.md).
     Bench(datalayer_bench::BenchArgs),
     /// Measure what the metadata costs as it grows, in process (see BENCHMARKS.md).
@@ -144,6 +148,38 @@ enum Command {
     /// Run a Jepsen-style workload against a cluster and print its history as JSON
     /// lines (for fault tests).
     Workload(datalayer_bench::workload::WorkloadArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TsCmd {
+    /// Write samples: each line `metric{label="v",...} VALUE [TIMESTAMP_MS]` (now
+    /// when left out); with no lines given, one per line from stdin.
+    Write { table: String, lines: Vec<String> },
+    /// Evaluate PromQL: at one time (--end, default now), or over a range with
+    /// --start and --step. Times: now, now-DURATION (now-1h), RFC 3339 or Unix
+    /// seconds; durations: 15s, 1m, 1h30m or seconds.
+    Query {
+        table: String,
+        query: String,
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long)]
+        end: Option<String>,
+        #[arg(long)]
+        step: Option<String>,
+    },
+    /// The series selectors select (default: of the last six hours).
+    Series {
+        table: String,
+        #[arg(required = true)]
+        selectors: Vec<String>,
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long)]
+        end: Option<String>,
+    },
+    /// Label names, or one label's values, of the last six hours.
+    Labels { table: String, name: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,9 +200,18 @@ enum TableCmd {
         /// Replicas per tablet (default 3, capped by the number of nodes).
         #[arg(long, default_value_t = 0)]
         replication_factor: u32,
-        /// strong (crdt, timeseries and search come later).
+        /// strong or timeseries (crdt and search come later).
         #[arg(long, default_value = "strong")]
         policy: String,
+        /// timeseries: whole weeks kept, the current one included (default 0: all).
+        #[arg(long)]
+        retention_weeks: Option<u32>,
+        /// timeseries: how far behind now a sample may be (15m, 2h, 30d; default 1h).
+        #[arg(long)]
+        out_of_order_window: Option<String>,
+        /// timeseries: series per week at most (default 1000000).
+        #[arg(long)]
+        max_series_per_week: Option<u64>,
         /// Succeed when the table exists already.
         #[arg(long)]
         if_not_exists: bool,
@@ -177,6 +222,22 @@ enum TableCmd {
         /// order: the table begins with one tablet more than there are keys.
         #[arg(long = "split-keys", value_delimiter = ',')]
         split_keys: Vec<String>,
+    },
+    /// Change a table's options (the ones given; the rest stay).
+    Set {
+        name: String,
+        /// Default acks of the table's writes: 1, N or all.
+        #[arg(long = "default-acks")]
+        default_acks: Option<String>,
+        /// timeseries: whole weeks kept, the current one included (0: all).
+        #[arg(long)]
+        retention_weeks: Option<u32>,
+        /// timeseries: how far behind now a sample may be (15m, 2h, 30d).
+        #[arg(long)]
+        out_of_order_window: Option<String>,
+        /// timeseries: series per week at most.
+        #[arg(long)]
+        max_series_per_week: Option<u64>,
     },
     /// List tables.
     List,

@@ -21,6 +21,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Seconds between background garbage collections of old versions. Default 60.
     pub gc_interval_secs: u64,
+    /// Milliseconds between two passes of the time-series keeper (compaction of
+    /// recent chunks into blocks, retention). Default 10000.
+    pub timeseries_keeper_ms: u64,
     /// `host:port` of any member of an existing cluster to join on first start.
     /// Default none: a fresh node founds a new cluster.
     pub join: Option<String>,
@@ -64,6 +67,7 @@ impl Default for Config {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7700)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7701)),
             gc_interval_secs: 60,
+            timeseries_keeper_ms: 10_000,
             join: None,
             advertise_addr: None,
             meta_voters: 3,

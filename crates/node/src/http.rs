@@ -1,5 +1,6 @@
-//! The node's HTTP endpoint: Prometheus `/metrics`, `/health`, and at `/` a page
-//! that shows the cluster's nodes and tablet map at a glance.
+//! The node's HTTP endpoint: Prometheus `/metrics`, `/health`, at `/` a page that
+//! shows the cluster's nodes and tablet map at a glance, and the Prometheus APIs of
+//! `timeseries` tables under `/prometheus/TABLE` ([`crate::prom`]).
 
 use crate::metrics::Metrics;
 use crate::service::admin::AdminService;
@@ -111,6 +112,7 @@ pub async fn serve(
     metrics_: Arc<Metrics>,
     engine: Arc<dyn TabletEngine>,
     admin: AdminService,
+    timeseries: Arc<datalayer_timeseries::TimeseriesPolicy>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = axum::Router::new()
@@ -121,7 +123,8 @@ pub async fn serve(
             metrics: metrics_,
             engine,
             admin,
-        });
+        })
+        .merge(crate::prom::routes(timeseries));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

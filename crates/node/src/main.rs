@@ -9,6 +9,7 @@ mod config;
 mod http;
 mod limits;
 mod metrics;
+mod prom;
 mod server;
 mod service;
 mod status;

@@ -136,8 +136,13 @@ pub async fn run(
     strong.start_split_triggers();
     strong.start_merge_looks();
     catalog.add_controller_hook(Arc::new(StrongFailover::default()));
+    let timeseries = Arc::new(datalayer_timeseries::TimeseriesPolicy::new(
+        strong.clone(),
+        pool.clone(),
+    ));
     let mut router = Router::new(catalog.clone());
     router.register(strong.clone());
+    router.register(timeseries.clone());
     let router = Arc::new(router);
     // The servers stop after `shutdown`: a node stopping hands its tablets over first.
     let serving = CancellationToken::new();
@@ -200,6 +205,23 @@ pub async fn run(
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20),
         )
+        .add_service(
+            pb::timeseries_server::TimeseriesServer::new(
+                crate::service::timeseries::TimeseriesService::new(
+                    timeseries.clone(),
+                    metrics.clone(),
+                ),
+            )
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message),
+        )
+        .add_service(
+            internal::layered_server::LayeredServer::new(
+                datalayer_cluster::strong::LayeredService::new(strong.clone()),
+            )
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20),
+        )
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -254,8 +276,13 @@ pub async fn run(
         metrics,
         engine.clone(),
         admin,
+        timeseries.clone(),
         serving.clone(),
     ));
+    timeseries.start_keeper(
+        Duration::from_millis(config.timeseries_keeper_ms.max(100)),
+        shutdown.clone(),
+    );
     let gc = tokio::spawn(collect_garbage_periodically(
         router.clone(),
         strong.clone(),
@@ -353,7 +380,7 @@ async fn collect_garbage_periodically(
         let strong_tables = router
             .tables()
             .into_iter()
-            .filter(|t| t.policy == datalayer_cluster::PolicyKind::Strong);
+            .filter(|t| t.policy.on_strong_tablets());
         for table in strong_tables {
             match strong.collect_garbage(&table.name).await {
                 Ok(c) if c.removed > 0 => {

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod kv;
+pub mod timeseries;
 
 use crate::metrics::Metrics;
 use std::future::Future;

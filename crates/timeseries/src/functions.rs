@@ -79,18 +79,20 @@ pub fn extrapolated_rate(
     let mut to_end = (end_ms - last.0) as f64 / 1000.0;
     let sampled = (last.0 - first.0) as f64 / 1000.0;
     let average = sampled / (samples.len() - 1) as f64;
-    // Samples close to a bound (within 110% of the average spacing) are
-    // extrapolated to it; farther, by half the average spacing only.
-    let threshold = average * 1.1;
-    if to_start >= threshold {
-        to_start = average / 2.0;
-    }
+    // Prometheus 2's order: a counter does not go below zero, so first no farther
+    // back than its zero point; then a bound within 110% of the average spacing is
+    // extrapolated to, a farther one by half the average spacing only. (Prometheus
+    // 3 takes the zero point after the threshold, which differs when the zero point
+    // lies between half a spacing and 110% of one.)
     if counter && result > 0.0 && first.1 >= 0.0 {
-        // A counter does not go below zero: no farther back than its zero point.
         let to_zero = sampled * (first.1 / result);
         if to_zero < to_start {
             to_start = to_zero;
         }
+    }
+    let threshold = average * 1.1;
+    if to_start >= threshold {
+        to_start = average / 2.0;
     }
     if to_end >= threshold {
         to_end = average / 2.0;

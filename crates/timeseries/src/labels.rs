@@ -159,6 +159,28 @@ impl Labels {
         out
     }
 
+    /// The labels back from their canonical bytes (as a store keeps them); `None`
+    /// when the bytes are not a canonical form.
+    pub fn from_canonical(bytes: &[u8]) -> Option<Labels> {
+        let parts: Vec<&[u8]> = bytes.split(|b| *b == 0xff).collect();
+        let (last, pairs) = parts.split_last()?;
+        if !last.is_empty() || pairs.len() % 2 != 0 {
+            return None;
+        }
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+        let pairs: Vec<(String, String)> = pairs
+            .chunks(2)
+            .map(|p| Some((text(p[0])?, text(p[1])?)))
+            .collect::<Option<_>>()?;
+        let sorted = pairs.windows(2).all(|w| w[0].0 < w[1].0);
+        sorted.then_some(Labels(pairs))
+    }
+
+    /// The labels as a map (what a query answers).
+    pub fn to_map(&self) -> std::collections::BTreeMap<String, String> {
+        self.0.iter().cloned().collect()
+    }
+
     /// The series id: xxh3-64 of the canonical bytes.
     pub fn series_id(&self) -> SeriesId {
         self.series_id_with(0)

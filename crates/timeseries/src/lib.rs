@@ -9,14 +9,23 @@
 //! Prometheus's rules ([`functions`], [`aggregate`]); [`promql`] evaluates whole
 //! PromQL expressions (parsed by `promql-parser`) with them.
 //!
-//! This crate holds the pure parts: no I/O, each tested on its own.
+//! [`policy`] is the `timeseries` table policy itself: it keeps a table's rows
+//! ([`keys`]) in strong tablets through the strong write path offered to layered
+//! policies, so its data has the strong policy's acks, failover and catch-up; its
+//! table options are [`options`]. The other modules are pure, each tested on its own.
 
 pub mod aggregate;
 pub mod functions;
 pub mod gorilla;
+pub mod keeper;
+pub mod keys;
 pub mod labels;
+pub mod options;
+pub mod policy;
 pub mod promql;
 pub mod week;
 
 pub use labels::{LabelError, Labels, Limits, SeriesId};
+pub use options::TsOptions;
+pub use policy::{SeriesSamples, TimeseriesPolicy};
 pub use week::Week;

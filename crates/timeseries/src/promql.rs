@@ -19,6 +19,7 @@ use promql_parser::parser::{self, Expr, LabelModifier, Offset};
 use thiserror::Error;
 
 pub use promql_parser::label::Matchers;
+pub use promql_parser::parser::Expr as ParsedExpr;
 
 /// A series as a source answers it: its labels and its `(timestamp ms, value)`
 /// samples in time order.
@@ -93,6 +94,90 @@ pub fn range(
     Ok(series.into_iter().collect())
 }
 
+/// A selector's matchers, its metric name as a `__name__` matcher among them.
+fn selector_matchers(vs: &parser::VectorSelector) -> Result<Vec<Matcher>, EvalError> {
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(EvalError::Unsupported("`or` inside a selector".into()));
+    }
+    let mut matchers = vs.matchers.matchers.clone();
+    if let Some(name) = &vs.name {
+        matchers.push(Matcher::new(MatchOp::Equal, METRIC_NAME, name));
+    }
+    Ok(matchers)
+}
+
+/// The matchers of a series selector (`metric{label="v"}`, as `match[]` takes).
+pub fn parse_selector(text: &str) -> Result<Vec<Matcher>, EvalError> {
+    match parse(text)? {
+        Expr::VectorSelector(vs) => selector_matchers(&vs),
+        other => Err(EvalError::Type(format!(
+            "{other} is not a series selector (metric{{label=\"value\"}})"
+        ))),
+    }
+}
+
+/// What one selector of an expression reads: its matchers and the span of time
+/// (both ends held, ms).
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// Every matcher, the metric name's included.
+    pub matchers: Vec<Matcher>,
+    /// The first millisecond read.
+    pub from_ms: i64,
+    /// The last millisecond read.
+    pub to_ms: i64,
+}
+
+/// The selections an evaluation of `expr` at every time in `[start_ms, end_ms]`
+/// reads, so that a source can fetch them before evaluating (a store reads each
+/// once; the evaluation then runs over a [`MemorySource`] of what was fetched).
+pub fn selections(expr: &Expr, start_ms: i64, end_ms: i64) -> Result<Vec<Selection>, EvalError> {
+    let mut out = Vec::new();
+    collect(expr, start_ms, end_ms, &mut out)?;
+    Ok(out)
+}
+
+fn collect(expr: &Expr, start: i64, end: i64, out: &mut Vec<Selection>) -> Result<(), EvalError> {
+    match expr {
+        Expr::VectorSelector(vs) => {
+            let off = offset_ms(&vs.offset);
+            out.push(Selection {
+                matchers: selector_matchers(vs)?,
+                from_ms: start - off - functions::LOOKBACK_MS,
+                to_ms: end - off,
+            });
+        }
+        Expr::MatrixSelector(ms) => {
+            let off = offset_ms(&ms.vs.offset);
+            out.push(Selection {
+                matchers: selector_matchers(&ms.vs)?,
+                from_ms: start - off - ms.range.as_millis() as i64,
+                to_ms: end - off,
+            });
+        }
+        Expr::Paren(p) => collect(&p.expr, start, end, out)?,
+        Expr::Unary(u) => collect(&u.expr, start, end, out)?,
+        Expr::Call(c) => {
+            for a in &c.args.args {
+                collect(a, start, end, out)?;
+            }
+        }
+        Expr::Aggregate(a) => {
+            collect(&a.expr, start, end, out)?;
+            if let Some(p) = &a.param {
+                collect(p, start, end, out)?;
+            }
+        }
+        Expr::Binary(b) => {
+            collect(&b.lhs, start, end, out)?;
+            collect(&b.rhs, start, end, out)?;
+        }
+        Expr::Subquery(_) => return Err(EvalError::Unsupported("subqueries".into())),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+    Ok(())
+}
+
 struct Evaluator<'a> {
     source: &'a dyn SeriesSource,
 }
@@ -154,14 +239,7 @@ impl Evaluator<'_> {
         from: i64,
         to: i64,
     ) -> Result<Vec<Series>, EvalError> {
-        if !vs.matchers.or_matchers.is_empty() {
-            return Err(EvalError::Unsupported("`or` inside a selector".into()));
-        }
-        let mut matchers = vs.matchers.matchers.clone();
-        if let Some(name) = &vs.name {
-            matchers.push(Matcher::new(MatchOp::Equal, METRIC_NAME, name));
-        }
-        Ok(self.source.select(&matchers, from, to))
+        Ok(self.source.select(&selector_matchers(vs)?, from, to))
     }
 
     /// A matrix argument: each series' samples in its window at `t`.

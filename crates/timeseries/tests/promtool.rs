@@ -90,10 +90,19 @@ fn series(rng: &mut Rng) -> Vec<Series> {
     for v in &mut s[61..80] {
         *v = None;
     }
+    // A counter that starts from 1 at 75 s: its zero point lies one spacing before
+    // its first sample, where Prometheus 2 and 3 extrapolate differently.
+    let z: Vec<Option<f64>> = (0..steps)
+        .map(|i| (i >= 5).then(|| (i - 4) as f64))
+        .collect();
     vec![
         Series {
             name: "c",
             steps: c,
+        },
+        Series {
+            name: "z",
+            steps: z,
         },
         Series {
             name: "g",

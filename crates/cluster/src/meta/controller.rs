@@ -282,7 +282,7 @@ fn hook_for(catalog: &RaftCatalog, tablet: &TabletDesc) -> Option<ControllerHook
     catalog
         .controller_hooks()
         .into_iter()
-        .find(|h| h.kind() == kind)
+        .find(|h| h.serves(kind))
 }
 
 /// Group membership: carries out the next change [`membership::decide`] sees.

@@ -511,6 +511,28 @@ fn rejected(e: MetaError) -> Error {
     }
 }
 
+impl RaftCatalog {
+    /// Replaces the policy options of the table `name` (validated by its policy
+    /// first: see [`crate::Router::set_table_options`]).
+    pub async fn set_table_options(
+        &self,
+        name: &str,
+        options: crate::policy::PolicyOptions,
+    ) -> Result<Arc<TableDesc>> {
+        let cmd = MetaCommand::SetTableOptions {
+            name: name.into(),
+            options,
+        };
+        match self.propose(cmd, true).await? {
+            MetaResponse::Table { table, .. } => Ok(Arc::from(table)),
+            MetaResponse::Rejected(e) => Err(rejected(e)),
+            other => Err(Error::Internal(format!(
+                "set table options answered {other:?}"
+            ))),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Catalog for RaftCatalog {
     async fn create_table(

@@ -29,6 +29,13 @@ pub enum MetaCommand {
         /// The table's name.
         name: String,
     },
+    /// Replace a live table's policy options (its policy validated them).
+    SetTableOptions {
+        /// The table's name.
+        name: String,
+        /// The new options.
+        options: crate::policy::PolicyOptions,
+    },
     /// A dropped table's data is gone everywhere.
     ForgetDropped {
         /// The table.
@@ -337,6 +344,7 @@ impl MetaState {
         };
         match cmd {
             MetaCommand::CreateTable { spec, .. } => vec![StateKey::Table(spec.name.clone())],
+            MetaCommand::SetTableOptions { name, .. } => vec![StateKey::Table(name.clone())],
             MetaCommand::DropTable { name } => {
                 let mut keys = vec![StateKey::Table(name.clone())];
                 if let Some(t) = self.tables.get(name) {
@@ -878,6 +886,18 @@ impl MetaState {
                 Some(desc) => {
                     let desc = desc.as_ref().clone();
                     self.dropped.insert(desc.id, desc.clone());
+                    MetaResponse::Table {
+                        table: Box::new(desc),
+                        created: false,
+                    }
+                }
+                None => MetaResponse::Rejected(MetaError::NotFound(name.clone())),
+            },
+            MetaCommand::SetTableOptions { name, options } => match self.tables.get(name) {
+                Some(t) => {
+                    let mut desc = t.as_ref().clone();
+                    desc.options = options.clone();
+                    self.tables.insert(name.clone(), Arc::new(desc.clone()));
                     MetaResponse::Table {
                         table: Box::new(desc),
                         created: false,

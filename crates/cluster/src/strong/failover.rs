@@ -67,6 +67,10 @@ impl ControllerHook for StrongFailover {
         PolicyKind::Strong
     }
 
+    fn serves(&self, kind: PolicyKind) -> bool {
+        kind.on_strong_tablets()
+    }
+
     async fn on_tick(&self, catalog: &RaftCatalog, view: &ControllerView) {
         failover(self, catalog, &view.live, view.leading_since_ms).await;
     }
@@ -154,7 +158,7 @@ fn strong_tablets(state: &MetaState) -> impl Iterator<Item = &TabletDesc> {
     state
         .tables
         .values()
-        .filter(|t| t.policy == PolicyKind::Strong)
+        .filter(|t| t.policy.on_strong_tablets())
         .flat_map(|t| t.tablets.iter())
 }
 

@@ -5,7 +5,7 @@
 
 use super::policy::StrongPolicy;
 use super::types::{StrongOptions, WriteOptions};
-use super::{Acks, Expected, Outcome, ReadLevel, ScanPage, WriteOp, WriteState};
+use super::{Acks, Expected, OpResult, Outcome, ReadLevel, ScanPage, WriteOp, WriteState};
 use crate::catalog::{Catalog, TableDesc, TabletDesc};
 use crate::error::{Error, Result};
 use crate::policy::PolicyKind;
@@ -272,9 +272,15 @@ impl StrongPolicy {
         self.tablets.abort_write(tablet, epoch, seq).await
     }
 
-    /// Collects the garbage of one table now (on the tablets this node masters).
+    /// Collects the garbage of one table on strong tablets (strong or layered) now,
+    /// on the tablets this node masters.
     pub async fn collect_garbage(&self, table: &str) -> Result<super::Collected> {
-        let table = self.strong_table(table).await?;
+        let table = self.catalog.table_synced(table).await?;
+        if !table.policy.on_strong_tablets() {
+            return Err(Error::NotSupported {
+                what: format!("garbage collection of {} tables", table.policy),
+            });
+        }
         if !table.tablets.iter().any(|t| t.master == self.me) {
             return Ok(super::Collected {
                 removed: 0,
@@ -282,5 +288,82 @@ impl StrongPolicy {
             });
         }
         self.tablets.collect_garbage(&table).await
+    }
+
+    /// The table of that name, which must be of the layered policy `kind`; when this
+    /// node does not know it, first catch up with the metadata leader.
+    pub async fn layered_table(&self, name: &str, kind: PolicyKind) -> Result<Arc<TableDesc>> {
+        let table = self.catalog.table_synced(name).await?;
+        if table.policy != kind || kind == PolicyKind::Strong || !kind.on_strong_tablets() {
+            return Err(Error::NotSupported {
+                what: format!("{kind} requests on {} tables", table.policy),
+            });
+        }
+        Ok(table)
+    }
+
+    /// A layered policy's write: puts and deletes in one tablet of its table, which
+    /// this node must master, waiting for `acks`.
+    pub async fn layered_write(
+        &self,
+        table: &TableDesc,
+        mutations: Vec<Mutation>,
+        acks: Acks,
+    ) -> Result<Outcome> {
+        let tablet = single_tablet(table, mutations.iter().map(Mutation::key))?;
+        let tablet = self.ensure_mastered(tablet).await?;
+        let op = WriteOp::Batch(mutations);
+        let (key, written) = super::trigger::load_of(&op);
+        self.loads.record(tablet.id, key, written);
+        self.tablets.write(tablet, op, acks, None).await
+    }
+
+    /// A layered policy's put-if-absent: writes `value` at `key` unless the key
+    /// holds a value. Answers whether it wrote, and what the key holds now.
+    pub async fn layered_put_if_absent(
+        &self,
+        table: &TableDesc,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        acks: Acks,
+    ) -> Result<(bool, Vec<u8>)> {
+        let tablet = self.ensure_mastered(table.tablet_for(&key)).await?;
+        let op = WriteOp::CompareAndSet {
+            key,
+            expected: Expected::Absent,
+            new: Some(value.clone()),
+        };
+        let outcome = self.tablets.write(tablet, op, acks, None).await?;
+        match outcome.result {
+            OpResult::Mismatch(Some(current)) => Ok((false, current.value)),
+            OpResult::Mismatch(None) => Err(Error::Internal(
+                "put-if-absent found the key absent yet did not write".into(),
+            )),
+            _ => Ok((true, value)),
+        }
+    }
+
+    /// A layered policy's read: one page of committed rows of `range`, which must lie
+    /// in one tablet this node masters.
+    pub async fn layered_scan(
+        &self,
+        table: &TableDesc,
+        range: KeyRange,
+        limit: usize,
+    ) -> Result<ScanPage> {
+        let tablet = range_tablet(table, &range)?;
+        let tablet = self.ensure_mastered(tablet).await?.id;
+        self.loads.record(tablet, &range.start, 0);
+        self.tablets
+            .scan(
+                table,
+                tablet,
+                range,
+                limit,
+                false,
+                None,
+                ReadLevel::Committed,
+            )
+            .await
     }
 }

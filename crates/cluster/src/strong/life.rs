@@ -16,7 +16,6 @@ use super::policy::StrongPolicy;
 use super::{service, ship};
 use crate::catalog::{Catalog, TableDesc, TabletDesc};
 use crate::error::{Error, Result};
-use crate::policy::PolicyKind;
 use datalayer_store::{Epoch, NodeId, TabletId};
 
 /// What this node does with a tablet the metadata describes.
@@ -234,7 +233,7 @@ impl StrongPolicy {
     pub(super) async fn hand_over_every_tablet(&self) -> usize {
         let mut handed = 0;
         let strong = self.catalog.tables().into_iter();
-        for table in strong.filter(|t| t.policy == PolicyKind::Strong) {
+        for table in strong.filter(|t| t.policy.on_strong_tablets()) {
             for tablet in table.tablets.iter().filter(|t| t.master == self.me) {
                 let Some(target) = tablet.in_sync.iter().copied().find(|n| *n != self.me) else {
                     continue;
@@ -294,7 +293,7 @@ impl StrongPolicy {
     /// masters' oplogs.
     pub async fn decommission(&self, node: NodeId) -> Result<()> {
         let strong = self.catalog.tables().into_iter();
-        for table in strong.filter(|t| t.policy == PolicyKind::Strong) {
+        for table in strong.filter(|t| t.policy.on_strong_tablets()) {
             for tablet in table.tablets.iter().filter(|t| t.master == node) {
                 let target = tablet.in_sync.iter().copied().find(|n| *n != node).ok_or(
                     Error::NoOtherReplica {

@@ -423,7 +423,7 @@ impl StrongPolicy {
         let mut too_big = self.too_big_to_merge.lock().clone();
         too_big.retain(|t| !busy.contains_key(t));
         'tables: for table in self.catalog.table_map().values() {
-            if table.policy != crate::policy::PolicyKind::Strong {
+            if !table.policy.on_strong_tablets() {
                 continue;
             }
             for (l, r) in table.tablets.iter().zip(table.tablets.iter().skip(1)) {

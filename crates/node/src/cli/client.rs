@@ -1,6 +1,7 @@
 //! The client commands: each talks to a node and prints text or JSON.
 
 use super::{Command, Done, NodeCmd, TableCmd};
+use crate::prom::parse_duration;
 use datalayer_api::v1 as pb;
 use datalayer_client::{Client, ClientError, TableOptions};
 use serde_json::json;
@@ -40,6 +41,7 @@ fn table_json(t: &pb::TableInfo) -> serde_json::Value {
             "moving": (tb.moving_to != 0).then(|| json!({"from": tb.moving_from, "to": tb.moving_to})),
         })).collect::<Vec<_>>(),
         "default_acks": t.default_acks,
+        "options": serde_json::from_str::<serde_json::Value>(&t.options_json).unwrap_or(serde_json::Value::Null),
     })
 }
 
@@ -56,13 +58,13 @@ fn print_write_state(out: Out, state: pb::WriteState) {
 
 /// How a command prints its answer: one JSON object (`--json`) or lines of text.
 #[derive(Debug, Clone, Copy)]
-struct Out {
+pub(super) struct Out {
     json: bool,
 }
 
 impl Out {
     /// Prints `json()` as one line, or runs `text` to print the text form.
-    fn answer(self, json: impl FnOnce() -> serde_json::Value, text: impl FnOnce()) {
+    pub(super) fn answer(self, json: impl FnOnce() -> serde_json::Value, text: impl FnOnce()) {
         if self.json {
             println!("{}", json());
         } else {
@@ -160,6 +162,7 @@ pub(super) async fn client_command(
         Command::Status => status(&mut c, out).await,
         Command::Node(NodeCmd::Decommission { id }) => decommission(&mut c, out, id).await,
         Command::Gc { table } => gc(&mut c, out, &table).await,
+        Command::Ts(cmd) => super::ts::ts_command(&mut c, out, cmd, opts.acks).await,
     }
 }
 
@@ -182,6 +185,9 @@ async fn table_command(c: &mut Client, out: Out, cmd: TableCmd) -> anyhow::Resul
             if_not_exists,
             default_acks,
             split_keys,
+            retention_weeks,
+            out_of_order_window,
+            max_series_per_week,
         } => {
             let policy = match policy.as_str() {
                 "strong" => pb::Policy::Strong,
@@ -199,8 +205,59 @@ async fn table_command(c: &mut Client, out: Out, cmd: TableCmd) -> anyhow::Resul
                 if_not_exists,
                 default_acks: default_acks.as_deref().map(parse_acks).transpose()?,
                 split_keys: split_keys.into_iter().map(String::into_bytes).collect(),
+                timeseries: None,
             };
+            let ts_given = retention_weeks.is_some()
+                || out_of_order_window.is_some()
+                || max_series_per_week.is_some();
+            let mut opts = opts;
+            if ts_given {
+                if policy != pb::Policy::Timeseries {
+                    anyhow::bail!(
+                        "--retention-weeks, --out-of-order-window and --max-series-per-week are for --policy timeseries"
+                    );
+                }
+                opts.timeseries = Some(pb::TimeseriesOptions {
+                    retention_weeks: retention_weeks.unwrap_or(0),
+                    out_of_order_window_ms: match out_of_order_window {
+                        Some(w) => parse_duration(&w).map_err(anyhow::Error::msg)? as u64,
+                        None => 0,
+                    },
+                    max_series_per_week: max_series_per_week.unwrap_or(0),
+                });
+            }
             table_create(c, out, &name, opts).await
+        }
+        TableCmd::Set {
+            name,
+            default_acks,
+            retention_weeks,
+            out_of_order_window,
+            max_series_per_week,
+        } => {
+            let req = pb::SetTableOptionsRequest {
+                name,
+                default_acks: default_acks.as_deref().map(parse_acks).transpose()?,
+                retention_weeks,
+                out_of_order_window_ms: out_of_order_window
+                    .map(|w| parse_duration(&w).map(|ms| ms as u64))
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
+                max_series_per_week,
+            };
+            let t = c
+                .admin()
+                .set_table_options(req)
+                .await
+                .map_err(ClientError::from)?
+                .into_inner()
+                .table
+                .unwrap_or_default();
+            out.answer(
+                || json!({"table": table_json(&t)}),
+                || println!("table {} options: {}", t.name, t.options_json),
+            );
+            Ok(Done::Ok)
         }
         TableCmd::List => table_list(c, out).await,
         TableCmd::Describe { name } => table_describe(c, out, &name).await,
@@ -249,6 +306,9 @@ async fn table_describe(c: &mut Client, out: Out, name: &str) -> anyhow::Result<
         || table_json(&t),
         || {
             print_table(&t);
+            if !t.options_json.is_empty() {
+                println!("  options {}", t.options_json);
+            }
             for tb in &t.tablets {
                 let moving = if tb.moving_to != 0 {
                     format!(" moving={}->{}", tb.moving_from, tb.moving_to)

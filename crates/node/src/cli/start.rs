@@ -72,6 +72,10 @@ pub(super) struct StartArgs {
     /// default 60).
     #[arg(long)]
     merge_check_secs: Option<u64>,
+    /// Milliseconds between passes of the time-series keeper (compaction,
+    /// retention; default 10000).
+    #[arg(long)]
+    timeseries_keeper_ms: Option<u64>,
     /// For tests: crash at a fail point (`NAME=KEY[@NODE]`, e.g. `split-after-intent=k5`).
     #[arg(long, hide = true)]
     fail_point: Vec<String>,
@@ -139,6 +143,9 @@ pub(super) fn node_config(args: &StartArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.worker_threads {
         config.worker_threads = v;
+    }
+    if let Some(v) = args.timeseries_keeper_ms {
+        config.timeseries_keeper_ms = v;
     }
     Ok(config)
 }

@@ -69,7 +69,15 @@ pub fn table_info(t: &TableDesc, strong: &StrongTablets) -> pb::TableInfo {
             PolicyKind::Strong => StrongOptions::of(&t.options)
                 .map(|o| o.default_acks.to_string())
                 .unwrap_or_default(),
+            PolicyKind::Timeseries => datalayer_timeseries::TsOptions::of(&t.options)
+                .map(|o| o.default_acks.to_string())
+                .unwrap_or_default(),
             _ => String::new(),
+        },
+        options_json: if t.options.is_null() {
+            String::new()
+        } else {
+            t.options.to_string()
         },
         tablets: t
             .tablets
@@ -163,11 +171,33 @@ impl AdminService {
             ));
         }
         // Each policy's options come from its own fields of the request.
+        if req.timeseries.is_some() && policy != PolicyKind::Timeseries {
+            return Err(Error::invalid(
+                "timeseries",
+                "time-series options are for timeseries tables only",
+            ));
+        }
         let options = match policy {
             PolicyKind::Strong => StrongOptions {
                 default_acks: crate::service::kv::acks(req.default_acks)?.unwrap_or_default(),
             }
             .to_options(),
+            PolicyKind::Timeseries => {
+                let mut o = datalayer_timeseries::TsOptions::default();
+                if let Some(acks) = crate::service::kv::acks(req.default_acks)? {
+                    o.default_acks = acks;
+                }
+                if let Some(t) = &req.timeseries {
+                    o.retention_weeks = t.retention_weeks;
+                    if t.out_of_order_window_ms > 0 {
+                        o.out_of_order_window_ms = t.out_of_order_window_ms;
+                    }
+                    if t.max_series_per_week > 0 {
+                        o.max_series_per_week = t.max_series_per_week;
+                    }
+                }
+                o.to_options()
+            }
             _ if req.default_acks.is_some() => {
                 return Err(Error::invalid(
                     "default_acks",
@@ -242,6 +272,66 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::CreateTableResponse>, Status> {
         timed(&self.metrics, "CreateTable", async {
             self.create_table(request.into_inner()).await.status()
+        })
+        .await
+    }
+
+    async fn set_table_options(
+        &self,
+        request: Request<pb::SetTableOptionsRequest>,
+    ) -> Result<Response<pb::SetTableOptionsResponse>, Status> {
+        let req = request.into_inner();
+        timed(&self.metrics, "SetTableOptions", async {
+            self.limits.table(&req.name).status()?;
+            let table = self.router.table_synced(&req.name).await.status()?;
+            let ts_given = req.retention_weeks.is_some()
+                || req.out_of_order_window_ms.is_some()
+                || req.max_series_per_week.is_some();
+            let acks = crate::service::kv::acks(req.default_acks).status()?;
+            let options = match table.policy {
+                PolicyKind::Strong if ts_given => {
+                    return Err(datalayer_cluster::status::to_status(&Error::invalid(
+                        "retention_weeks",
+                        "time-series options are for timeseries tables only",
+                    )));
+                }
+                PolicyKind::Strong => {
+                    let mut o = StrongOptions::of(&table.options).status()?;
+                    if let Some(a) = acks {
+                        o.default_acks = a;
+                    }
+                    o.to_options()
+                }
+                PolicyKind::Timeseries => {
+                    let mut o = datalayer_timeseries::TsOptions::of(&table.options).status()?;
+                    if let Some(a) = acks {
+                        o.default_acks = a;
+                    }
+                    if let Some(v) = req.retention_weeks {
+                        o.retention_weeks = v;
+                    }
+                    if let Some(v) = req.out_of_order_window_ms {
+                        o.out_of_order_window_ms = v;
+                    }
+                    if let Some(v) = req.max_series_per_week {
+                        o.max_series_per_week = v;
+                    }
+                    o.to_options()
+                }
+                other => {
+                    return Err(datalayer_cluster::status::to_status(&Error::NotSupported {
+                        what: format!("options of {other} tables"),
+                    }));
+                }
+            };
+            let table = self
+                .router
+                .set_table_options(&req.name, options)
+                .await
+                .status()?;
+            Ok(pb::SetTableOptionsResponse {
+                table: Some(table_info(&table, self.strong.tablets())),
+            })
         })
         .await
     }

@@ -1,0 +1,367 @@
+//! The time-series keeper: on each node, for the tablets of `timeseries` tables it
+//! masters, it compacts and it applies retention, with ordinary strong writes (so
+//! its work is replicated and survives failover like any write).
+//!
+//! - **Compaction.** A write stores one chunk per series per request (Prometheus's
+//!   remote write sends a sample or a few per series each time). Once a two-hour
+//!   window ([`WINDOW_MS`]) lies wholly before the node's clock less a minute, the
+//!   chunks of a series that lie wholly in it are merged into one Gorilla block:
+//!   one write puts the block and deletes the chunks it replaces. A sample that
+//!   arrives late (within the out-of-order window) makes a new chunk, merged on a
+//!   later pass. The block's nonce is the newest of its inputs', so the rule "the
+//!   larger nonce's value stands" is kept. The current week and the two before it
+//!   are compacted.
+//! - **Retention.** The rows of weeks before a table's first kept week are deleted,
+//!   a batch of keys at a time.
+//!
+//! A pass skips a tablet whose log has not moved since its last pass.
+
+use crate::keys;
+use crate::labels::SeriesId;
+use crate::options::TsOptions;
+use crate::policy::{TimeseriesPolicy, now_ms};
+use crate::week::Week;
+use datalayer_cluster::catalog::{Catalog, TableDesc, TabletDesc};
+use datalayer_cluster::error::Result;
+use datalayer_cluster::policy::PolicyKind;
+use datalayer_cluster::strong::Acks;
+use datalayer_store::{KeyRange, Mutation, TabletId};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Compaction windows: two hours, as Prometheus's head blocks.
+pub const WINDOW_MS: i64 = 2 * 3_600_000;
+/// A window is closed this long after its end.
+const CLOSE_AFTER_MS: i64 = 60_000;
+/// Keys deleted per write when a week is dropped.
+const DELETE_BATCH: usize = 5000;
+/// Rows one compaction write carries at most (blocks and deletes).
+const COMPACT_BATCH: usize = 20_000;
+/// Rows one pass reads per tablet piece at most.
+const MAX_SCAN: usize = 8_000_000;
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Chunks merged into blocks.
+    pub chunks_merged: usize,
+    /// Blocks written.
+    pub blocks_written: usize,
+    /// Rows deleted by retention.
+    pub rows_dropped: usize,
+}
+
+/// The window (its start) holding `t`.
+fn window_of(t: i64) -> i64 {
+    t.div_euclid(WINDOW_MS) * WINDOW_MS
+}
+
+/// The part of `[start, end)` inside `tablet`.
+fn clip(tablet: &TabletDesc, start: Vec<u8>, end: Vec<u8>) -> Option<KeyRange> {
+    let start = start.max(tablet.start.clone());
+    let end = match &tablet.end {
+        Some(e) => end.min(e.clone()),
+        None => end,
+    };
+    (start < end).then_some(KeyRange {
+        start,
+        end: Some(end),
+    })
+}
+
+/// One chunk as compaction sees it.
+struct Chunk {
+    key: Vec<u8>,
+    nonce: u64,
+    samples: Vec<(i64, f64)>,
+}
+
+/// The writes that merge `chunks` (one series' chunks in one week): blocks of the
+/// closed windows holding two chunks or more, and the deletes of those chunks.
+fn merge_series(
+    week: Week,
+    id: SeriesId,
+    chunks: Vec<Chunk>,
+    closed_before: i64,
+) -> (Vec<Mutation>, usize, usize) {
+    // Window → chunks lying wholly in it.
+    let mut windows: BTreeMap<i64, Vec<Chunk>> = BTreeMap::new();
+    for c in chunks {
+        let (Some(first), Some(last)) = (c.samples.first(), c.samples.last()) else {
+            continue;
+        };
+        let w = window_of(first.0);
+        if window_of(last.0) == w && w + WINDOW_MS <= closed_before {
+            windows.entry(w).or_default().push(c);
+        }
+    }
+    let mut rows = Vec::new();
+    let (mut merged, mut blocks) = (0, 0);
+    for (_, group) in windows {
+        if group.len() < 2 {
+            continue;
+        }
+        let nonce = group.iter().map(|c| c.nonce).max().unwrap_or(0);
+        let mut samples: BTreeMap<i64, (u64, f64)> = BTreeMap::new();
+        for c in &group {
+            for &(t, v) in &c.samples {
+                match samples.get(&t) {
+                    Some((n, _)) if *n > c.nonce => {}
+                    _ => {
+                        samples.insert(t, (c.nonce, v));
+                    }
+                }
+            }
+        }
+        let mut encoder = crate::gorilla::Encoder::new();
+        for (t, (_, v)) in &samples {
+            if encoder.append(*t, *v).is_err() {
+                return (Vec::new(), 0, 0); // cannot happen: times are sorted and distinct
+            }
+        }
+        let first = *samples.keys().next().expect("a window has samples");
+        let key = keys::chunk_key(week, id, first, nonce);
+        for c in &group {
+            if c.key != key {
+                rows.push(Mutation::Delete { key: c.key.clone() });
+            }
+        }
+        rows.push(Mutation::Put {
+            key,
+            value: encoder.bytes(),
+        });
+        merged += group.len();
+        blocks += 1;
+    }
+    (rows, merged, blocks)
+}
+
+impl TimeseriesPolicy {
+    /// Runs the keeper every `every` until `shutdown`.
+    pub fn start_keeper(
+        self: &Arc<Self>,
+        every: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let policy = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut seen: HashMap<TabletId, u64> = HashMap::new();
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(policy) = policy.upgrade() else {
+                    return;
+                };
+                if let Err(e) = policy.keep(&mut seen).await {
+                    tracing::warn!(error = %e, "time-series keeper pass failed");
+                }
+            }
+        });
+    }
+
+    /// One keeper pass over the tablets this node masters; `seen` holds each
+    /// tablet's log end at its last pass.
+    pub async fn keep(&self, seen: &mut HashMap<TabletId, u64>) -> Result<Pass> {
+        let strong = self.layered().strong().clone();
+        let me = strong.node();
+        let mut pass = Pass::default();
+        let tables = strong.catalog().tables();
+        for table in tables.iter().filter(|t| t.policy == PolicyKind::Timeseries) {
+            let options = TsOptions::of(&table.options)?;
+            for tablet in table.tablets.iter().filter(|t| t.master == me) {
+                let log_end = strong
+                    .tablets()
+                    .progress(tablet.id)
+                    .map_or(0, |p| p.log_end.0);
+                if seen.get(&tablet.id) == Some(&log_end) {
+                    continue;
+                }
+                let done = self.keep_tablet(table, tablet, &options).await?;
+                pass.chunks_merged += done.chunks_merged;
+                pass.blocks_written += done.blocks_written;
+                pass.rows_dropped += done.rows_dropped;
+                let log_end = strong
+                    .tablets()
+                    .progress(tablet.id)
+                    .map_or(0, |p| p.log_end.0);
+                seen.insert(tablet.id, log_end);
+            }
+        }
+        Ok(pass)
+    }
+
+    async fn keep_tablet(
+        &self,
+        table: &TableDesc,
+        tablet: &TabletDesc,
+        options: &TsOptions,
+    ) -> Result<Pass> {
+        let now = now_ms();
+        let mut pass = Pass::default();
+        if let Some(first_kept) = options.first_kept_week(now) {
+            pass.rows_dropped += self.drop_before(table, tablet, first_kept).await?;
+        }
+        let this = Week::of(now);
+        for week in [Week(this.0 - 2), Week(this.0 - 1), this] {
+            if options.first_kept_week(now).is_some_and(|k| week < k) {
+                continue;
+            }
+            let (start, end) = keys::chunk_range(week);
+            let Some(range) = clip(tablet, start, end) else {
+                continue;
+            };
+            let (merged, blocks) = self
+                .compact(table, week, range, now - CLOSE_AFTER_MS)
+                .await?;
+            pass.chunks_merged += merged;
+            pass.blocks_written += blocks;
+        }
+        Ok(pass)
+    }
+
+    /// Merges the chunks of closed windows in `range` (chunks of `week`).
+    async fn compact(
+        &self,
+        table: &TableDesc,
+        week: Week,
+        range: KeyRange,
+        closed_before: i64,
+    ) -> Result<(usize, usize)> {
+        let rows = self.layered().scan(&table.name, range, MAX_SCAN).await?;
+        let mut by_series: BTreeMap<SeriesId, Vec<Chunk>> = BTreeMap::new();
+        for (key, value) in rows {
+            let Some((_, id, _, nonce)) = keys::parse_chunk_key(&key) else {
+                continue;
+            };
+            let Ok(samples) = crate::gorilla::decode(&value) else {
+                tracing::warn!(table = %table.name, ?key, "a chunk does not decode; left as it is");
+                continue;
+            };
+            by_series.entry(id).or_default().push(Chunk {
+                key,
+                nonce,
+                samples,
+            });
+        }
+        let (mut merged, mut blocks) = (0, 0);
+        let mut batch: Vec<Mutation> = Vec::new();
+        for (id, chunks) in by_series {
+            if chunks.len() < 2 {
+                continue;
+            }
+            let (rows, m, b) = merge_series(week, id, chunks, closed_before);
+            merged += m;
+            blocks += b;
+            batch.extend(rows);
+            if batch.len() >= COMPACT_BATCH {
+                self.write_merged(&table.name, std::mem::take(&mut batch))
+                    .await?;
+            }
+        }
+        if !batch.is_empty() {
+            self.write_merged(&table.name, batch).await?;
+        }
+        Ok((merged, blocks))
+    }
+
+    /// Writes blocks, then deletes the chunks they replace: a series' chunks may
+    /// straddle two tablets, and a crash between the two writes leaves samples
+    /// twice (read once), never a delete without its block.
+    async fn write_merged(&self, table: &str, rows: Vec<Mutation>) -> Result<()> {
+        let (puts, deletes): (Vec<Mutation>, Vec<Mutation>) = rows
+            .into_iter()
+            .partition(|m| matches!(m, Mutation::Put { .. }));
+        self.write_rows(table, puts, Acks::All).await?;
+        self.write_rows(table, deletes, Acks::All).await
+    }
+
+    /// Deletes the rows of the weeks before `first_kept` in `tablet`.
+    async fn drop_before(
+        &self,
+        table: &TableDesc,
+        tablet: &TabletDesc,
+        first_kept: Week,
+    ) -> Result<usize> {
+        let Some(range) = clip(tablet, vec![b'w'], keys::week_start(first_kept)) else {
+            return Ok(0);
+        };
+        let mut dropped = 0;
+        loop {
+            let rows = self
+                .layered()
+                .scan(&table.name, range.clone(), usize::MAX)
+                .await?;
+            if rows.is_empty() {
+                return Ok(dropped);
+            }
+            for chunk in rows.chunks(DELETE_BATCH) {
+                let deletes = chunk
+                    .iter()
+                    .map(|(key, _)| Mutation::Delete { key: key.clone() })
+                    .collect();
+                self.write_rows(&table.name, deletes, Acks::All).await?;
+                dropped += chunk.len();
+            }
+            tracing::info!(table = %table.name, tablet = %tablet.id, rows = dropped, before = %first_kept.iso(), "dropped weeks past retention");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(week: Week, id: SeriesId, nonce: u64, samples: &[(i64, f64)]) -> Chunk {
+        Chunk {
+            key: keys::chunk_key(week, id, samples[0].0, nonce),
+            nonce,
+            samples: samples.to_vec(),
+        }
+    }
+
+    #[test]
+    fn closed_windows_merge_into_one_block_and_the_newest_value_stands() {
+        let week = Week(2900);
+        let base = week.start_ms();
+        let id = SeriesId(7);
+        let chunks = vec![
+            chunk(week, id, 1, &[(base, 1.0)]),
+            chunk(week, id, 3, &[(base + 15_000, 2.0)]),
+            // Written twice: the later (larger nonce) value stands.
+            chunk(week, id, 2, &[(base + 15_000, 9.0), (base + 30_000, 3.0)]),
+            // Alone in its window: nothing to merge.
+            chunk(week, id, 4, &[(base + WINDOW_MS, 4.0)]),
+            // Open window: left alone.
+            chunk(week, id, 5, &[(base + 2 * WINDOW_MS, 5.0)]),
+            chunk(week, id, 6, &[(base + 2 * WINDOW_MS + 15_000, 6.0)]),
+        ];
+        let closed_before = base + 2 * WINDOW_MS + 1;
+        let (rows, merged, blocks) = merge_series(week, id, chunks, closed_before);
+        assert_eq!((merged, blocks), (3, 1));
+        let puts: Vec<_> = rows
+            .iter()
+            .filter_map(|m| match m {
+                Mutation::Put { key, value } => Some((key.clone(), value.clone())),
+                Mutation::Delete { .. } => None,
+            })
+            .collect();
+        assert_eq!(puts.len(), 1);
+        assert_eq!(keys::parse_chunk_key(&puts[0].0), Some((week, id, base, 3)));
+        let samples = crate::gorilla::decode(&puts[0].1).unwrap();
+        assert_eq!(
+            samples,
+            vec![(base, 1.0), (base + 15_000, 2.0), (base + 30_000, 3.0)]
+        );
+        // The three inputs are deleted (the block's key is none of theirs).
+        let deletes = rows
+            .iter()
+            .filter(|m| matches!(m, Mutation::Delete { .. }))
+            .count();
+        assert_eq!(deletes, 3);
+    }
+}
