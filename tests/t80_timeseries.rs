@@ -164,6 +164,8 @@ async fn a_single_node_takes_samples_and_answers_promql_through_every_interface(
         "127.0.0.1:0".into(),
         "--timeseries-keeper-ms".into(),
         "200".into(),
+        "--timeseries-hot-writes-per-sec".into(),
+        "50".into(),
     ])
     .expect("node");
     let out = node.cli(&[
@@ -543,6 +545,69 @@ async fn a_single_node_takes_samples_and_answers_promql_through_every_interface(
     );
     let out = node.cli(&["table", "set", "cpu", "--retention-weeks", "9999"]);
     assert_eq!(out.status.code(), Some(2), "a bad option is refused");
+
+    // A hot week splits by series id, into halves then quarters, while every
+    // sample written stays readable.
+    let out = node.cli(&["table", "create", "hot", "--policy", "timeseries"]);
+    assert!(out.status.success());
+    let base = now_ms() - 600_000;
+    let started = std::time::Instant::now();
+    let mut rounds = 0i64;
+    loop {
+        let series = (0..40)
+            .map(|i| {
+                ts_series(
+                    &[("__name__", "hot"), ("i", &i.to_string())],
+                    &[(base + rounds * 100, rounds as f64)],
+                )
+            })
+            .collect();
+        c.timeseries()
+            .write(pb::TsWriteRequest {
+                table: "hot".into(),
+                series,
+                acks: None,
+            })
+            .await
+            .expect("a write while the week splits");
+        rounds += 1;
+        if c.describe_table("hot").await.unwrap().tablets.len() >= 3 {
+            break;
+        }
+        assert!(
+            started.elapsed() < CLUSTER_WAIT,
+            "no two hot splits after {rounds} writes"
+        );
+    }
+    let table = c.describe_table("hot").await.unwrap();
+    let week_starts: Vec<String> = table
+        .tablets
+        .iter()
+        .map(|t| format!("{:x?}", t.start))
+        .collect();
+    assert!(
+        table.tablets.iter().skip(1).all(|t| t.start.len() == 18),
+        "split at series-id bounds: {week_starts:?}"
+    );
+    let answer = c
+        .timeseries()
+        .query(pb::TsQueryRequest {
+            table: "hot".into(),
+            query: "count_over_time(hot[1h])".into(),
+            end_ms: now_ms(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.series.len(), 40);
+    for s in &answer.series {
+        assert_eq!(
+            s.samples[0].value, rounds as f64,
+            "every sample of {:?} read back across the split",
+            s.labels
+        );
+    }
 }
 
 /// Prometheus's config: scrape itself and the nodes every second, remote-write to

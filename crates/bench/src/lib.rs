@@ -31,6 +31,7 @@ mod cluster;
 pub mod meta;
 mod peers;
 pub mod split;
+pub mod ts;
 pub mod workload;
 
 use cluster::cluster_bench;

@@ -145,6 +145,8 @@ enum Command {
     BenchMeta(datalayer_bench::meta::MetaBenchArgs),
     /// Measure load-based splitting on a running cluster (see BENCHMARKS.md).
     BenchSplit(datalayer_bench::split::SplitArgs),
+    /// Measure time-series ingestion and queries against Prometheus (see BENCHMARKS.md).
+    BenchTs(datalayer_bench::ts::TsBenchArgs),
     /// Run a Jepsen-style workload against a cluster and print its history as JSON
     /// lines (for fault tests).
     Workload(datalayer_bench::workload::WorkloadArgs),
@@ -331,6 +333,7 @@ pub fn main() -> ExitCode {
             Command::BenchSplit(args) => datalayer_bench::split::run(args, json)
                 .await
                 .map(|()| Done::Ok),
+            Command::BenchTs(args) => datalayer_bench::ts::run(args).await.map(|()| Done::Ok),
             Command::Workload(args) => datalayer_bench::workload::run(args)
                 .await
                 .map(|()| Done::Ok),

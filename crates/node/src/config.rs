@@ -24,6 +24,9 @@ pub struct Config {
     /// Milliseconds between two passes of the time-series keeper (compaction of
     /// recent chunks into blocks, retention). Default 10000.
     pub timeseries_keeper_ms: u64,
+    /// Records a second to a tablet of the current week past which the time-series
+    /// keeper splits it by series id (0: never). Default 2000.
+    pub timeseries_hot_writes_per_sec: u64,
     /// `host:port` of any member of an existing cluster to join on first start.
     /// Default none: a fresh node founds a new cluster.
     pub join: Option<String>,
@@ -68,6 +71,7 @@ impl Default for Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7701)),
             gc_interval_secs: 60,
             timeseries_keeper_ms: 10_000,
+            timeseries_hot_writes_per_sec: 2000,
             join: None,
             advertise_addr: None,
             meta_voters: 3,

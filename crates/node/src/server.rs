@@ -279,6 +279,7 @@ pub async fn run(
         timeseries.clone(),
         serving.clone(),
     ));
+    timeseries.set_hot_writes_per_sec(config.timeseries_hot_writes_per_sec);
     timeseries.start_keeper(
         Duration::from_millis(config.timeseries_keeper_ms.max(100)),
         shutdown.clone(),

@@ -14,6 +14,18 @@
 //! - **Retention.** The rows of weeks before a table's first kept week are deleted,
 //!   a batch of keys at a time.
 //!
+//! - **Hot weeks.** A tablet of the current week whose master appended more than
+//!   the node's `hot_writes_per_sec` records a second since the last pass is split
+//!   in two at the middle of the series ids it holds of the week's chunks (the
+//!   first split cuts a whole week's chunks in halves, the next ones in quarters,
+//!   ...), as an ordinary split recorded in the metadata. Series ids are xxh3
+//!   hashes, so the halves take even shares of the series; a query fans out over
+//!   the tablets the week's range covers and merges them. A series' samples stay in
+//!   one sub-range, so a query of one series reads one tablet (hashing the
+//!   timestamp instead, as the seed suggests, spreads even one hot series, but makes
+//!   every query of any series read every sub-range; Prometheus's series are many and
+//!   each is written once per scrape, so the series id spreads the load as well).
+//!
 //! A pass skips a tablet whose log has not moved since its last pass.
 
 use crate::keys;
@@ -28,7 +40,7 @@ use datalayer_cluster::strong::Acks;
 use datalayer_store::{KeyRange, Mutation, TabletId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Compaction windows: two hours, as Prometheus's head blocks.
 pub const WINDOW_MS: i64 = 2 * 3_600_000;
@@ -41,6 +53,52 @@ const COMPACT_BATCH: usize = 20_000;
 /// Rows one pass reads per tablet piece at most.
 const MAX_SCAN: usize = 8_000_000;
 
+/// A tablet's log end at the keeper's last pass over it, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    log_end: u64,
+    at: Instant,
+}
+
+/// The series-id bound a key of a week's chunk range stands for (the chunk range's
+/// end is 2^64).
+fn id_bound(week: Week, key: &[u8]) -> u128 {
+    let (start, end) = keys::chunk_range(week);
+    if key <= start.as_slice() {
+        return 0;
+    }
+    if key >= end.as_slice() {
+        return 1 << 64;
+    }
+    let mut id = [0u8; 8];
+    for (i, b) in key[start.len()..].iter().take(8).enumerate() {
+        id[i] = *b;
+    }
+    u128::from(u64::from_be_bytes(id))
+}
+
+/// Where a hot tablet splits: at the middle of the series ids it holds of `week`'s
+/// chunks; `None` when it holds none of them, or too few ids to halve.
+pub fn hot_split_key(
+    week: Week,
+    tablet_start: &[u8],
+    tablet_end: Option<&[u8]>,
+) -> Option<Vec<u8>> {
+    let (start, end) = keys::chunk_range(week);
+    let holds = tablet_start < end.as_slice() && tablet_end.is_none_or(|e| e > start.as_slice());
+    if !holds {
+        return None;
+    }
+    let lo = id_bound(week, tablet_start);
+    let hi = tablet_end.map_or(1 << 64, |e| id_bound(week, e));
+    let mid = (lo + hi) / 2;
+    if mid <= lo || mid >= hi {
+        return None;
+    }
+    let key = keys::chunk_prefix(week, SeriesId(mid as u64));
+    (key.as_slice() > tablet_start).then_some(key)
+}
+
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pass {
@@ -50,6 +108,8 @@ pub struct Pass {
     pub blocks_written: usize,
     /// Rows deleted by retention.
     pub rows_dropped: usize,
+    /// Hot tablets split.
+    pub hot_splits: usize,
 }
 
 /// The window (its start) holding `t`.
@@ -146,7 +206,7 @@ impl TimeseriesPolicy {
     ) {
         let policy = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut seen: HashMap<TabletId, u64> = HashMap::new();
+            let mut seen: HashMap<TabletId, Seen> = HashMap::new();
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -165,8 +225,8 @@ impl TimeseriesPolicy {
     }
 
     /// One keeper pass over the tablets this node masters; `seen` holds each
-    /// tablet's log end at its last pass.
-    pub async fn keep(&self, seen: &mut HashMap<TabletId, u64>) -> Result<Pass> {
+    /// tablet's log end at its last pass, and when.
+    pub async fn keep(&self, seen: &mut HashMap<TabletId, Seen>) -> Result<Pass> {
         let strong = self.layered().strong().clone();
         let me = strong.node();
         let mut pass = Pass::default();
@@ -178,8 +238,22 @@ impl TimeseriesPolicy {
                     .tablets()
                     .progress(tablet.id)
                     .map_or(0, |p| p.log_end.0);
-                if seen.get(&tablet.id) == Some(&log_end) {
+                let now = Instant::now();
+                let last = seen.get(&tablet.id).copied();
+                if last.is_some_and(|l| l.log_end == log_end) {
                     continue;
+                }
+                if let Some(last) = last {
+                    let secs = now.duration_since(last.at).as_secs_f64().max(0.001);
+                    let rate = (log_end.saturating_sub(last.log_end)) as f64 / secs;
+                    let hot =
+                        self.hot_writes_per_sec() > 0 && rate > self.hot_writes_per_sec() as f64;
+                    if hot && let Some(key) = self.split_hot(table, tablet).await? {
+                        pass.hot_splits += 1;
+                        tracing::info!(table = %table.name, tablet = %tablet.id, rate, key = ?key, "hot week split by series id");
+                        seen.remove(&tablet.id);
+                        continue;
+                    }
                 }
                 let done = self.keep_tablet(table, tablet, &options).await?;
                 pass.chunks_merged += done.chunks_merged;
@@ -189,10 +263,27 @@ impl TimeseriesPolicy {
                     .tablets()
                     .progress(tablet.id)
                     .map_or(0, |p| p.log_end.0);
-                seen.insert(tablet.id, log_end);
+                seen.insert(tablet.id, Seen { log_end, at: now });
             }
         }
         Ok(pass)
+    }
+
+    /// Splits a hot tablet of the current week (see the module's doc); the key it
+    /// split at.
+    async fn split_hot(&self, table: &TableDesc, tablet: &TabletDesc) -> Result<Option<Vec<u8>>> {
+        if tablet.split.is_some() || tablet.merge.is_some() || tablet.moving.is_some() {
+            return Ok(None);
+        }
+        let Some(key) = hot_split_key(Week::of(now_ms()), &tablet.start, tablet.end.as_deref())
+        else {
+            return Ok(None);
+        };
+        self.layered()
+            .strong()
+            .split(&table.name, key.clone())
+            .await?;
+        Ok(Some(key))
     }
 
     async fn keep_tablet(
@@ -315,6 +406,32 @@ impl TimeseriesPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hot_weeks_split_in_halves_then_quarters_of_the_series_ids() {
+        let week = Week(2900);
+        let half = keys::chunk_prefix(week, SeriesId(1 << 63));
+        assert_eq!(hot_split_key(week, b"", None), Some(half.clone()));
+        assert_eq!(
+            hot_split_key(week, b"", Some(&half)),
+            Some(keys::chunk_prefix(week, SeriesId(1 << 62)))
+        );
+        assert_eq!(
+            hot_split_key(week, &half, None),
+            Some(keys::chunk_prefix(week, SeriesId(3 << 62)))
+        );
+        // A tablet of another week holds none of this week's chunks.
+        assert_eq!(
+            hot_split_key(week, &keys::week_start(Week(2901)), None),
+            None
+        );
+        // One id wide: nothing to halve.
+        let (five, six) = (
+            keys::chunk_prefix(week, SeriesId(5)),
+            keys::chunk_prefix(week, SeriesId(6)),
+        );
+        assert_eq!(hot_split_key(week, &five, Some(&six)), None);
+    }
 
     fn chunk(week: Week, id: SeriesId, nonce: u64, samples: &[(i64, f64)]) -> Chunk {
         Chunk {

@@ -30,6 +30,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Records a second to a tablet of the current week past which it is hot, by
+/// default.
+pub const DEFAULT_HOT_WRITES_PER_SEC: u64 = 2000;
 /// Samples one write may carry, at most.
 pub const MAX_SAMPLES_PER_WRITE: usize = 1_000_000;
 /// Rows one query may read, at most (index entries, series, chunks).
@@ -75,6 +78,7 @@ pub struct TimeseriesPolicy {
     weeks: parking_lot::Mutex<HashMap<(TableId, Week), Arc<WeekSeries>>>,
     nonce: AtomicU64,
     limits: Limits,
+    hot_writes_per_sec: AtomicU64,
 }
 
 impl std::fmt::Debug for TimeseriesPolicy {
@@ -112,7 +116,19 @@ impl TimeseriesPolicy {
             weeks: Default::default(),
             nonce: AtomicU64::new(0),
             limits: Limits::default(),
+            hot_writes_per_sec: AtomicU64::new(DEFAULT_HOT_WRITES_PER_SEC),
         }
+    }
+
+    /// Sets how many records a second make a tablet of the current week hot (the
+    /// keeper then splits it; 0: never).
+    pub fn set_hot_writes_per_sec(&self, n: u64) {
+        self.hot_writes_per_sec.store(n, Ordering::Relaxed);
+    }
+
+    /// Records a second past which the keeper splits a tablet of the current week.
+    pub fn hot_writes_per_sec(&self) -> u64 {
+        self.hot_writes_per_sec.load(Ordering::Relaxed)
     }
 
     /// The strong write path this policy writes and reads through.

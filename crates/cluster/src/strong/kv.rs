@@ -79,6 +79,18 @@ impl StrongPolicy {
         Ok(table)
     }
 
+    /// The table of that name whose data lives in strong tablets (strong, or a
+    /// policy layered on it): what splits and merges work on.
+    pub async fn tablets_table(&self, name: &str) -> Result<Arc<TableDesc>> {
+        let table = self.catalog.table_synced(name).await?;
+        if !table.policy.on_strong_tablets() {
+            return Err(Error::NotSupported {
+                what: format!("splits and merges of {} tables", table.policy),
+            });
+        }
+        Ok(table)
+    }
+
     /// The acks of a write: its own, or its table's default.
     fn acks(table: &TableDesc, opts: &WriteOptions) -> Result<Acks> {
         match opts.acks {

@@ -149,7 +149,7 @@ impl StrongPolicy {
     /// Served by the left one's master; when the two have different masters, the
     /// right one is first handed over to the left one's. Returns the table after.
     pub async fn merge(&self, table: &str, key: Vec<u8>) -> Result<Arc<TableDesc>> {
-        let desc = self.strong_table(table).await?;
+        let desc = self.tablets_table(table).await?;
         let at = desc.tablets.iter().position(|t| t.start == key);
         let (left, right) = match at {
             Some(at) if at > 0 => (desc.tablets[at - 1].clone(), desc.tablets[at].clone()),
@@ -188,7 +188,7 @@ impl StrongPolicy {
         crate::fail::point("merge-after-intent", &key);
         self.master_both(table, intent).await?;
         finish(&self.catalog, &self.tablets, intent, Some(&key)).await?;
-        self.strong_table(table).await
+        self.tablets_table(table).await
     }
 
     /// Gives the right tablet of `intent` this node's mastership (this node masters

@@ -124,7 +124,7 @@ impl StrongPolicy {
     /// below it and a new tablet the rest. Served by the tablet's master (others
     /// answer where it is). Returns the table as this node then has it.
     pub async fn split(&self, table: &str, key: Vec<u8>) -> Result<Arc<TableDesc>> {
-        let desc = self.strong_table(table).await?;
+        let desc = self.tablets_table(table).await?;
         let tablet = desc.tablet_for(&key).clone();
         if tablet.start == key {
             return Err(Error::invalid(
@@ -153,7 +153,7 @@ impl StrongPolicy {
         };
         crate::fail::point("split-after-intent", &key);
         finish(&self.catalog, &self.tablets, tablet.id, key, right, true).await?;
-        self.strong_table(&desc.name).await
+        self.tablets_table(&desc.name).await
     }
 
     /// Carries on, in the background, a split this node's tablet has recorded but

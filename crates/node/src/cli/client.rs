@@ -122,6 +122,7 @@ pub(super) async fn client_command(
         | Command::Bench(_)
         | Command::BenchMeta(_)
         | Command::BenchSplit(_)
+        | Command::BenchTs(_)
         | Command::Workload(_) => {
             unreachable!("handled before connecting")
         }

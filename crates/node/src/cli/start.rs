@@ -76,6 +76,10 @@ pub(super) struct StartArgs {
     /// retention; default 10000).
     #[arg(long)]
     timeseries_keeper_ms: Option<u64>,
+    /// Records a second to a tablet of the current week past which the keeper
+    /// splits it by series id (0: never; default 2000).
+    #[arg(long)]
+    timeseries_hot_writes_per_sec: Option<u64>,
     /// For tests: crash at a fail point (`NAME=KEY[@NODE]`, e.g. `split-after-intent=k5`).
     #[arg(long, hide = true)]
     fail_point: Vec<String>,
@@ -146,6 +150,9 @@ pub(super) fn node_config(args: &StartArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.timeseries_keeper_ms {
         config.timeseries_keeper_ms = v;
+    }
+    if let Some(v) = args.timeseries_hot_writes_per_sec {
+        config.timeseries_hot_writes_per_sec = v;
     }
     Ok(config)
 }
