@@ -69,14 +69,10 @@ pub fn aggregate(
     }
     let mut out = Vec::new();
     for (key, members) in groups {
-        let values = members.iter().map(|(_, v)| *v);
         let value = match op {
-            AggOp::Sum => values.sum(),
-            AggOp::Count => members.len() as f64,
-            AggOp::Avg => mean(values),
-            // A NaN loses to any number (Prometheus's min and max).
-            AggOp::Min => values.fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m }),
-            AggOp::Max => values.fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m }),
+            AggOp::Sum | AggOp::Count | AggOp::Avg | AggOp::Min | AggOp::Max => {
+                combine(op, members.iter().map(|(_, v)| *v))
+            }
             AggOp::Topk(k) | AggOp::Bottomk(k) => {
                 let top = matches!(op, AggOp::Topk(_));
                 let mut members = members;
@@ -98,6 +94,20 @@ pub fn aggregate(
         out.push((key, value));
     }
     out
+}
+
+/// One group's value of `sum`, `count`, `avg`, `min` or `max` over its members'
+/// values, in input order (`topk` and `bottomk` keep elements: not here).
+pub fn combine(op: AggOp, values: impl Iterator<Item = f64>) -> f64 {
+    match op {
+        AggOp::Sum => values.sum(),
+        AggOp::Count => values.count() as f64,
+        AggOp::Avg => mean(values),
+        // A NaN loses to any number (Prometheus's min and max).
+        AggOp::Min => values.fold(f64::NAN, |m, v| if m.is_nan() || v < m { v } else { m }),
+        AggOp::Max => values.fold(f64::NAN, |m, v| if m.is_nan() || v > m { v } else { m }),
+        AggOp::Topk(_) | AggOp::Bottomk(_) => f64::NAN,
+    }
 }
 
 /// The mean as Prometheus 2's `avg` computes it: incrementally (a sum of large

@@ -15,6 +15,7 @@
 //! table options are [`options`]. The other modules are pure, each tested on its own.
 
 pub mod aggregate;
+pub mod fast;
 pub mod functions;
 pub mod gorilla;
 pub mod keeper;

@@ -61,9 +61,9 @@ pub struct Written {
     pub new_series: usize,
 }
 
-/// A series' samples as a read gathers them: timestamp → (nonce of the chunk it
-/// came from, value).
-type Samples = BTreeMap<i64, (u64, f64)>;
+/// A series' samples as a read gathers them: (timestamp, nonce of the chunk it came
+/// from, value), in no order until sorted.
+type Samples = Vec<(i64, u64, f64)>;
 
 /// The series of one week of one table, as this node knows them.
 #[derive(Default)]
@@ -515,14 +515,12 @@ impl TimeseriesPolicy {
                 rows
             };
             rows_read += chunks.len();
+            let mut this_week: HashMap<SeriesId, Samples> = HashMap::new();
             for (key, value) in chunks {
                 let Some((_, id, first, nonce)) = keys::parse_chunk_key(&key) else {
                     continue;
                 };
-                let Some(labels) = wanted.get(&id) else {
-                    continue;
-                };
-                if first > to_ms {
+                if !wanted.contains_key(&id) || first > to_ms {
                     continue;
                 }
                 let samples = crate::gorilla::decode(&value).map_err(|e| {
@@ -530,30 +528,36 @@ impl TimeseriesPolicy {
                         what: format!("chunk {key:?} of table {table:?}: {e}"),
                     })
                 })?;
-                let entry = out
-                    .entry(labels.canonical())
-                    .or_insert_with(|| (labels.clone(), BTreeMap::new()));
-                for (t, v) in samples {
-                    if t < from_ms || t > to_ms {
-                        continue;
-                    }
-                    match entry.1.get(&t) {
-                        Some((n, _)) if *n > nonce => {}
-                        _ => {
-                            entry.1.insert(t, (nonce, v));
-                        }
-                    }
-                }
+                let into = this_week.entry(id).or_default();
+                into.extend(
+                    samples
+                        .into_iter()
+                        .filter(|(t, _)| *t >= from_ms && *t <= to_ms)
+                        .map(|(t, v)| (t, nonce, v)),
+                );
+            }
+            for (id, samples) in this_week {
+                let labels = &wanted[&id];
+                out.entry(labels.canonical())
+                    .or_insert_with(|| (labels.clone(), Vec::new()))
+                    .1
+                    .extend(samples);
             }
         }
         Ok(out
             .into_values()
             .filter(|(_, s)| !s.is_empty())
-            .map(|(labels, samples)| {
-                (
-                    labels.to_map(),
-                    samples.into_iter().map(|(t, (_, v))| (t, v)).collect(),
-                )
+            .map(|(labels, mut samples)| {
+                // In time order; of a timestamp written twice, the larger nonce's.
+                samples.sort_unstable_by_key(|(t, n, _)| (*t, *n));
+                let mut kept: Vec<(i64, f64)> = Vec::with_capacity(samples.len());
+                for (t, _, v) in samples {
+                    match kept.last_mut() {
+                        Some(last) if last.0 == t => last.1 = v,
+                        _ => kept.push((t, v)),
+                    }
+                }
+                (labels.to_map(), kept)
             })
             .collect())
     }
@@ -710,8 +714,13 @@ impl TimeseriesPolicy {
         }
         let expr = promql::parse(query).map_err(eval_error)?;
         let source = self.fetch(table, &expr, start_ms, end_ms).await?;
-        tokio::task::block_in_place(|| promql::range(&source, &expr, start_ms, end_ms, step_ms))
-            .map_err(eval_error)
+        tokio::task::block_in_place(|| {
+            match crate::fast::range(&source, &expr, start_ms, end_ms, step_ms) {
+                Some(series) => Ok(series),
+                None => promql::range(&source, &expr, start_ms, end_ms, step_ms),
+            }
+        })
+        .map_err(eval_error)
     }
 }
 
