@@ -40,7 +40,7 @@ done
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr); $(prometheus --version 2>&1 | head -1)"
 "$bin" bench-ts --datalayer http://127.0.0.1:17701/prometheus/bench --prometheus http://127.0.0.1:19090 \
-  --datalayer-pid "$dl" --prometheus-pid "$prom" "$@" | tee "$work/bench.out"
+  --datalayer-grpc 127.0.0.1:17700 --datalayer-pid "$dl" --prometheus-pid "$prom" "$@" | tee "$work/bench.out"
 stored=$(awk '/samples stored in each/ {print $NF}' "$work/bench.out")
 # Sizes once both have compacted: DataLayer's keeper merges the closed windows and
 # the collector drops the versions they replaced; Prometheus cuts its head into

@@ -50,6 +50,11 @@ pub struct TsBenchArgs {
     /// Times each query is asked.
     #[arg(long, default_value_t = 10)]
     queries: usize,
+    /// DataLayer's gRPC address: when given, the week's chunks are then split by
+    /// hand into 2 and 4 sub-ranges by series id, and a one-series query and the
+    /// 1,000-series one are timed at each (hash splits' effect on queries).
+    #[arg(long)]
+    datalayer_grpc: Option<String>,
     /// The DataLayer node's pid, for its CPU time.
     #[arg(long)]
     datalayer_pid: Option<u32>,
@@ -325,6 +330,46 @@ fn agree(a: &serde_json::Value, b: &serde_json::Value) -> String {
     format!("yes, {} series", a.len())
 }
 
+/// The weeks' chunks split by hand into 1, 2 and 4 sub-ranges by series id (as hot
+/// splits cut them), with a one-series query and `many` timed at each.
+async fn sub_ranges(
+    args: &TsBenchArgs,
+    grpc: &str,
+    many: &str,
+    start: i64,
+    end: i64,
+) -> anyhow::Result<()> {
+    use datalayer_timeseries::{Week, keys};
+    let table = args
+        .datalayer
+        .rsplit('/')
+        .next()
+        .context("the table is the last part of --datalayer")?;
+    let mut c = datalayer_client::Client::connect(grpc).await?;
+    let one = "rate(bench_q{instance=\"host-7\"}[5m])";
+    println!("hash sub-ranges of the weeks' chunks (by series id), DataLayer only:");
+    for (n, cuts) in [(1, vec![]), (2, vec![(1, 1)]), (4, vec![(1, 2), (3, 2)])] {
+        for week in Week::covering(start, end) {
+            for &(i, bits) in &cuts {
+                // Splitting where a tablet starts already is refused: nothing to do.
+                let _ = c
+                    .split_tablet(table, &keys::chunk_split_key(week, i, bits))
+                    .await;
+            }
+        }
+        let tablets = c.describe_table(table).await?.tablets.len();
+        let (one_p50, one_p99, _) =
+            time_query(&args.datalayer, one, start, end, args.queries).await?;
+        let (many_p50, many_p99, _) =
+            time_query(&args.datalayer, many, start, end, args.queries).await?;
+        println!(
+            "  {n} sub-ranges ({tablets} tablets): one series p50 {one_p50:.1} ms p99 {one_p99:.1} ms; {} series p50 {many_p50:.1} ms p99 {many_p99:.1} ms",
+            args.query_series
+        );
+    }
+    Ok(())
+}
+
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: TsBenchArgs) -> anyhow::Result<()> {
     let now = std::time::SystemTime::now()
@@ -387,6 +432,9 @@ pub async fn run(args: TsBenchArgs) -> anyhow::Result<()> {
         answers.push(serde_json::from_slice::<serde_json::Value>(&body)?);
     }
     println!("  answers agree: {}", agree(&answers[0], &answers[1]));
+    if let Some(grpc) = &args.datalayer_grpc {
+        sub_ranges(&args, grpc, query, start, end).await?;
+    }
     println!("samples stored in each: {stored}");
     Ok(())
 }
