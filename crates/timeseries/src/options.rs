@@ -80,17 +80,11 @@ impl TsOptions {
                 "between 1 and 100000000",
             ));
         }
-        if let Acks::Count(n) = self.default_acks
-            && (n == 0 || n > replication_factor)
-        {
-            return Err(Error::invalid(
-                "default_acks",
-                format!(
-                    "acks {n} must be between 1 and the replication factor {replication_factor}"
-                ),
-            ));
+        // The acks are strong's, checked as strong checks them.
+        datalayer_cluster::strong::StrongOptions {
+            default_acks: self.default_acks,
         }
-        Ok(())
+        .validate(replication_factor)
     }
 
     /// The first week kept at `now_ms` (`None`: every week is kept).

@@ -187,19 +187,24 @@ impl TimeseriesPolicy {
         Ok(entry)
     }
 
+    /// Every committed row of `[start, end)` of `table`; refused past `max` rows.
+    async fn rows(
+        &self,
+        table: &str,
+        (start, end): (Vec<u8>, Vec<u8>),
+        max: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let range = KeyRange {
+            start,
+            end: Some(end),
+        };
+        self.layered.scan(table, range, max).await
+    }
+
     /// Reads every series row of `week` into `into`.
     async fn load_week(&self, table: &TableDesc, week: Week, into: &WeekSeries) -> Result<()> {
-        let (start, end) = keys::series_range(week);
         let rows = self
-            .layered
-            .scan(
-                &table.name,
-                KeyRange {
-                    start,
-                    end: Some(end),
-                },
-                MAX_ROWS_PER_QUERY,
-            )
+            .rows(&table.name, keys::series_range(week), MAX_ROWS_PER_QUERY)
             .await?;
         let mut series = into.series.write();
         for (key, value) in rows {
@@ -421,18 +426,8 @@ impl TimeseriesPolicy {
                 )
             })?;
         let value = matches!(pick.op, MatchOp::Equal).then_some(pick.value.as_str());
-        let (start, end) = keys::index_range(week, &pick.name, value);
-        let rows = self
-            .layered
-            .scan(
-                &table.name,
-                KeyRange {
-                    start,
-                    end: Some(end),
-                },
-                MAX_ROWS_PER_QUERY,
-            )
-            .await?;
+        let range = keys::index_range(week, &pick.name, value);
+        let rows = self.rows(&table.name, range, MAX_ROWS_PER_QUERY).await?;
         let mut ids = BTreeSet::new();
         for (key, _) in rows {
             let Some((_, value, id)) = keys::parse_index_key(&key) else {
@@ -483,34 +478,18 @@ impl TimeseriesPolicy {
             }
             let wanted: HashMap<SeriesId, Arc<Labels>> = series.into_iter().collect();
             let chunks = if wanted.len() > SWEEP_OVER {
-                let (start, end) = keys::chunk_range(week);
-                self.layered
-                    .scan(
-                        &desc.name,
-                        KeyRange {
-                            start,
-                            end: Some(end),
-                        },
-                        MAX_ROWS_PER_QUERY - rows_read,
-                    )
+                let range = keys::chunk_range(week);
+                self.rows(&desc.name, range, MAX_ROWS_PER_QUERY - rows_read)
                     .await?
             } else {
                 let mut rows = Vec::new();
                 for id in wanted.keys() {
-                    let start = keys::chunk_prefix(week, *id);
-                    let end = keys::chunk_key(week, *id, to_ms.saturating_add(1), 0);
-                    rows.extend(
-                        self.layered
-                            .scan(
-                                &desc.name,
-                                KeyRange {
-                                    start,
-                                    end: Some(end),
-                                },
-                                MAX_ROWS_PER_QUERY - rows_read,
-                            )
-                            .await?,
+                    let range = (
+                        keys::chunk_prefix(week, *id),
+                        keys::chunk_key(week, *id, to_ms.saturating_add(1), 0),
                     );
+                    let left = MAX_ROWS_PER_QUERY - rows_read - rows.len();
+                    rows.extend(self.rows(&desc.name, range, left).await?);
                 }
                 rows
             };
