@@ -33,14 +33,25 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-/// A minimal HTTP/1.1 request: (status, body).
+/// A minimal HTTP/1.1 request with a protobuf body: (status, body).
 fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    http_typed(addr, method, path, "application/x-protobuf", body)
+}
+
+/// A minimal HTTP/1.1 request: (status, body).
+fn http_typed(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String) {
     let mut s =
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\nContent-Type: application/x-protobuf\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\nContent-Type: {content_type}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -318,6 +329,23 @@ async fn a_single_node_takes_samples_and_answers_promql_through_every_interface(
         v["data"]["result"][0]["metric"]["__name__"],
         "cpu_seconds_total"
     );
+    // Grafana posts its queries as a form.
+    let form = format!("query={}&time={end}", enc("cpu_seconds_total{host=\"b\"}"));
+    let (code, body) = http_typed(
+        node.http,
+        "POST",
+        "/prometheus/cpu/api/v1/query",
+        "application/x-www-form-urlencoded",
+        form.as_bytes(),
+    );
+    let v: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (code, v["data"]["result"][0]["value"][1].as_str()),
+        (200, Some("570")),
+        "{v}"
+    );
+    let (_, v) = get_json(node.http, "/prometheus/cpu/api/v1/metadata");
+    assert_eq!(v["data"], serde_json::json!({}));
     let (_, v) = get_json(
         node.http,
         &format!("/prometheus/cpu/api/v1/labels?start={}", t0 / 1000),

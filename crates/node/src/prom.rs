@@ -7,7 +7,8 @@
 //!   request that cannot be stored (Prometheus drops it); 503 when it may succeed
 //!   later (Prometheus retries).
 //! - `GET|POST /prometheus/TABLE/api/v1/{query, query_range, series, labels,
-//!   label/NAME/values}` and `status/buildinfo`: the HTTP query API, answering in
+//!   label/NAME/values}`, `status/buildinfo`, and `metadata` and `query_exemplars`
+//!   (empty: neither is kept): the HTTP query API, answering in
 //!   Prometheus's JSON (`{"status":"success","data":...}`, errors as
 //!   `{"status":"error","errorType":...,"error":...}`), so Grafana's Prometheus data
 //!   source and other Prometheus API clients work against it.
@@ -59,6 +60,11 @@ pub fn routes(policy: Arc<TimeseriesPolicy>) -> axum::Router {
         .route(
             "/prometheus/{table}/api/v1/status/buildinfo",
             get(buildinfo),
+        )
+        .route("/prometheus/{table}/api/v1/metadata", get(metadata))
+        .route(
+            "/prometheus/{table}/api/v1/query_exemplars",
+            get(exemplars).post(exemplars),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(policy)
@@ -448,6 +454,26 @@ async fn label_values(
         .label_values(&table, Some(&name), &p.selectors()?, start, end)
         .await?;
     Ok(success(json!(values)))
+}
+
+/// Metric metadata (type, help, unit): DataLayer does not keep it (remote write
+/// sends it apart from the samples), so the answer is empty, as Prometheus's is for
+/// a metric it has no metadata of.
+async fn metadata(
+    State(policy): State<Arc<TimeseriesPolicy>>,
+    Path(table): Path<String>,
+) -> Result<Response, ApiError> {
+    policy.table(&table).await?;
+    Ok(success(json!({})))
+}
+
+/// Exemplars: not kept (remote write's exemplars are skipped), so none.
+async fn exemplars(
+    State(policy): State<Arc<TimeseriesPolicy>>,
+    Path(table): Path<String>,
+) -> Result<Response, ApiError> {
+    policy.table(&table).await?;
+    Ok(success(json!([])))
 }
 
 async fn buildinfo(
