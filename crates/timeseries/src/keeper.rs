@@ -231,6 +231,23 @@ impl TimeseriesPolicy {
         let me = strong.node();
         let mut pass = Pass::default();
         let tables = strong.catalog().tables();
+        // Every node forgets the series it knew of weeks past retention, and of
+        // tables gone.
+        let now = now_ms();
+        let first_kept: HashMap<datalayer_store::TableId, Option<Week>> = tables
+            .iter()
+            .filter(|t| t.policy == PolicyKind::Timeseries)
+            .map(|t| {
+                let kept = TsOptions::of(&t.options)
+                    .ok()
+                    .and_then(|o| o.first_kept_week(now));
+                (t.id, kept)
+            })
+            .collect();
+        self.forget_weeks(|table, week| match first_kept.get(&table) {
+            None => false,
+            Some(kept) => kept.is_none_or(|k| week >= k),
+        });
         for table in tables.iter().filter(|t| t.policy == PolicyKind::Timeseries) {
             let options = TsOptions::of(&table.options)?;
             for tablet in table.tablets.iter().filter(|t| t.master == me) {

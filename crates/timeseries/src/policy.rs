@@ -170,6 +170,13 @@ impl TimeseriesPolicy {
         }
     }
 
+    /// Forgets the series this node knows of the weeks `keep` turns down.
+    pub(crate) fn forget_weeks(&self, keep: impl Fn(TableId, Week) -> bool) {
+        self.weeks
+            .lock()
+            .retain(|(table, week), _| keep(*table, *week));
+    }
+
     /// The series of `week` as this node knows them, loaded on first use.
     async fn week(&self, table: &TableDesc, week: Week) -> Result<Arc<WeekSeries>> {
         let entry = self
