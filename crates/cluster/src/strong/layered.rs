@@ -35,6 +35,16 @@ const PAGE_ROWS: usize = 4096;
 /// Bytes of a call between nodes, at most (a write batch, a page of rows).
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// A read routed by a tablet that has split since (the master holds a narrower
+/// one): nothing was read, so it is routed again once this node's metadata shows
+/// the split.
+fn split_under(e: Error, tablet: &TabletDesc) -> Error {
+    if e.kind() == crate::error::ErrorKind::CrossTablet {
+        return Error::StaleMetadata { tablet: tablet.id };
+    }
+    e
+}
+
 /// Where a write landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
@@ -298,7 +308,11 @@ impl Layered {
                 async move {
                     let end = range.end.clone();
                     if tablet.master == me {
-                        let page = self.strong.layered_scan(&desc, range, limit).await?;
+                        let page = self
+                            .strong
+                            .layered_scan(&desc, range, limit)
+                            .await
+                            .map_err(|e| split_under(e, &tablet))?;
                         return Ok((page, end));
                     }
                     let (addr, mut client) = self.peer(&tablet).await?;
@@ -312,7 +326,7 @@ impl Layered {
                     let answer = client
                         .scan(request)
                         .await
-                        .map_err(|s| self.failed(&addr, s, false))?
+                        .map_err(|s| split_under(self.failed(&addr, s, false), &tablet))?
                         .into_inner();
                     let page = ScanPage {
                         rows: answer
