@@ -291,6 +291,20 @@ fn metric(labels: BTreeMap<String, String>) -> Json {
     )
 }
 
+/// A matrix answer: each series with its points.
+fn matrix_json(series: Vec<datalayer_timeseries::promql::Series>) -> Json {
+    let result: Vec<Json> = series
+        .into_iter()
+        .map(|(l, points)| {
+            json!({
+                "metric": metric(l),
+                "values": points.into_iter().map(|(t, v)| point(t, v)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({"resultType": "matrix", "result": result})
+}
+
 async fn remote_write(
     State(policy): State<Arc<TimeseriesPolicy>>,
     Path(table): Path<String>,
@@ -353,13 +367,7 @@ async fn query(
         .time("time")?
         .unwrap_or_else(datalayer_timeseries::policy::now_ms);
     let data = match policy.query(&table, text, t).await? {
-        Instant::Matrix(series) => json!({
-            "resultType": "matrix",
-            "result": series.into_iter().map(|(l, points)| json!({
-                "metric": metric(l),
-                "values": points.into_iter().map(|(t, v)| point(t, v)).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        }),
+        Instant::Matrix(series) => matrix_json(series),
         Instant::Scalar(v) => json!({"resultType": "scalar", "result": point(t, v)}),
         Instant::Vector(v) => json!({
             "resultType": "vector",
@@ -396,16 +404,7 @@ async fn query_range(
         ));
     }
     let series = policy.query_range(&table, text, start, end, step).await?;
-    let result: Vec<Json> = series
-        .into_iter()
-        .map(|(l, points)| {
-            json!({
-                "metric": metric(l),
-                "values": points.into_iter().map(|(t, v)| point(t, v)).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    Ok(success(json!({"resultType": "matrix", "result": result})))
+    Ok(success(matrix_json(series)))
 }
 
 async fn series(
