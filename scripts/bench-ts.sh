@@ -42,11 +42,13 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname 
 "$bin" bench-ts --datalayer http://127.0.0.1:17701/prometheus/bench --prometheus http://127.0.0.1:19090 \
   --datalayer-grpc 127.0.0.1:17700 --datalayer-pid "$dl" --prometheus-pid "$prom" "$@" | tee "$work/bench.out"
 stored=$(awk '/samples stored in each/ {print $NF}' "$work/bench.out")
-# Sizes once both have compacted: DataLayer's keeper merges the closed windows and
-# the collector drops the versions they replaced; Prometheus cuts its head into
-# blocks (and the node and Prometheus stop cleanly, so each leaves its files as a
-# restart would find them).
-sleep 20
+# Sizes once both have compacted: DataLayer's keeper merges the closed windows (the
+# chunks of samples written late are merged every 30 passes, 30 s here) and the
+# collector drops the versions they replaced, and the oplog keeps only the last
+# minute's records past its byte bound; Prometheus cuts its head into blocks (and the
+# node and Prometheus stop cleanly, so each leaves its files as a restart would find
+# them).
+sleep 75
 "$bin" --addr 127.0.0.1:17700 gc bench >/dev/null
 kill -TERM "$dl" "$prom"; wait "$dl" "$prom" 2>/dev/null || true
 for who in node prometheus; do

@@ -214,6 +214,10 @@ enum TableCmd {
         /// timeseries: series per week at most (default 1000000).
         #[arg(long)]
         max_series_per_week: Option<u64>,
+        /// timeseries: whole weeks whose 5-minute rollups are kept, more than
+        /// --retention-weeks (default 0: no rollups).
+        #[arg(long)]
+        rollup_retention_weeks: Option<u32>,
         /// Succeed when the table exists already.
         #[arg(long)]
         if_not_exists: bool,
@@ -240,6 +244,9 @@ enum TableCmd {
         /// timeseries: series per week at most.
         #[arg(long)]
         max_series_per_week: Option<u64>,
+        /// timeseries: whole weeks whose 5-minute rollups are kept (0: none).
+        #[arg(long)]
+        rollup_retention_weeks: Option<u32>,
     },
     /// List tables.
     List,

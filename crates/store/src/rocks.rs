@@ -491,11 +491,15 @@ impl TabletEngine for RocksTabletEngine {
     }
 
     fn trim_oplog(&self, tablet: TabletId, below: Seq) -> Result<()> {
-        self.db.delete_range_cf(
-            &self.cf(CF_OPLOG),
+        let (from, to) = (
             codec::oplog_key(tablet, Seq(0)),
             codec::oplog_key(tablet, below),
-        )?;
+        );
+        let cf = self.cf(CF_OPLOG);
+        self.db.delete_range_cf(&cf, &from, &to)?;
+        // Files holding only trimmed records go at once; the range deletion covers the
+        // rest until compaction reaches it.
+        self.db.delete_file_in_range_cf(&cf, &from, &to)?;
         Ok(())
     }
 

@@ -11,8 +11,11 @@
 //!   later pass. The block's nonce is the newest of its inputs', so the rule "the
 //!   larger nonce's value stands" is kept. The current week and the two before it
 //!   are compacted.
-//! - **Retention.** The rows of weeks before a table's first kept week are deleted,
-//!   a batch of keys at a time.
+//! - **Rollups.** With `rollup_retention_weeks`, a week past raw retention is
+//!   summed up per series into five-minute buckets ([`crate::rollup`]): rollup rows
+//!   written first, then the chunks deleted; the series and index rows stay.
+//! - **Retention.** The rows of weeks before a table's first kept week (the
+//!   rollups' when it has them) are deleted, a batch of keys at a time.
 //!
 //! - **Hot weeks.** A tablet of the current week whose master appended more than
 //!   the node's `hot_writes_per_sec` records a second since the last pass is split
@@ -26,7 +29,10 @@
 //!   every query of any series read every sub-range; Prometheus's series are many and
 //!   each is written once per scrape, so the series id spreads the load as well).
 //!
-//! A pass skips a tablet whose log has not moved since its last pass.
+//! A pass skips a tablet whose log has not moved since its last pass. Compaction
+//! reads a tablet's recent weeks whole, so it runs when a window has closed since
+//! the tablet's last compaction, and otherwise every 30 passes (for the chunks late
+//! samples make), not on every pass.
 
 use crate::keys;
 use crate::labels::SeriesId;
@@ -53,12 +59,20 @@ const COMPACT_BATCH: usize = 20_000;
 /// Rows one pass reads per tablet piece at most.
 const MAX_SCAN: usize = 8_000_000;
 
-/// A tablet's log end at the keeper's last pass over it, and when.
+/// A tablet's log end at the keeper's last pass over it, when, and the table's
+/// first raw week and first rollup week then.
 #[derive(Debug, Clone, Copy)]
 pub struct Seen {
     log_end: u64,
     at: Instant,
+    first_kept: (Option<Week>, Option<Week>),
+    /// When the tablet was last compacted, and the edge of the closed windows then.
+    compacted: Option<(Instant, i64)>,
 }
+
+/// How many keeper intervals pass between two compactions of a tablet while no
+/// window closes (to merge the chunks late samples made).
+const LATE_PASSES: u32 = 30;
 
 /// The series-id bound a key of a week's chunk range stands for (the chunk range's
 /// end is 2^64).
@@ -108,12 +122,14 @@ pub struct Pass {
     pub blocks_written: usize,
     /// Rows deleted by retention.
     pub rows_dropped: usize,
+    /// Series-weeks summed up into rollups.
+    pub series_rolled: usize,
     /// Hot tablets split.
     pub hot_splits: usize,
 }
 
 /// The window (its start) holding `t`.
-fn window_of(t: i64) -> i64 {
+pub fn window_of(t: i64) -> i64 {
     t.div_euclid(WINDOW_MS) * WINDOW_MS
 }
 
@@ -217,7 +233,7 @@ impl TimeseriesPolicy {
                 let Some(policy) = policy.upgrade() else {
                     return;
                 };
-                if let Err(e) = policy.keep(&mut seen).await {
+                if let Err(e) = policy.keep(&mut seen, every * LATE_PASSES).await {
                     tracing::warn!(error = %e, "time-series keeper pass failed");
                 }
             }
@@ -225,8 +241,13 @@ impl TimeseriesPolicy {
     }
 
     /// One keeper pass over the tablets this node masters; `seen` holds each
-    /// tablet's log end at its last pass, and when.
-    pub async fn keep(&self, seen: &mut HashMap<TabletId, Seen>) -> Result<Pass> {
+    /// tablet's log end at its last pass, and when; a tablet is compacted when a
+    /// window closed since its last compaction or `late_every` has passed.
+    pub async fn keep(
+        &self,
+        seen: &mut HashMap<TabletId, Seen>,
+        late_every: Duration,
+    ) -> Result<Pass> {
         let strong = self.layered().strong().clone();
         let me = strong.node();
         let mut pass = Pass::default();
@@ -240,7 +261,7 @@ impl TimeseriesPolicy {
             .map(|t| {
                 let kept = TsOptions::of(&t.options)
                     .ok()
-                    .and_then(|o| o.first_kept_week(now));
+                    .and_then(|o| o.first_rollup_week(now));
                 (t.id, kept)
             })
             .collect();
@@ -250,6 +271,10 @@ impl TimeseriesPolicy {
         });
         for table in tables.iter().filter(|t| t.policy == PolicyKind::Timeseries) {
             let options = TsOptions::of(&table.options)?;
+            let first_kept = (
+                options.first_kept_week(now_ms()),
+                options.first_rollup_week(now_ms()),
+            );
             for tablet in table.tablets.iter().filter(|t| t.master == me) {
                 let log_end = strong
                     .tablets()
@@ -257,7 +282,9 @@ impl TimeseriesPolicy {
                     .map_or(0, |p| p.log_end.0);
                 let now = Instant::now();
                 let last = seen.get(&tablet.id).copied();
-                if last.is_some_and(|l| l.log_end == log_end) {
+                // A tablet whose log has not moved is skipped, unless a week has
+                // passed out of a retention (raw or rollups') since.
+                if last.is_some_and(|l| l.log_end == log_end && l.first_kept == first_kept) {
                     continue;
                 }
                 if let Some(last) = last {
@@ -272,15 +299,33 @@ impl TimeseriesPolicy {
                         continue;
                     }
                 }
-                let done = self.keep_tablet(table, tablet, &options).await?;
+                let edge = window_of(now_ms() - CLOSE_AFTER_MS);
+                let compact = match last.and_then(|l| l.compacted) {
+                    None => true,
+                    Some((at, e)) => e != edge || now.duration_since(at) >= late_every,
+                };
+                let done = self.keep_tablet(table, tablet, &options, compact).await?;
                 pass.chunks_merged += done.chunks_merged;
                 pass.blocks_written += done.blocks_written;
                 pass.rows_dropped += done.rows_dropped;
+                pass.series_rolled += done.series_rolled;
                 let log_end = strong
                     .tablets()
                     .progress(tablet.id)
                     .map_or(0, |p| p.log_end.0);
-                seen.insert(tablet.id, Seen { log_end, at: now });
+                seen.insert(
+                    tablet.id,
+                    Seen {
+                        log_end,
+                        at: now,
+                        first_kept,
+                        compacted: if compact {
+                            Some((now, edge))
+                        } else {
+                            last.and_then(|l| l.compacted)
+                        },
+                    },
+                );
             }
         }
         Ok(pass)
@@ -308,11 +353,32 @@ impl TimeseriesPolicy {
         table: &TableDesc,
         tablet: &TabletDesc,
         options: &TsOptions,
+        compact: bool,
     ) -> Result<Pass> {
         let now = now_ms();
         let mut pass = Pass::default();
-        if let Some(first_kept) = options.first_kept_week(now) {
-            pass.rows_dropped += self.drop_before(table, tablet, first_kept).await?;
+        if let Some(first) = options.first_rollup_week(now) {
+            pass.rows_dropped += self.drop_before(table, tablet, first).await?;
+        }
+        if let (Some(first), Some(kept)) =
+            (options.first_rollup_week(now), options.first_kept_week(now))
+            && options.rollup_retention_weeks > 0
+        {
+            // The weeks past raw retention this tablet holds part of.
+            let from = keys::week_of_key(&tablet.start).map_or(first, |w| w.max(first));
+            let to = tablet
+                .end
+                .as_deref()
+                .and_then(keys::week_of_key)
+                .map_or(kept, |w| Week(w.0 + 1).min(kept));
+            let mut week = from;
+            while week < to {
+                pass.series_rolled += self.roll_up(table, tablet, week).await?;
+                week = week.next();
+            }
+        }
+        if !compact {
+            return Ok(pass);
         }
         let this = Week::of(now);
         for week in [Week(this.0 - 2), Week(this.0 - 1), this] {
@@ -386,6 +452,123 @@ impl TimeseriesPolicy {
             .partition(|m| matches!(m, Mutation::Put { .. }));
         self.write_rows(table, puts, Acks::All).await?;
         self.write_rows(table, deletes, Acks::All).await
+    }
+
+    /// Sums the raw samples of `week` in `tablet` up into rollups and deletes them
+    /// (rollups first). Chunks newer than a series' rollups (by nonce) are added to
+    /// them; older ones were summed up already (a pass cut short) and are only
+    /// deleted. The number of series summed up.
+    async fn roll_up(&self, table: &TableDesc, tablet: &TabletDesc, week: Week) -> Result<usize> {
+        let (start, end) = keys::chunk_range(week);
+        let Some(range) = clip(tablet, start, end) else {
+            return Ok(0);
+        };
+        let (lo, hi) = (
+            id_bound(week, &range.start),
+            range.end.as_deref().map_or(1 << 64, |e| id_bound(week, e)),
+        );
+        let chunks = self.layered().scan(&table.name, range, MAX_SCAN).await?;
+        if chunks.is_empty() {
+            return Ok(0);
+        }
+        let mut by_series: BTreeMap<SeriesId, Vec<Chunk>> = BTreeMap::new();
+        for (key, value) in chunks {
+            let Some((_, id, _, nonce)) = keys::parse_chunk_key(&key) else {
+                continue;
+            };
+            let samples = match crate::gorilla::decode(&value) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(table = %table.name, ?key, error = %e, "a chunk does not decode; dropped with its week");
+                    Vec::new()
+                }
+            };
+            by_series.entry(id).or_default().push(Chunk {
+                key,
+                nonce,
+                samples,
+            });
+        }
+        // The series' rollups so far (in whichever tablet holds the week's rollups).
+        let (rstart, rend) = keys::rollup_range(week);
+        let rstart = if lo == 0 {
+            rstart
+        } else {
+            keys::rollup_prefix(week, SeriesId(lo as u64))
+        };
+        let rend = if hi >= 1 << 64 {
+            rend
+        } else {
+            keys::rollup_prefix(week, SeriesId(hi as u64))
+        };
+        let held = self
+            .layered()
+            .scan(
+                &table.name,
+                KeyRange {
+                    start: rstart,
+                    end: Some(rend),
+                },
+                MAX_SCAN,
+            )
+            .await?;
+        let mut rolled: HashMap<SeriesId, (u64, BTreeMap<i64, Vec<crate::rollup::Bucket>>)> =
+            HashMap::new();
+        for (key, value) in held {
+            let Some((_, id, window)) = keys::parse_rollup_key(&key) else {
+                continue;
+            };
+            let Ok((nonce, buckets)) = crate::rollup::decode(&value) else {
+                tracing::warn!(table = %table.name, ?key, "a rollup row does not decode; rewritten");
+                continue;
+            };
+            let entry = rolled.entry(id).or_default();
+            entry.0 = entry.0.max(nonce);
+            entry.1.insert(window, buckets);
+        }
+        let mut batch: Vec<Mutation> = Vec::new();
+        let series = by_series.len();
+        for (id, chunks) in by_series {
+            let (done, mut windows) = rolled.remove(&id).unwrap_or_default();
+            // The samples not summed up yet: a timestamp written twice keeps the
+            // larger nonce's value.
+            let mut fresh: BTreeMap<i64, (u64, f64)> = BTreeMap::new();
+            let mut nonce = done;
+            for c in &chunks {
+                batch.push(Mutation::Delete { key: c.key.clone() });
+                if c.nonce <= done {
+                    continue;
+                }
+                nonce = nonce.max(c.nonce);
+                for &(t, v) in &c.samples {
+                    match fresh.get(&t) {
+                        Some((n, _)) if *n > c.nonce => {}
+                        _ => {
+                            fresh.insert(t, (c.nonce, v));
+                        }
+                    }
+                }
+            }
+            let fresh: Vec<(i64, f64)> = fresh.into_iter().map(|(t, (_, v))| (t, v)).collect();
+            for (window, buckets) in crate::rollup::roll(&fresh) {
+                crate::rollup::combine(windows.entry(window).or_default(), &buckets);
+            }
+            for (window, buckets) in windows {
+                batch.push(Mutation::Put {
+                    key: keys::rollup_key(week, id, window),
+                    value: crate::rollup::encode(nonce, &buckets),
+                });
+            }
+            if batch.len() >= COMPACT_BATCH {
+                self.write_merged(&table.name, std::mem::take(&mut batch))
+                    .await?;
+            }
+        }
+        if !batch.is_empty() {
+            self.write_merged(&table.name, batch).await?;
+        }
+        tracing::info!(table = %table.name, tablet = %tablet.id, week = %week.iso(), series, "rolled up a week past raw retention");
+        Ok(series)
     }
 
     /// Deletes the rows of the weeks before `first_kept` in `tablet`.

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! w | week | 'l' | u16 name len | name | u16 value len | value | series id   → ()          label index
+//! w | week | 'r' | series id | window start                                  → 5-minute rollups
 //! w | week | 's' | series id                                                → labels      series
 //! w | week | 'x' | series id | first ts | nonce                              → Gorilla chunk
 //! ```
@@ -25,6 +26,7 @@ use crate::week::Week;
 
 const WEEK_TAG: u8 = b'w';
 const INDEX_TAG: u8 = b'l';
+const ROLLUP_TAG: u8 = b'r';
 const SERIES_TAG: u8 = b's';
 const CHUNK_TAG: u8 = b'x';
 
@@ -154,6 +156,43 @@ pub fn chunk_split_key(week: Week, i: u64, bits: u32) -> Vec<u8> {
     k
 }
 
+/// The key of the rollups of series `id` over the window starting at `window`.
+pub fn rollup_key(week: Week, id: SeriesId, window: i64) -> Vec<u8> {
+    let mut k = rollup_prefix(week, id);
+    k.extend_from_slice(&signed(window));
+    k
+}
+
+/// The range of every rollup row of series `id` in `week`.
+pub fn rollup_prefix(week: Week, id: SeriesId) -> Vec<u8> {
+    let mut k = week_tagged(week, ROLLUP_TAG);
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+/// The range of every rollup row of `week`.
+pub fn rollup_range(week: Week) -> (Vec<u8>, Vec<u8>) {
+    tag_range(week, ROLLUP_TAG)
+}
+
+/// A rollup key's week, series and window start.
+pub fn parse_rollup_key(key: &[u8]) -> Option<(Week, SeriesId, i64)> {
+    if key.len() != 26 || key[0] != WEEK_TAG || key[9] != ROLLUP_TAG {
+        return None;
+    }
+    let week = Week(unsigned(&key[1..9])?);
+    let id = SeriesId(u64::from_be_bytes(key[10..18].try_into().ok()?));
+    Some((week, id, unsigned(&key[18..26])?))
+}
+
+/// The week a key of a `timeseries` table falls in (`None` before every week).
+pub fn week_of_key(key: &[u8]) -> Option<Week> {
+    if key.first() != Some(&WEEK_TAG) || key.len() < 9 {
+        return None;
+    }
+    unsigned(&key[1..9]).map(Week)
+}
+
 /// A chunk key's week, series, first timestamp and nonce.
 pub fn parse_chunk_key(key: &[u8]) -> Option<(Week, SeriesId, i64, u64)> {
     if key.len() != 34 || key[0] != WEEK_TAG || key[9] != CHUNK_TAG {
@@ -219,7 +258,11 @@ mod tests {
         let index = index_key(week, "job", "x", id);
         let series = series_key(week, id);
         let chunk = chunk_key(week, SeriesId(0), i64::MIN, 0);
-        assert!(index < series && series < chunk);
+        let rollup = rollup_key(week, id, i64::MAX);
+        assert!(index < rollup && rollup < series && series < chunk);
+        assert_eq!(parse_rollup_key(&rollup), Some((week, id, i64::MAX)));
+        assert_eq!(week_of_key(&rollup), Some(week));
+        assert_eq!(week_of_key(b""), None);
         assert_eq!(parse_series_key(&series), Some(id));
         let (_, end) = week_range(week);
         assert!(chunk_key(week, id, i64::MAX, u64::MAX) < end);

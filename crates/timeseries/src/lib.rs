@@ -24,6 +24,7 @@ pub mod labels;
 pub mod options;
 pub mod policy;
 pub mod promql;
+pub mod rollup;
 pub mod week;
 
 pub use labels::{LabelError, Labels, Limits, SeriesId};

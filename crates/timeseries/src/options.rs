@@ -31,6 +31,11 @@ pub struct TsOptions {
     pub max_series_per_week: u64,
     /// Acks of writes that do not ask for their own.
     pub default_acks: Acks,
+    /// Whole weeks whose 5-minute rollups are kept, the current one included; 0
+    /// keeps none. When set, it is more than `retention_weeks` (which is then not
+    /// 0): a week past raw retention keeps its rollups, series and label index, and
+    /// queries over it are answered from the rollups ([`crate::rollup`]).
+    pub rollup_retention_weeks: u32,
 }
 
 impl Default for TsOptions {
@@ -40,6 +45,7 @@ impl Default for TsOptions {
             out_of_order_window_ms: DEFAULT_OUT_OF_ORDER_MS,
             max_series_per_week: DEFAULT_MAX_SERIES,
             default_acks: Acks::All,
+            rollup_retention_weeks: 0,
         }
     }
 }
@@ -74,6 +80,19 @@ impl TsOptions {
                 format!("between 1 ms and {max_window} ms ({MAX_WEEKS} weeks)"),
             ));
         }
+        if self.rollup_retention_weeks > 0
+            && (self.retention_weeks == 0
+                || self.rollup_retention_weeks <= self.retention_weeks
+                || self.rollup_retention_weeks > MAX_WEEKS)
+        {
+            return Err(Error::invalid(
+                "rollup_retention_weeks",
+                format!(
+                    "rollups are kept longer than the raw samples: more than retention_weeks ({}, which must not be 0 = everything) and at most {MAX_WEEKS} (0 keeps no rollups)",
+                    self.retention_weeks
+                ),
+            ));
+        }
         if self.max_series_per_week == 0 || self.max_series_per_week > 100_000_000 {
             return Err(Error::invalid(
                 "max_series_per_week",
@@ -91,6 +110,25 @@ impl TsOptions {
     pub fn first_kept_week(&self, now_ms: i64) -> Option<crate::Week> {
         (self.retention_weeks > 0)
             .then(|| crate::Week(crate::Week::of(now_ms).0 - i64::from(self.retention_weeks) + 1))
+    }
+
+    /// The first week whose rows are kept at `now_ms`, as rollups or raw (`None`:
+    /// every week is kept). Without rollups it is [`Self::first_kept_week`].
+    pub fn first_rollup_week(&self, now_ms: i64) -> Option<crate::Week> {
+        if self.rollup_retention_weeks == 0 {
+            return self.first_kept_week(now_ms);
+        }
+        Some(crate::Week(
+            crate::Week::of(now_ms).0 - i64::from(self.rollup_retention_weeks) + 1,
+        ))
+    }
+
+    /// Whether `week` is served from its rollups at `now_ms` (past raw retention,
+    /// within the rollups').
+    pub fn rolled_up(&self, week: crate::Week, now_ms: i64) -> bool {
+        self.rollup_retention_weeks > 0
+            && self.first_kept_week(now_ms).is_some_and(|k| week < k)
+            && self.first_rollup_week(now_ms).is_some_and(|k| week >= k)
     }
 }
 
@@ -133,9 +171,30 @@ mod tests {
             .is_err()
         );
         assert!(o.validate(3).is_ok());
+        // Rollups outlive the raw samples, or are refused.
+        let rolled = TsOptions {
+            rollup_retention_weeks: 10,
+            ..o
+        };
+        assert!(rolled.validate(3).is_ok());
+        for (raw, rollups) in [(0, 10), (4, 4), (4, 2), (4, 600)] {
+            let bad = TsOptions {
+                retention_weeks: raw,
+                rollup_retention_weeks: rollups,
+                ..o
+            };
+            assert!(bad.validate(3).is_err(), "{raw} {rollups}");
+        }
         // Four weeks kept: this week and the three before it.
         let now = crate::Week(2900).start_ms() + 5;
         assert_eq!(o.first_kept_week(now), Some(crate::Week(2897)));
         assert_eq!(TsOptions::default().first_kept_week(now), None);
+        assert_eq!(o.first_rollup_week(now), Some(crate::Week(2897)));
+        assert_eq!(rolled.first_rollup_week(now), Some(crate::Week(2891)));
+        assert!(rolled.rolled_up(crate::Week(2896), now));
+        assert!(rolled.rolled_up(crate::Week(2891), now));
+        assert!(!rolled.rolled_up(crate::Week(2890), now));
+        assert!(!rolled.rolled_up(crate::Week(2897), now));
+        assert!(!o.rolled_up(crate::Week(2896), now));
     }
 }

@@ -17,6 +17,7 @@ use crate::keys;
 use crate::labels::{Labels, Limits, SeriesId};
 use crate::options::{MAX_FUTURE_MS, TsOptions};
 use crate::promql::{self, MemorySource, Series};
+use crate::rollup::Aggregate;
 use crate::week::Week;
 use datalayer_cluster::StrongPolicy;
 use datalayer_cluster::catalog::{TableDesc, TableSpec, TabletDesc};
@@ -463,6 +464,9 @@ impl TimeseriesPolicy {
 
     /// The series that every matcher selects, with their samples from `from_ms` to
     /// `to_ms` (both held) in time order; series without samples there are left out.
+    /// A [`promql::ROLLUP_LABEL`] matcher (a query rewritten by
+    /// [`promql::for_rollups`]) reads weeks past raw retention from their rollups
+    /// as that aggregate, and the series answered carry the label.
     pub async fn select(
         &self,
         table: &str,
@@ -471,59 +475,50 @@ impl TimeseriesPolicy {
         to_ms: i64,
     ) -> Result<Vec<Series>> {
         let (desc, options) = self.table(table).await?;
-        let first_kept = options.first_kept_week(now_ms());
+        let (agg, matchers) = promql::rollup_aggregate(matchers);
+        let now = now_ms();
+        let first = options.first_rollup_week(now);
         // Labels → (timestamp → (nonce, value)).
         let mut out: BTreeMap<Vec<u8>, (Arc<Labels>, Samples)> = BTreeMap::new();
         let mut rows_read = 0usize;
         for week in Week::covering(from_ms, to_ms) {
-            if first_kept.is_some_and(|k| week < k) {
+            if first.is_some_and(|k| week < k) {
                 continue;
             }
-            let series = self.matching(&desc, week, matchers).await?;
+            let series = self.matching(&desc, week, &matchers).await?;
             if series.is_empty() {
                 continue;
             }
             let wanted: HashMap<SeriesId, Arc<Labels>> = series.into_iter().collect();
-            let chunks = if wanted.len() > SWEEP_OVER {
-                let range = keys::chunk_range(week);
-                self.rows(&desc.name, range, MAX_ROWS_PER_QUERY - rows_read)
-                    .await?
-            } else {
-                let mut rows = Vec::new();
-                for id in wanted.keys() {
-                    let range = (
-                        keys::chunk_prefix(week, *id),
-                        keys::chunk_key(week, *id, to_ms.saturating_add(1), 0),
-                    );
-                    let left = MAX_ROWS_PER_QUERY - rows_read - rows.len();
-                    rows.extend(self.rows(&desc.name, range, left).await?);
+            let labels_of = wanted.clone();
+            let span = (from_ms, to_ms);
+            let rolled = options.rolled_up(week, now);
+            let mut this_week = HashMap::new();
+            let mut raw = wanted;
+            if rolled {
+                let agg = agg.unwrap_or(Aggregate::Last);
+                this_week = self
+                    .read_rollups(&desc.name, week, &raw, span, agg, &mut rows_read)
+                    .await?;
+                // A series the keeper has not summed up yet (the week left raw
+                // retention since its last pass) is read raw.
+                raw.retain(|id, _| !this_week.contains_key(id));
+            }
+            if !raw.is_empty() {
+                let mut read = self
+                    .read_chunks(&desc.name, week, &raw, span, &mut rows_read)
+                    .await?;
+                if let Some(agg) = agg.or(rolled.then_some(Aggregate::Last)) {
+                    for samples in read.values_mut() {
+                        for s in samples.iter_mut() {
+                            (s.0, s.2) = agg.raw((s.0, s.2));
+                        }
+                    }
                 }
-                rows
-            };
-            rows_read += chunks.len();
-            let mut this_week: HashMap<SeriesId, Samples> = HashMap::new();
-            for (key, value) in chunks {
-                let Some((_, id, first, nonce)) = keys::parse_chunk_key(&key) else {
-                    continue;
-                };
-                if !wanted.contains_key(&id) || first > to_ms {
-                    continue;
-                }
-                let samples = crate::gorilla::decode(&value).map_err(|e| {
-                    Error::Store(datalayer_store::Error::Corruption {
-                        what: format!("chunk {key:?} of table {table:?}: {e}"),
-                    })
-                })?;
-                let into = this_week.entry(id).or_default();
-                into.extend(
-                    samples
-                        .into_iter()
-                        .filter(|(t, _)| *t >= from_ms && *t <= to_ms)
-                        .map(|(t, v)| (t, nonce, v)),
-                );
+                this_week.extend(read);
             }
             for (id, samples) in this_week {
-                let labels = &wanted[&id];
+                let labels = &labels_of[&id];
                 out.entry(labels.canonical())
                     .or_insert_with(|| (labels.clone(), Vec::new()))
                     .1
@@ -543,9 +538,126 @@ impl TimeseriesPolicy {
                         _ => kept.push((t, v)),
                     }
                 }
-                (labels.to_map(), kept)
+                let mut labels = labels.to_map();
+                if let Some(agg) = agg {
+                    labels.insert(promql::ROLLUP_LABEL.to_string(), agg.name().to_string());
+                }
+                (labels, kept)
             })
             .collect())
+    }
+
+    /// The rows of `wanted`'s series in `week`'s range `range_of` gives for one
+    /// series (`all`: for every series), swept whole when they are many.
+    async fn series_rows(
+        &self,
+        table: &str,
+        wanted: &HashMap<SeriesId, Arc<Labels>>,
+        all: (Vec<u8>, Vec<u8>),
+        range_of: impl Fn(SeriesId) -> (Vec<u8>, Vec<u8>),
+        rows_read: &mut usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let rows = if wanted.len() > SWEEP_OVER {
+            self.rows(table, all, MAX_ROWS_PER_QUERY - *rows_read)
+                .await?
+        } else {
+            let mut rows = Vec::new();
+            for id in wanted.keys() {
+                let left = MAX_ROWS_PER_QUERY - *rows_read - rows.len();
+                rows.extend(self.rows(table, range_of(*id), left).await?);
+            }
+            rows
+        };
+        *rows_read += rows.len();
+        Ok(rows)
+    }
+
+    /// The raw samples of `wanted`'s series in `week` within `span` (both ends held).
+    async fn read_chunks(
+        &self,
+        table: &str,
+        week: Week,
+        wanted: &HashMap<SeriesId, Arc<Labels>>,
+        (from_ms, to_ms): (i64, i64),
+        rows_read: &mut usize,
+    ) -> Result<HashMap<SeriesId, Samples>> {
+        let range_of = |id| {
+            (
+                keys::chunk_prefix(week, id),
+                keys::chunk_key(week, id, to_ms.saturating_add(1), 0),
+            )
+        };
+        let chunks = self
+            .series_rows(table, wanted, keys::chunk_range(week), range_of, rows_read)
+            .await?;
+        let mut this_week: HashMap<SeriesId, Samples> = HashMap::new();
+        for (key, value) in chunks {
+            let Some((_, id, first, nonce)) = keys::parse_chunk_key(&key) else {
+                continue;
+            };
+            if !wanted.contains_key(&id) || first > to_ms {
+                continue;
+            }
+            let samples = crate::gorilla::decode(&value).map_err(|e| {
+                Error::Store(datalayer_store::Error::Corruption {
+                    what: format!("chunk {key:?} of table {table:?}: {e}"),
+                })
+            })?;
+            let into = this_week.entry(id).or_default();
+            into.extend(
+                samples
+                    .into_iter()
+                    .filter(|(t, _)| *t >= from_ms && *t <= to_ms)
+                    .map(|(t, v)| (t, nonce, v)),
+            );
+        }
+        Ok(this_week)
+    }
+
+    /// The rollups of `wanted`'s series in `week` within `span`, one sample per
+    /// bucket as `agg` reads it.
+    async fn read_rollups(
+        &self,
+        table: &str,
+        week: Week,
+        wanted: &HashMap<SeriesId, Arc<Labels>>,
+        (from_ms, to_ms): (i64, i64),
+        agg: Aggregate,
+        rows_read: &mut usize,
+    ) -> Result<HashMap<SeriesId, Samples>> {
+        let range_of = |id| {
+            let prefix = keys::rollup_prefix(week, id);
+            let end = keys::prefix_end(&prefix);
+            (prefix, end)
+        };
+        let rows = self
+            .series_rows(table, wanted, keys::rollup_range(week), range_of, rows_read)
+            .await?;
+        let mut this_week: HashMap<SeriesId, Samples> = HashMap::new();
+        for (key, value) in rows {
+            let Some((_, id, window)) = keys::parse_rollup_key(&key) else {
+                continue;
+            };
+            if !wanted.contains_key(&id)
+                || window > to_ms
+                || window + crate::keeper::WINDOW_MS <= from_ms
+            {
+                continue;
+            }
+            let (_, buckets) = crate::rollup::decode(&value).map_err(|e| {
+                Error::Store(datalayer_store::Error::Corruption {
+                    what: format!("rollup {key:?} of table {table:?}: {e}"),
+                })
+            })?;
+            this_week.entry(id).or_default().extend(
+                buckets
+                    .iter()
+                    .map(|b| agg.sample(b))
+                    .filter(|(t, _)| *t >= from_ms && *t <= to_ms)
+                    .map(|(t, v)| (t, 0, v)),
+            );
+        }
+        Ok(this_week)
     }
 
     /// The label sets of the series any of `selectors` selects in the weeks
@@ -558,7 +670,7 @@ impl TimeseriesPolicy {
         to_ms: i64,
     ) -> Result<Vec<BTreeMap<String, String>>> {
         let (desc, options) = self.table(table).await?;
-        let first_kept = options.first_kept_week(now_ms());
+        let first_kept = options.first_rollup_week(now_ms());
         let mut out = BTreeMap::new();
         for week in Week::covering(from_ms, to_ms) {
             if first_kept.is_some_and(|k| week < k) {
@@ -586,7 +698,7 @@ impl TimeseriesPolicy {
         to_ms: i64,
     ) -> Result<Vec<String>> {
         let (desc, options) = self.table(table).await?;
-        let first_kept = options.first_kept_week(now_ms());
+        let first_kept = options.first_rollup_week(now_ms());
         let mut out = BTreeSet::new();
         for week in Week::covering(from_ms, to_ms) {
             if first_kept.is_some_and(|k| week < k) {
@@ -646,9 +758,39 @@ impl TimeseriesPolicy {
         Ok(MemorySource(all.into_iter().collect()))
     }
 
+    /// `query` parsed, and rewritten by [`promql::for_rollups`] when its evaluation
+    /// over `[start_ms, end_ms]` reads a week served from rollups (then `true`).
+    async fn plan(
+        &self,
+        table: &str,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<(promql::ParsedExpr, bool)> {
+        let expr = promql::parse(query).map_err(eval_error)?;
+        let (_, options) = self.table(table).await?;
+        let now = now_ms();
+        let Some(kept) = options.first_kept_week(now) else {
+            return Ok((expr, false));
+        };
+        if options.rollup_retention_weeks == 0 {
+            return Ok((expr, false));
+        }
+        let reads_rollups = promql::selections(&expr, start_ms, end_ms)
+            .map_err(eval_error)?
+            .iter()
+            .any(|s| s.from_ms < kept.start_ms());
+        Ok(if reads_rollups {
+            (promql::for_rollups(&expr), true)
+        } else {
+            (expr, false)
+        })
+    }
+
     /// Evaluates the PromQL `query` at `t_ms`.
     pub async fn query(&self, table: &str, query: &str, t_ms: i64) -> Result<Instant> {
-        let expr = promql::parse(query).map_err(eval_error)?;
+        let (expr, _) = self.plan(table, query, t_ms, t_ms).await?;
+        let strip = promql::strip_rollup_label;
         let source = self.fetch(table, &expr, t_ms, t_ms).await?;
         if let promql::ParsedExpr::MatrixSelector(_) = &expr {
             // A range selector alone: each series' raw samples in its window (as
@@ -661,7 +803,7 @@ impl TimeseriesPolicy {
                         .into_iter()
                         .filter(|(_, v)| !crate::functions::is_stale(*v))
                         .collect::<Vec<_>>();
-                    (l, kept)
+                    (strip(l), kept)
                 })
                 .filter(|(_, s)| !s.is_empty())
                 .collect();
@@ -669,7 +811,9 @@ impl TimeseriesPolicy {
         }
         match tokio::task::block_in_place(|| promql::instant(&source, &expr, t_ms)) {
             Ok(promql::Value::Scalar(v)) => Ok(Instant::Scalar(v)),
-            Ok(promql::Value::Vector(v)) => Ok(Instant::Vector(v)),
+            Ok(promql::Value::Vector(v)) => Ok(Instant::Vector(
+                v.into_iter().map(|(l, v)| (strip(l), v)).collect(),
+            )),
             Err(e) => Err(eval_error(e)),
         }
     }
@@ -698,15 +842,23 @@ impl TimeseriesPolicy {
                 ),
             ));
         }
-        let expr = promql::parse(query).map_err(eval_error)?;
+        let (expr, rolled) = self.plan(table, query, start_ms, end_ms).await?;
         let source = self.fetch(table, &expr, start_ms, end_ms).await?;
-        tokio::task::block_in_place(|| {
+        let series = tokio::task::block_in_place(|| {
             match crate::fast::range(&source, &expr, start_ms, end_ms, step_ms) {
                 Some(series) => Ok(series),
                 None => promql::range(&source, &expr, start_ms, end_ms, step_ms),
             }
         })
-        .map_err(eval_error)
+        .map_err(eval_error)?;
+        Ok(if rolled {
+            series
+                .into_iter()
+                .map(|(l, s)| (promql::strip_rollup_label(l), s))
+                .collect()
+        } else {
+            series
+        })
     }
 }
 

@@ -14,6 +14,7 @@
 use crate::aggregate::{AggOp, Grouping, LabelSet, aggregate};
 use crate::functions::{self, OverTime, RateKind};
 use crate::labels::METRIC_NAME;
+use crate::rollup::Aggregate;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{self, Expr, LabelModifier, Offset};
 use thiserror::Error;
@@ -176,6 +177,84 @@ fn collect(expr: &Expr, start: i64, end: i64, out: &mut Vec<Selection>) -> Resul
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
     }
     Ok(())
+}
+
+/// The label a query rewritten for rollups ([`for_rollups`]) marks each selector
+/// with: the [`Aggregate`] of a bucket it reads. Label names beginning with `__`
+/// are reserved, so no stored series has it; results leave it out
+/// ([`strip_rollup_label`]).
+pub const ROLLUP_LABEL: &str = "__rollup__";
+
+/// `expr` as it is evaluated over weeks served from rollups: each selector marked
+/// (a [`ROLLUP_LABEL`] matcher) with the aggregate its function reads, and
+/// `count_over_time` made a `sum_over_time` (of the counts). See [`crate::rollup`].
+pub fn for_rollups(expr: &Expr) -> Expr {
+    let mut e = expr.clone();
+    mark(&mut e, Aggregate::Last);
+    e
+}
+
+fn mark(e: &mut Expr, agg: Aggregate) {
+    let add = |vs: &mut parser::VectorSelector| {
+        vs.matchers
+            .matchers
+            .push(Matcher::new(MatchOp::Equal, ROLLUP_LABEL, agg.name()));
+    };
+    match e {
+        Expr::VectorSelector(vs) => add(vs),
+        Expr::MatrixSelector(ms) => add(&mut ms.vs),
+        Expr::Paren(p) => mark(&mut p.expr, agg),
+        Expr::Unary(u) => mark(&mut u.expr, Aggregate::Last),
+        Expr::Call(c) => {
+            let inner = Aggregate::for_function(c.func.name);
+            if c.func.name == "count_over_time"
+                && let Ok(Expr::Call(sum)) = parser::parse("sum_over_time(x[1m])")
+            {
+                c.func = sum.func;
+            }
+            for a in &mut c.args.args {
+                mark(a, inner);
+            }
+        }
+        Expr::Aggregate(a) => {
+            mark(&mut a.expr, Aggregate::Last);
+            if let Some(p) = &mut a.param {
+                mark(p, Aggregate::Last);
+            }
+        }
+        Expr::Binary(b) => {
+            mark(&mut b.lhs, Aggregate::Last);
+            mark(&mut b.rhs, Aggregate::Last);
+        }
+        Expr::Subquery(_)
+        | Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::Extension(_) => {}
+    }
+}
+
+/// The aggregate a selector's matchers ask of rollups (a [`ROLLUP_LABEL`]
+/// matcher), and the other matchers.
+pub fn rollup_aggregate(matchers: &[Matcher]) -> (Option<Aggregate>, Vec<Matcher>) {
+    let mut agg = None;
+    let rest = matchers
+        .iter()
+        .filter(|m| {
+            if m.name == ROLLUP_LABEL && matches!(m.op, MatchOp::Equal) {
+                agg = agg.or(Aggregate::parse(&m.value));
+                return false;
+            }
+            true
+        })
+        .cloned()
+        .collect();
+    (agg, rest)
+}
+
+/// `labels` without the [`ROLLUP_LABEL`] a rewritten query's series carry.
+pub fn strip_rollup_label(mut labels: LabelSet) -> LabelSet {
+    labels.remove(ROLLUP_LABEL);
+    labels
 }
 
 struct Evaluator<'a> {
@@ -508,6 +587,36 @@ mod tests {
             eval("m", 240_000).unwrap()
         );
         assert_eq!(eval("time()", 5_000).unwrap(), Value::Scalar(5.0));
+    }
+
+    #[test]
+    fn queries_over_rollups_mark_each_selector_with_the_aggregate_it_reads() {
+        let marks = |q: &str| {
+            let e = for_rollups(&parse(q).unwrap());
+            let text = e.to_string();
+            let aggs: Vec<Option<Aggregate>> = selections(&e, 0, 0)
+                .unwrap()
+                .iter()
+                .map(|s| rollup_aggregate(&s.matchers).0)
+                .collect();
+            (text, aggs)
+        };
+        let (text, aggs) = marks("count_over_time(m[1h])");
+        assert!(text.starts_with("sum_over_time("), "{text}");
+        assert_eq!(aggs, vec![Some(Aggregate::Count)]);
+        let (_, aggs) = marks("max by (job) (max_over_time(m[1h])) * 2 + m");
+        assert_eq!(aggs, vec![Some(Aggregate::Max), Some(Aggregate::Last)]);
+        let (_, aggs) = marks("topk(2, rate(m[5m]))");
+        assert_eq!(aggs, vec![Some(Aggregate::Last)]);
+        let (_, aggs) = marks("-avg_over_time(m[1h])");
+        assert_eq!(aggs, vec![Some(Aggregate::Avg)]);
+        // The marker matcher is taken out of what the store selects by.
+        let (agg, rest) =
+            rollup_aggregate(&parse_selector(r#"m{__rollup__="min",job="a"}"#).unwrap());
+        assert_eq!(agg, Some(Aggregate::Min));
+        assert_eq!(rest.len(), 2);
+        let labels: LabelSet = [(ROLLUP_LABEL.to_string(), "min".to_string())].into();
+        assert!(strip_rollup_label(labels).is_empty());
     }
 
     #[test]

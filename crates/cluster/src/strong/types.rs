@@ -65,6 +65,10 @@ pub struct Config {
     /// Oplog records kept per tablet behind its log end (for followers catching up).
     /// Default 100000.
     pub oplog_retention_records: u64,
+    /// Bytes of oplog records kept per tablet at most (keys and values they write):
+    /// older records are trimmed, even within `oplog_retention_records`, except
+    /// those appended in the last minute; 0: no byte bound. Default 67108864 (64 MiB).
+    pub oplog_retention_bytes: u64,
     /// Commands that may wait for the writer before callers are held back. Default 4096.
     pub write_queue_depth: usize,
     /// Most commands in one group commit. Default 1024.
@@ -97,6 +101,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             oplog_retention_records: 100_000,
+            oplog_retention_bytes: 64 << 20,
             write_queue_depth: 4096,
             max_group_commands: 1024,
             ack_timeout_ms: 5000,

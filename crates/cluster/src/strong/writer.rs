@@ -23,6 +23,88 @@ use tokio::sync::{mpsc, oneshot};
 /// Oplog trimming runs when this many records (or a quarter of the retention, if
 /// fewer) passed the retention since the last trim.
 const TRIM_STRIDE: u64 = 1024;
+/// Records appended this recently stay in the oplog whatever their bytes (a client's
+/// retry within it is answered from the log).
+const RETAIN_YOUNG: Duration = Duration::from_secs(60);
+
+/// The bytes an oplog record counts for against `oplog_retention_bytes`: the keys
+/// and values it writes, and a little for the rest.
+fn record_bytes(r: &OplogRecord) -> u64 {
+    let body: usize = match &r.body {
+        RecordBody::Write(mutations) => mutations
+            .iter()
+            .map(|m| match m {
+                Mutation::Put { key, value } => key.len() + value.len() + 8,
+                Mutation::Delete { key } => key.len() + 8,
+            })
+            .sum(),
+        _ => 0,
+    };
+    body as u64 + 64
+}
+
+/// The records of a tablet's oplog this writer appended since it began serving it
+/// and has not trimmed, oldest first, with their bytes and when they came: what the
+/// byte bound trims by (records from before stay until the bound trims past them).
+#[derive(Debug, Default)]
+struct Retained {
+    records: std::collections::VecDeque<(Seq, u64, Instant)>,
+    bytes: u64,
+}
+
+impl Retained {
+    fn push(&mut self, records: &[OplogRecord], now: Instant) {
+        for r in records {
+            let b = record_bytes(r);
+            self.records.push_back((r.seq, b, now));
+            self.bytes += b;
+        }
+    }
+
+    /// Where to trim so that at most `limit` bytes stay, never past a record that
+    /// came after `young` nor past the last one; `None` until an eighth more than
+    /// `limit` is there, so that trims come in strides.
+    fn keep_from(&mut self, limit: u64, young: Instant) -> Option<Seq> {
+        if limit == 0 || self.bytes <= limit + limit / 8 {
+            return None;
+        }
+        let mut keep = None;
+        while self.bytes > limit {
+            let Some(&(seq, b, at)) = self.records.front() else {
+                break;
+            };
+            if at > young || self.records.len() == 1 {
+                break;
+            }
+            self.records.pop_front();
+            self.bytes -= b;
+            keep = Some(Seq(seq.0 + 1));
+        }
+        keep
+    }
+
+    /// Forgets the records after `seq` (cut from the log).
+    fn forget_after(&mut self, seq: Seq) {
+        while let Some(&(s, b, _)) = self.records.back() {
+            if s <= seq {
+                break;
+            }
+            self.records.pop_back();
+            self.bytes -= b;
+        }
+    }
+
+    /// Forgets the records below `seq` (trimmed).
+    fn forget_below(&mut self, seq: Seq) {
+        while let Some(&(s, b, _)) = self.records.front() {
+            if s >= seq {
+                break;
+            }
+            self.records.pop_front();
+            self.bytes -= b;
+        }
+    }
+}
 /// The longest a paced group waits for its followers' next replication calls before
 /// the master syncs it (a follower that is down or slow costs at most this).
 const PACE_MAX: Duration = Duration::from_millis(2);
@@ -190,6 +272,8 @@ struct Served {
     /// The last split record in the oplog: writes at or past its key belong to the
     /// right half.
     split: Option<SplitMark>,
+    /// The records the byte bound trims by.
+    retained: Retained,
 }
 
 /// A split record of a tablet's oplog.
@@ -654,6 +738,7 @@ impl Writer {
                 requests,
                 voids,
                 split,
+                retained: Retained::default(),
             },
         );
         self.close_now();
@@ -675,6 +760,7 @@ impl Writer {
             served.requests.clear();
             served.voids.clear();
             served.split = None;
+            served.retained = Retained::default();
         }
         Ok(())
     }
@@ -724,6 +810,7 @@ impl Writer {
                     let tablet = a.tablet;
                     if let Some(s) = self.served.get_mut(&tablet) {
                         s.state = a.state;
+                        s.retained.push(&a.records, Instant::now());
                     }
                     self.publish_committed(tablet);
                     self.maybe_trim(a.tablet);
@@ -814,12 +901,23 @@ impl Writer {
         let Some(s) = self.served.get_mut(&tablet) else {
             return;
         };
-        let keep_from = s.state.log_end.0.saturating_sub(retention);
+        let by_count = s.state.log_end.0.saturating_sub(retention);
         let stride = (retention / 4).clamp(1, TRIM_STRIDE);
-        if keep_from >= s.trimmed_below.0 + stride {
+        let young = Instant::now().checked_sub(RETAIN_YOUNG);
+        let by_bytes = young
+            .and_then(|young| {
+                s.retained
+                    .keep_from(self.config.oplog_retention_bytes, young)
+            })
+            .map_or(0, |seq| seq.0.min(s.state.log_end.0));
+        let keep_from = by_count.max(by_bytes);
+        if keep_from >= s.trimmed_below.0 + stride
+            || (by_bytes > s.trimmed_below.0 && keep_from > s.trimmed_below.0)
+        {
             match self.engine.trim_oplog(tablet, Seq(keep_from)) {
                 Ok(()) => {
                     s.trimmed_below = Seq(keep_from);
+                    s.retained.forget_below(Seq(keep_from));
                     s.requests
                         .retain(|_, (_, o)| o.position.is_some_and(|p| p.seq.0 >= keep_from));
                 }
@@ -855,5 +953,58 @@ fn recv_until(rx: &mut mpsc::Receiver<Command>, deadline: Instant) -> Option<Com
             return None;
         }
         std::thread::park_timeout(deadline - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: u64, value_len: usize) -> OplogRecord {
+        OplogRecord {
+            epoch: Epoch(1),
+            seq: Seq(seq),
+            ts: Timestamp(seq),
+            body: RecordBody::Write(vec![Mutation::Put {
+                key: vec![0; 8],
+                value: vec![0; value_len],
+            }]),
+            origin: None,
+        }
+    }
+
+    #[test]
+    fn the_byte_bound_trims_old_records_in_strides_and_keeps_young_ones() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(120);
+        let mut r = Retained::default();
+        // Ten records of about 1000 bytes, the first eight old.
+        let each = record_bytes(&record(1, 920));
+        for seq in 1..=8 {
+            r.push(&[record(seq, 920)], t0);
+        }
+        r.push(&[record(9, 920), record(10, 920)], later);
+        assert_eq!(r.bytes, 10 * each);
+        // Within the bound and its eighth: nothing.
+        assert_eq!(r.keep_from(9 * each, later), None);
+        // Past it: the oldest go until the bound holds.
+        assert_eq!(r.keep_from(5 * each, later), Some(Seq(6)));
+        assert_eq!(r.bytes, 5 * each);
+        // Young records stay whatever the bound.
+        assert_eq!(r.keep_from(each, t0 + Duration::from_secs(1)), Some(Seq(9)));
+        assert_eq!(r.bytes, 2 * each);
+        // And the last record always stays.
+        assert_eq!(
+            r.keep_from(1, later + Duration::from_secs(1)),
+            Some(Seq(10))
+        );
+        assert_eq!(r.records.len(), 1);
+        // No bound: never.
+        assert_eq!(r.keep_from(0, later), None);
+        r.forget_after(Seq(9));
+        assert_eq!((r.bytes, r.records.len()), (0, 0));
+        r.push(&[record(11, 920), record(12, 920)], later);
+        r.forget_below(Seq(12));
+        assert_eq!(r.records.front().map(|x| x.0), Some(Seq(12)));
     }
 }

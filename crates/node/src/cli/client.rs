@@ -189,6 +189,7 @@ async fn table_command(c: &mut Client, out: Out, cmd: TableCmd) -> anyhow::Resul
             retention_weeks,
             out_of_order_window,
             max_series_per_week,
+            rollup_retention_weeks,
         } => {
             let policy = match policy.as_str() {
                 "strong" => pb::Policy::Strong,
@@ -210,12 +211,13 @@ async fn table_command(c: &mut Client, out: Out, cmd: TableCmd) -> anyhow::Resul
             };
             let ts_given = retention_weeks.is_some()
                 || out_of_order_window.is_some()
-                || max_series_per_week.is_some();
+                || max_series_per_week.is_some()
+                || rollup_retention_weeks.is_some();
             let mut opts = opts;
             if ts_given {
                 if policy != pb::Policy::Timeseries {
                     anyhow::bail!(
-                        "--retention-weeks, --out-of-order-window and --max-series-per-week are for --policy timeseries"
+                        "--retention-weeks, --out-of-order-window, --max-series-per-week and --rollup-retention-weeks are for --policy timeseries"
                     );
                 }
                 opts.timeseries = Some(pb::TimeseriesOptions {
@@ -225,6 +227,7 @@ async fn table_command(c: &mut Client, out: Out, cmd: TableCmd) -> anyhow::Resul
                         None => 0,
                     },
                     max_series_per_week: max_series_per_week.unwrap_or(0),
+                    rollup_retention_weeks: rollup_retention_weeks.unwrap_or(0),
                 });
             }
             table_create(c, out, &name, opts).await
@@ -235,6 +238,7 @@ async fn table_command(c: &mut Client, out: Out, cmd: TableCmd) -> anyhow::Resul
             retention_weeks,
             out_of_order_window,
             max_series_per_week,
+            rollup_retention_weeks,
         } => {
             let req = pb::SetTableOptionsRequest {
                 name,
@@ -245,6 +249,7 @@ async fn table_command(c: &mut Client, out: Out, cmd: TableCmd) -> anyhow::Resul
                     .transpose()
                     .map_err(anyhow::Error::msg)?,
                 max_series_per_week,
+                rollup_retention_weeks,
             };
             let t = c
                 .admin()

@@ -52,6 +52,10 @@ pub(super) struct StartArgs {
     /// catches up from a snapshot (default 100000).
     #[arg(long)]
     oplog_retention_records: Option<u64>,
+    /// Bytes of oplog records kept per tablet at most (keys and values; records of
+    /// the last minute stay); 0: no byte bound (default 67108864, 64 MiB).
+    #[arg(long)]
+    oplog_retention_bytes: Option<u64>,
     /// Threads serving requests (default: one per core). Give co-located nodes their
     /// share of the cores.
     #[arg(long)]
@@ -132,6 +136,9 @@ pub(super) fn node_config(args: &StartArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.oplog_retention_records {
         config.strong.oplog_retention_records = v;
+    }
+    if let Some(v) = args.oplog_retention_bytes {
+        config.strong.oplog_retention_bytes = v;
     }
     if let Some(v) = args.split_size_bytes {
         config.strong.split_size_bytes = v;

@@ -195,6 +195,7 @@ impl AdminService {
                     if t.max_series_per_week > 0 {
                         o.max_series_per_week = t.max_series_per_week;
                     }
+                    o.rollup_retention_weeks = t.rollup_retention_weeks;
                 }
                 o.to_options()
             }
@@ -286,7 +287,8 @@ impl pb::admin_server::Admin for AdminService {
             let table = self.router.table_synced(&req.name).await.status()?;
             let ts_given = req.retention_weeks.is_some()
                 || req.out_of_order_window_ms.is_some()
-                || req.max_series_per_week.is_some();
+                || req.max_series_per_week.is_some()
+                || req.rollup_retention_weeks.is_some();
             let acks = crate::service::kv::acks(req.default_acks).status()?;
             let options = match table.policy {
                 PolicyKind::Strong if ts_given => {
@@ -315,6 +317,9 @@ impl pb::admin_server::Admin for AdminService {
                     }
                     if let Some(v) = req.max_series_per_week {
                         o.max_series_per_week = v;
+                    }
+                    if let Some(v) = req.rollup_retention_weeks {
+                        o.rollup_retention_weeks = v;
                     }
                     o.to_options()
                 }

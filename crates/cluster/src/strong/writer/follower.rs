@@ -49,6 +49,7 @@ impl Writer {
                 requests,
                 voids,
                 split,
+                retained: Default::default(),
             },
         );
         self.publish_committed(tablet);
@@ -225,6 +226,7 @@ impl Writer {
         let served = self.served.get_mut(&tablet).expect("served");
         let undone = served.split.take().filter(|mark| mark.seq > after);
         served.state = cut;
+        served.retained.forget_after(after);
         served.requests = requests;
         served.voids = voids;
         served.split = split;
@@ -290,6 +292,7 @@ impl Writer {
                 requests: Requests::new(),
                 voids: Vec::new(),
                 split: None,
+                retained: Default::default(),
             },
         );
         self.publish_committed(tablet);
@@ -342,6 +345,7 @@ impl Writer {
                 requests,
                 voids: Vec::new(),
                 split: None,
+                retained: Default::default(),
             },
         );
         Ok(())
