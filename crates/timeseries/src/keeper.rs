@@ -304,7 +304,12 @@ impl TimeseriesPolicy {
                     None => true,
                     Some((at, e)) => e != edge || now.duration_since(at) >= late_every,
                 };
-                let done = self.keep_tablet(table, tablet, &options, compact).await?;
+                // Weeks past raw retention take no writes: they are rolled up when
+                // the retention moves (or on the first pass).
+                let roll = last.is_none_or(|l| l.first_kept != first_kept);
+                let done = self
+                    .keep_tablet(table, tablet, &options, compact, roll)
+                    .await?;
                 pass.chunks_merged += done.chunks_merged;
                 pass.blocks_written += done.blocks_written;
                 pass.rows_dropped += done.rows_dropped;
@@ -354,6 +359,7 @@ impl TimeseriesPolicy {
         tablet: &TabletDesc,
         options: &TsOptions,
         compact: bool,
+        roll: bool,
     ) -> Result<Pass> {
         let now = now_ms();
         let mut pass = Pass::default();
@@ -363,6 +369,7 @@ impl TimeseriesPolicy {
         if let (Some(first), Some(kept)) =
             (options.first_rollup_week(now), options.first_kept_week(now))
             && options.rollup_retention_weeks > 0
+            && roll
         {
             // The weeks past raw retention this tablet holds part of.
             let from = keys::week_of_key(&tablet.start).map_or(first, |w| w.max(first));
